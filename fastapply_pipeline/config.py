@@ -1,0 +1,324 @@
+"""fastapply.yaml: the one user-facing settings file, validated with pydantic.
+
+The file lives at the project root (or wherever FASTAPPLY_CONFIG points). Relative paths in it are
+resolved against the folder that holds the file, so the same file works from any working directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+
+from fastapply_pipeline.core.sources import (
+    PARTITION_KEY_RE,
+    SourceLocationError,
+    default_partition_key,
+    validate_git_url,
+    validate_local_path,
+)
+
+CONFIG_ENV_VAR = "FASTAPPLY_CONFIG"
+DEFAULT_CONFIG_NAME = "fastapply.yaml"
+
+Language = Literal["python", "typescript", "tsx", "javascript", "jsx"]
+TokenizerName = Literal["cl100k_base", "o200k_base", "qwen2.5"]
+
+# Permissive licenses whose code may go into a training set without copyleft obligations.
+DEFAULT_ALLOWED_LICENSES = [
+    "MIT",
+    "MIT-0",
+    "Apache-2.0",
+    "BSD-2-Clause",
+    "BSD-3-Clause",
+    "0BSD",
+    "ISC",
+    "Unlicense",
+    "CC0-1.0",
+    "Zlib",
+    "BSL-1.0",
+    "PSF-2.0",
+]
+
+# detect-secrets plugins that find credentials by their shape. The entropy and keyword detectors are
+# off by default: in source code they flag hashes, fixtures and `password = "..."` test data, which
+# would exclude good files for no reason. Add them here to be stricter.
+DEFAULT_SECRET_PLUGINS = [
+    "ArtifactoryDetector",
+    "AWSKeyDetector",
+    "AzureStorageKeyDetector",
+    "BasicAuthDetector",
+    "CloudantDetector",
+    "DiscordBotTokenDetector",
+    "GitHubTokenDetector",
+    "GitLabTokenDetector",
+    "IbmCloudIamDetector",
+    "IbmCosHmacDetector",
+    "JwtTokenDetector",
+    "MailchimpDetector",
+    "NpmDetector",
+    "OpenAIDetector",
+    "PrivateKeyDetector",
+    "PypiTokenDetector",
+    "SendGridDetector",
+    "SlackDetector",
+    "SoftlayerDetector",
+    "SquareOAuthDetector",
+    "StripeDetector",
+    "TelegramBotTokenDetector",
+    "TwilioKeyDetector",
+]
+
+
+class ConfigError(ValueError):
+    """fastapply.yaml is missing or invalid. The message names the field and the fix."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Source(_Strict):
+    """One source repository: a git URL or a local git folder, optionally pinned to a ref."""
+
+    url: str | None = Field(None, description="https://, ssh:// or git@host:path URL of a git repository.")
+    path: str | None = Field(None, description="A local git repository (relative to fastapply.yaml).")
+    ref: str | None = Field(None, description="Branch, tag or commit to pin; default: the remote's HEAD.")
+    name: str | None = Field(None, description="Partition key; default: derived from the URL or path.")
+    license: str | None = Field(None, description="SPDX id that overrides the detected license.")
+    include: list[str] = Field(default_factory=list, description="gitignore-style globs to keep (all if empty).")
+    exclude: list[str] = Field(default_factory=list, description="gitignore-style globs to drop.")
+
+    @model_validator(mode="after")
+    def _check_location(self) -> Source:
+        if (self.url is None) == (self.path is None):
+            raise ValueError("give exactly one of `url` (a git URL) or `path` (a local git folder)")
+        try:
+            if self.url is not None:
+                validate_git_url(self.url)
+            else:
+                validate_local_path(self.path or "")
+        except SourceLocationError as err:
+            raise ValueError(str(err)) from None
+        if self.ref is not None and (self.ref.startswith("-") or not self.ref.strip() or ".." in self.ref):
+            raise ValueError(f"ref {self.ref!r} is not a branch, tag or commit; remove the leading '-' or '..'")
+        if self.name is not None and not PARTITION_KEY_RE.match(self.name):
+            raise ValueError(
+                f"name {self.name!r} is not a valid partition key; use lowercase letters, digits, '.', '_' "
+                "and '-', starting with a letter or digit"
+            )
+        return self
+
+    @property
+    def location(self) -> str:
+        return self.url if self.url is not None else str(self.path)
+
+    @property
+    def key(self) -> str:
+        """The stable, readable partition key of this source."""
+        return self.name or default_partition_key(self.location)
+
+    def fingerprint(self) -> str:
+        """A short hash of everything that defines this source (changes when the user edits it)."""
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:12]
+
+
+class StorageSettings(_Strict):
+    cache_dir: str = Field(".fastapply/cache", description="Git mirrors and content caches.")
+    artifacts_dir: str = Field(".fastapply/artifacts", description="Asset outputs (parquet, datasets, ...).")
+
+
+class CloneSettings(_Strict):
+    depth: int | None = Field(
+        200, ge=1, description="Commits of history to fetch (for the git-history generator); null = all."
+    )
+    timeout_seconds: float = Field(600, gt=0, description="Timeout for each git command.")
+
+
+class FileFilterSettings(_Strict):
+    languages: list[Language] = Field(
+        default_factory=lambda: ["python", "typescript", "tsx", "javascript", "jsx"],
+        min_length=1,
+        description="Languages whose source files are kept.",
+    )
+    max_file_bytes: int = Field(500_000, gt=0, description="Larger files are excluded as too_large.")
+    exclude: list[str] = Field(default_factory=list, description="gitignore-style globs dropped for all sources.")
+    allowed_licenses: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_ALLOWED_LICENSES),
+        description="SPDX ids a repository's license must be among; others are skipped whole.",
+    )
+
+
+class SecretScanSettings(_Strict):
+    enabled: bool = True
+    plugins: list[str] = Field(default_factory=lambda: list(DEFAULT_SECRET_PLUGINS), min_length=1)
+
+    @field_validator("plugins")
+    @classmethod
+    def _known_plugins(cls, plugins: list[str]) -> list[str]:
+        from fastapply_pipeline.core.secrets import available_plugins
+
+        known = available_plugins()
+        unknown = sorted(set(plugins) - known)
+        if unknown:
+            raise ValueError(f"unknown detect-secrets plugins {unknown}; choose from {sorted(known)}")
+        return plugins
+
+
+class Bucket(_Strict):
+    """A token-count range [previous upper, upper) and how many files to sample from it per repo."""
+
+    upper: int | None = Field(..., gt=0, description="Exclusive upper bound in tokens; null for the last bucket.")
+    sample: int | None = Field(..., ge=0, description="Files to sample per repository; null keeps all.")
+
+
+# The reference Fast Apply pipeline's cl100k buckets and per-bucket sample sizes.
+DEFAULT_BUCKETS = [
+    Bucket(upper=100, sample=0),
+    Bucket(upper=400, sample=500),
+    Bucket(upper=1000, sample=1000),
+    Bucket(upper=2000, sample=3000),
+    Bucket(upper=3000, sample=1000),
+    Bucket(upper=4000, sample=0),
+    Bucket(upper=5000, sample=0),
+    Bucket(upper=10000, sample=0),
+    Bucket(upper=None, sample=0),
+]
+
+
+class SnippetSettings(_Strict):
+    tokenizer: TokenizerName = Field("cl100k_base", description="Token counter used for bucketing.")
+    buckets: list[Bucket] = Field(default_factory=lambda: list(DEFAULT_BUCKETS), min_length=1)
+
+    @field_validator("buckets")
+    @classmethod
+    def _ordered(cls, buckets: list[Bucket]) -> list[Bucket]:
+        uppers = [b.upper for b in buckets]
+        if uppers[-1] is not None:
+            raise ValueError("the last bucket must have `upper: null` so that every token count has a bucket")
+        if any(u is None for u in uppers[:-1]):
+            raise ValueError("only the last bucket may have `upper: null`")
+        bounded = [u for u in uppers[:-1] if u is not None]
+        if bounded != sorted(set(bounded)):
+            raise ValueError(f"bucket upper bounds must strictly increase; got {bounded}")
+        return buckets
+
+
+class FastApplyConfig(_Strict):
+    """The whole of fastapply.yaml."""
+
+    sources: list[Source] = Field(..., min_length=1, description="Repositories to build the dataset from.")
+    seed: int = Field(42, description="Seed for every sampling step; same inputs + seed = same rows.")
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    clone: CloneSettings = Field(default_factory=CloneSettings)
+    files: FileFilterSettings = Field(default_factory=FileFilterSettings)
+    secrets: SecretScanSettings = Field(default_factory=SecretScanSettings)
+    snippets: SnippetSettings = Field(default_factory=SnippetSettings)
+    pools: dict[str, Annotated[int, Field(ge=1)]] = Field(
+        default_factory=lambda: {"gpu": 1, "anthropic": 1, "openai": 1},
+        description="Dagster concurrency pool limits applied to the instance by `fastapply run`.",
+    )
+
+    _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
+
+    @model_validator(mode="after")
+    def _unique_keys(self) -> FastApplyConfig:
+        seen: dict[str, str] = {}
+        for source in self.sources:
+            if source.key in seen:
+                raise ValueError(
+                    f"sources {seen[source.key]!r} and {source.location!r} both get the partition key "
+                    f"{source.key!r}; give one of them a distinct `name:`"
+                )
+            seen[source.key] = source.location
+        return self
+
+    @property
+    def base_dir(self) -> Path:
+        return self._base_dir
+
+    def resolve(self, path: str) -> Path:
+        """Resolve a path from the file against the folder that holds fastapply.yaml."""
+        expanded = Path(os.path.expanduser(path))
+        return expanded if expanded.is_absolute() else (self._base_dir / expanded).resolve()
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.resolve(self.storage.cache_dir)
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.resolve(self.storage.artifacts_dir)
+
+    def source(self, key: str) -> Source:
+        """The source with this partition key, or a ConfigError that says how to fix the mismatch."""
+        for source in self.sources:
+            if source.key == key:
+                return source
+        raise ConfigError(
+            f"partition {key!r} has no source in fastapply.yaml (known: {[s.key for s in self.sources]}). "
+            f"Add it back under `sources:`, or remove the partition with `fastapply sources remove {key}`."
+        )
+
+    def source_location(self, source: Source) -> str:
+        """What git is given: the URL, or the absolute path of a local repository."""
+        return source.url if source.url is not None else str(self.resolve(source.path or "."))
+
+    def settings_hash(self, *sections: str) -> str:
+        """A stable hash of some sections of the config (for content-addressed caches)."""
+        payload = {name: getattr(self, name).model_dump(mode="json") for name in sections}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def config_path(path: str | os.PathLike[str] | None = None) -> Path:
+    """The config file to use: the argument, else $FASTAPPLY_CONFIG, else ./fastapply.yaml."""
+    chosen = path or os.environ.get(CONFIG_ENV_VAR) or DEFAULT_CONFIG_NAME
+    return Path(chosen).expanduser().resolve()
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> FastApplyConfig:
+    """Read and validate fastapply.yaml; raise ConfigError naming the file, the field and the fix."""
+    file = config_path(path)
+    if not file.is_file():
+        raise ConfigError(
+            f"{file}: no such settings file. Run from the project root (which ships fastapply.yaml), "
+            f"or point {CONFIG_ENV_VAR} at your file."
+        )
+    try:
+        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{file}: not valid YAML: {err}") from None
+    return parse_config(raw, base_dir=file.parent, origin=str(file))
+
+
+def parse_config(raw: object, *, base_dir: Path, origin: str = DEFAULT_CONFIG_NAME) -> FastApplyConfig:
+    """Validate an already-parsed mapping (e.g. from a test) as fastapply.yaml."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{origin}: expected a mapping of settings at the top level, got {type(raw).__name__}")
+    try:
+        config = FastApplyConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_explain(err, origin)) from None
+    config._base_dir = Path(base_dir).resolve()
+    return config
+
+
+def _explain(err: ValidationError, origin: str) -> str:
+    lines = [f"{origin} is invalid ({err.error_count()} problem(s)):"]
+    for problem in err.errors():
+        where = ".".join(str(part) for part in problem["loc"]) or "(top level)"
+        kind = problem["type"]
+        message = problem["msg"].removeprefix("Value error, ")
+        if kind == "extra_forbidden":
+            message = f"unknown setting {problem['loc'][-1]!r}; check its spelling and where it is indented"
+        elif kind == "missing":
+            message = "this setting is required"
+        elif kind == "literal_error":
+            message = f"{message} (got {problem.get('input')!r})"
+        lines.append(f"  - {where}: {message}")
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Pure pipeline logic. Nothing in this package imports Dagster; the defs/ package wires it into assets."""

@@ -1,0 +1,105 @@
+"""Secret scanning with detect-secrets: find files holding credentials, never keep the secret itself.
+
+detect-secrets checks each line with every plugin in Python, which is slow over a whole repository
+(about 10 MB/s here, slower than tokenizing). Its regex plugins can only report a secret where one of
+their patterns matches, so all their patterns, loosened (lookarounds dropped, huge repeat bounds opened),
+are joined into one RE2 automaton that scans a file in one linear pass (hundreds of MB/s). Only the
+files it matches are scanned by detect-secrets itself, so the answer is detect-secrets' own.
+RE2's classes are ASCII where Python's are Unicode (`\d`, `\w`); the secrets these plugins look for are
+ASCII tokens, so the loosened automaton still finds every one they can.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import warnings
+from collections.abc import Iterable
+from functools import cache
+from pathlib import Path, PurePosixPath
+
+import re2
+from detect_secrets.core.plugins.util import get_mapping_from_secret_type_to_class
+from detect_secrets.core.scan import scan_file
+from detect_secrets.plugins.base import RegexBasedDetector
+from detect_secrets.settings import transient_settings
+
+
+@cache
+def _plugin_classes() -> dict[str, type]:
+    return {cls.__name__: cls for cls in get_mapping_from_secret_type_to_class().values()}
+
+
+def available_plugins() -> set[str]:
+    """Names of the detect-secrets plugins that can be configured."""
+    return set(_plugin_classes())
+
+
+class SecretScanner:
+    """Finds which files hold credentials, by detect-secrets plugin name."""
+
+    def __init__(self, plugins: Iterable[str]):
+        self.plugins = sorted(set(plugins))
+        classes = _plugin_classes()
+        unknown = [p for p in self.plugins if p not in classes]
+        if unknown:
+            raise ValueError(f"unknown detect-secrets plugins {unknown}; choose from {sorted(classes)}")
+        self._settings = {"plugins_used": [{"name": name} for name in self.plugins]}
+        self._prefilter = _combined_denylist([classes[name] for name in self.plugins])
+
+    def might_hold_secret(self, text: str) -> bool:
+        """False only when no configured plugin could report anything in `text`."""
+        return self._prefilter is None or self._prefilter.search(text) is not None
+
+    def secret_types(self, path: str, text: str) -> list[str]:
+        """The kinds of secret found in the file (e.g. 'AWS Access Key'); never the secret values."""
+        if not self.might_hold_secret(text):
+            return []
+        # detect-secrets scans files by name; its filters look at the name (e.g. lockfiles), so keep it.
+        with tempfile.TemporaryDirectory(prefix="fastapply-secrets-") as tmp:
+            copy = Path(tmp) / PurePosixPath(path).name
+            copy.write_text(text, encoding="utf-8")
+            with transient_settings(self._settings):
+                return sorted({secret.type for secret in scan_file(str(copy))})
+
+
+_LOOKAROUND_RE = re.compile(r"\(\?<?[=!](?:[^()]|\([^()]*\))*\)")
+_NAMED_GROUP_RE = re.compile(r"\(\?P<[^>]+>")
+_BIG_REPEAT_RE = re.compile(r"\{(\d+),(\d{4,})\}")
+
+
+def loosen(pattern: re.Pattern[str]) -> str:
+    """The pattern as RE2 syntax that matches wherever the original does (and maybe more)."""
+    body = _LOOKAROUND_RE.sub("", pattern.pattern)  # an assertion removed only widens the match
+    body = _NAMED_GROUP_RE.sub("(?:", body)
+    body = _BIG_REPEAT_RE.sub(r"{\1,}", body)  # RE2 caps counted repeats at 1000
+    flags = "".join(flag for flag, bit in (("i", re.I), ("m", re.M), ("s", re.S)) if pattern.flags & bit)
+    return f"(?{flags}:{body})" if flags else f"(?:{body})"
+
+
+class _PatternLoop:
+    """Fallback prefilter: each pattern in Python's `re` (correct, slower)."""
+
+    def __init__(self, patterns: list[re.Pattern[str]]):
+        self.patterns = patterns
+
+    def search(self, text: str) -> bool | None:
+        return any(p.search(text) for p in self.patterns) or None
+
+
+def _combined_denylist(classes: list[type]) -> re2._Regexp | _PatternLoop | None:
+    """One automaton matching wherever any plugin's pattern matches; None if a plugin has no patterns."""
+    patterns: list[re.Pattern[str]] = []
+    for cls in classes:
+        if not issubclass(cls, RegexBasedDetector):
+            return None  # entropy/keyword plugins look at every line: no cheap prefilter exists
+        patterns.extend(cls().denylist)
+    options = re2.Options()
+    options.max_mem = 256 << 20
+    options.log_errors = False
+    options.never_capture = True
+    try:
+        return re2.compile("|".join(loosen(p) for p in patterns), options)
+    except re2.error as err:
+        warnings.warn(f"secret prefilter falls back to Python regexes (slower): {err}", stacklevel=2)
+        return _PatternLoop(patterns)

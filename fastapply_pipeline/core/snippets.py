@@ -1,0 +1,152 @@
+"""code_snippets' pure core: one repository commit -> filtered, token-counted, bucketed, sampled files."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from fastapply_pipeline.core.buckets import BucketSpec, seeded_sample
+from fastapply_pipeline.core.files import Exclusion, FileRules, classify_content, classify_entry, language_of
+from fastapply_pipeline.core.git import list_tree, read_blobs
+from fastapply_pipeline.core.secrets import SecretScanner
+from fastapply_pipeline.core.tokens import TokenCounter
+
+SNIPPET_SCHEMA = {
+    "repo": pl.String,
+    "commit": pl.String,
+    "path": pl.String,
+    "language": pl.String,
+    "content": pl.String,
+    "token_count": pl.Int64,
+    "line_count": pl.Int64,
+    "bucket": pl.String,
+    "content_hash": pl.String,
+    "size_bytes": pl.Int64,
+}
+
+
+@dataclass
+class SnippetBuild:
+    """The sampled snippets and an account of every tracked file that did not become one."""
+
+    table: pl.DataFrame
+    files_total: int
+    exclusions: Counter[str] = field(default_factory=Counter)
+    secret_types: Counter[str] = field(default_factory=Counter)
+    candidates_per_bucket: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def rows_per_bucket(self) -> dict[str, int]:
+        counts = dict(self.table.group_by("bucket").len().iter_rows()) if self.table.height else {}
+        return {label: int(counts.get(label, 0)) for label in self.candidates_per_bucket}
+
+    def accounted(self) -> bool:
+        """Every tracked file is either a row or counted under exactly one exclusion reason."""
+        return self.table.height + sum(self.exclusions.values()) == self.files_total
+
+
+def line_count(text: str) -> int:
+    return text.count("\n") + (0 if text.endswith("\n") else 1)
+
+
+def build_snippets(
+    mirror: Path,
+    commit: str,
+    *,
+    repo: str,
+    rules: FileRules,
+    counter: TokenCounter,
+    buckets: BucketSpec,
+    seed: int,
+    scanner: SecretScanner | None,
+    license_allowed: bool = True,
+) -> SnippetBuild:
+    """Read the files tracked at `commit` from a bare mirror and turn them into sampled snippet rows."""
+    entries = list_tree(mirror, commit)
+    build = SnippetBuild(
+        table=pl.DataFrame(schema=SNIPPET_SCHEMA),
+        files_total=len(entries),
+        candidates_per_bucket=dict.fromkeys(buckets.labels, 0),
+    )
+    if not license_allowed:
+        build.exclusions[Exclusion.LICENSE_NOT_ALLOWED] = len(entries)
+        return build
+
+    link_targets = read_blobs(mirror, (e.sha for e in entries if e.is_symlink))
+    candidates = []
+    for entry in entries:
+        reason = classify_entry(entry, rules, link_targets.get(entry.sha))
+        if reason is None:
+            candidates.append(entry)
+        else:
+            build.exclusions[reason] += 1
+
+    blobs = read_blobs(mirror, (e.sha for e in candidates))
+    paths, texts, sizes = [], [], []
+    for entry in candidates:
+        data = blobs[entry.sha]
+        reason, text = classify_content(data)
+        if reason is None and text is not None and scanner is not None:
+            found = scanner.secret_types(entry.path, text)
+            if found:
+                reason = Exclusion.SECRET
+                build.secret_types.update(found)
+        if reason is not None or text is None:
+            build.exclusions[reason or Exclusion.BINARY] += 1
+            continue
+        paths.append(entry.path)
+        texts.append(text)
+        sizes.append(len(data))
+
+    token_counts = counter.count_batch(texts) if texts else []
+    labels = buckets.labels
+    by_bucket: dict[int, list[int]] = {}
+    for row, tokens in enumerate(token_counts):
+        by_bucket.setdefault(buckets.index_of(tokens), []).append(row)
+    keep: list[int] = []
+    for index, rows in sorted(by_bucket.items()):
+        build.candidates_per_bucket[labels[index]] = len(rows)
+        chosen = seeded_sample([paths[r] for r in rows], buckets.samples[index], seed)
+        keep.extend(rows[i] for i in chosen)
+        build.exclusions[Exclusion.NOT_SAMPLED] += len(rows) - len(chosen)
+    if not build.exclusions[Exclusion.NOT_SAMPLED]:
+        del build.exclusions[Exclusion.NOT_SAMPLED]
+    keep.sort(key=lambda r: paths[r])
+
+    build.table = pl.DataFrame(
+        {
+            "repo": [repo] * len(keep),
+            "commit": [commit] * len(keep),
+            "path": [paths[r] for r in keep],
+            "language": [language_of(paths[r]) for r in keep],
+            "content": [texts[r] for r in keep],
+            "token_count": [token_counts[r] for r in keep],
+            "line_count": [line_count(texts[r]) for r in keep],
+            "bucket": [labels[buckets.index_of(token_counts[r])] for r in keep],
+            "content_hash": [hashlib.sha256(texts[r].encode()).hexdigest() for r in keep],
+            "size_bytes": [sizes[r] for r in keep],
+        },
+        schema=SNIPPET_SCHEMA,
+    )
+    return build
+
+
+def check_snippets(table: pl.DataFrame, buckets: BucketSpec) -> dict[str, list[str]]:
+    """The data contract of code_snippets: check name -> offending paths (empty when it holds)."""
+    labels = buckets.labels
+    out_of_bucket = []
+    for path, tokens, label in table.select("path", "token_count", "bucket").iter_rows():
+        lower, upper = buckets.bounds(labels.index(label)) if label in labels else (0, -1)
+        if tokens < lower or (upper is not None and tokens >= upper):
+            out_of_bucket.append(path)
+    duplicates = table.filter(pl.col("path").is_duplicated())["path"].unique().sort().to_list()
+    empty = table.filter(pl.col("content").str.strip_chars() == "")["path"].to_list()
+    return {
+        "no_empty_content": empty,
+        "token_counts_inside_bucket": out_of_bucket,
+        "no_duplicate_paths": duplicates,
+    }

@@ -1,0 +1,38 @@
+"""The code location: every stage's assets, checks, sensors and jobs, with the local resources."""
+
+import os
+
+import dagster as dg
+
+from fastapply_pipeline.config import config_path, load_config
+from fastapply_pipeline.defs.partitions import source_repo_partitions
+from fastapply_pipeline.defs.resources import build_resources
+from fastapply_pipeline.defs.snippets.assets import code_snippets
+from fastapply_pipeline.defs.sources.assets import cloned_repo
+from fastapply_pipeline.defs.sources.sensors import PER_REPO_JOB, source_repos_sensor
+
+PER_REPO_GROUPS = ("sources", "snippets")
+
+per_repo_job = dg.define_asset_job(
+    PER_REPO_JOB,
+    selection=dg.AssetSelection.groups(*PER_REPO_GROUPS),
+    partitions_def=source_repo_partitions,
+    description="Builds every per-repository asset for one source_repo partition.",
+)
+
+
+def build_defs(path: str | os.PathLike[str] | None = None) -> dg.Definitions:
+    """All definitions, with resources for the settings file at `path` (default: $FASTAPPLY_CONFIG or ./)."""
+    file = config_path(path)
+    config = load_config(file)  # fail at load time with the field and the fix, not at the first run
+    return dg.Definitions(
+        assets=[cloned_repo, code_snippets],
+        jobs=[per_repo_job],
+        sensors=[source_repos_sensor],
+        resources=build_resources(config, str(file)),
+    )
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return build_defs()

@@ -1,0 +1,159 @@
+"""code_snippets: each repository's source files, filtered, token-counted, bucketed and sampled."""
+
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+
+from fastapply_pipeline.config import FastApplyConfig, Source
+from fastapply_pipeline.core.buckets import BucketSpec
+from fastapply_pipeline.core.files import FileRules
+from fastapply_pipeline.core.licenses import LicenseInfo, is_allowed
+from fastapply_pipeline.core.repos import RepoSnapshot, ensure_mirror
+from fastapply_pipeline.core.secrets import SecretScanner
+from fastapply_pipeline.core.snippets import build_snippets, check_snippets
+from fastapply_pipeline.core.tokens import get_token_counter
+from fastapply_pipeline.defs.partitions import source_repo_partitions
+from fastapply_pipeline.defs.reporting import count_table, histogram, markdown_table
+from fastapply_pipeline.defs.resources import FastApplyResource
+
+CODE_VERSION = "1"
+
+SNIPPET_CHECKS = {
+    "no_empty_content": "Every snippet has non-blank content.",
+    "token_counts_inside_bucket": "Every snippet's token count lies inside its bucket's range.",
+    "no_duplicate_paths": "No path appears twice in a repository's snippets.",
+}
+
+
+def bucket_spec(config: FastApplyConfig) -> BucketSpec:
+    buckets = config.snippets.buckets
+    return BucketSpec(uppers=tuple(b.upper for b in buckets), samples=tuple(b.sample for b in buckets))
+
+
+def cache_key(config: FastApplyConfig, source: Source, commit: str) -> str:
+    """Everything the rows depend on: the commit, the settings that shape them, and this code's version."""
+    payload = {
+        "commit": commit,
+        "settings": config.settings_hash("files", "secrets", "snippets"),
+        "seed": config.seed,
+        "source": [source.include, source.exclude, source.license],
+        "code": CODE_VERSION,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
+
+
+@dg.asset(
+    partitions_def=source_repo_partitions,
+    group_name="snippets",
+    kinds={"polars", "parquet"},
+    io_manager_key="parquet_io_manager",
+    code_version=CODE_VERSION,
+    check_specs=[
+        dg.AssetCheckSpec(name, asset="code_snippets", description=text, blocking=True)
+        for name, text in SNIPPET_CHECKS.items()
+    ],
+    description=(
+        "Source files of one repository at its pinned commit: kept by language, with vendored, generated, "
+        "minified, binary, non-UTF-8, oversize, symlinked, lockfile and secret-holding files excluded and "
+        "counted by reason; token-counted offline, bucketed by tokens and sampled with a seed."
+    ),
+)
+def code_snippets(
+    context: dg.AssetExecutionContext, fastapply: FastApplyResource, cloned_repo: dict
+) -> Iterator[dg.Output[pl.DataFrame] | dg.AssetCheckResult]:
+    config = fastapply.load()
+    source = config.source(context.partition_key)
+    snapshot = RepoSnapshot.from_dict(cloned_repo)
+    spec = bucket_spec(config)
+    key = cache_key(config, source, snapshot.commit)
+    cached_table = config.cache_dir / "snippets" / f"{key}.parquet"
+    cached_report = cached_table.with_suffix(".json")
+
+    if cached_table.is_file() and cached_report.is_file():
+        table = pl.read_parquet(cached_table)
+        report = json.loads(cached_report.read_text())
+        context.log.info(f"{source.key}: snippets for {snapshot.commit[:12]} come from the cache ({key})")
+    else:
+        rules = FileRules.build(
+            config.files.languages,
+            config.files.max_file_bytes,
+            include=source.include,
+            exclude=[*config.files.exclude, *source.exclude],
+        )
+        allowed = is_allowed(LicenseInfo(snapshot.license, ()), config.files.allowed_licenses)
+        build = build_snippets(
+            ensure_mirror(snapshot, timeout=config.clone.timeout_seconds),
+            snapshot.commit,
+            repo=source.key,
+            rules=rules,
+            counter=get_token_counter(config.snippets.tokenizer),
+            buckets=spec,
+            seed=config.seed,
+            scanner=SecretScanner(config.secrets.plugins) if config.secrets.enabled else None,
+            license_allowed=allowed,
+        )
+        if not build.accounted():
+            raise RuntimeError(f"{source.key}: files were lost between the tree and the table (a bug)")
+        table = build.table
+        report = {
+            "files_total": build.files_total,
+            "exclusions": dict(build.exclusions),
+            "secret_types": dict(build.secret_types),
+            "candidates_per_bucket": build.candidates_per_bucket,
+            "license_allowed": allowed,
+        }
+        _write_atomic(cached_table, lambda p: table.write_parquet(p))
+        _write_atomic(cached_report, lambda p: p.write_text(json.dumps(report, indent=2)))
+
+    if not report["license_allowed"]:
+        context.log.warning(f"{source.key}: license {snapshot.license} is not allowed; no snippets")
+
+    labels = spec.labels
+    rows_per_bucket = dict.fromkeys(labels, 0) | dict(table.group_by("bucket").len().iter_rows())
+    token_counts = table["token_count"]
+    yield dg.Output(
+        table,
+        data_version=dg.DataVersion(key),
+        metadata={
+            "rows": table.height,
+            "files_total": report["files_total"],
+            "excluded": sum(report["exclusions"].values()),
+            "exclusions_by_reason": count_table("reason", report["exclusions"]),
+            "exclusions": dg.MetadataValue.json(report["exclusions"]),
+            "secret_files_by_type": count_table("secret type", report["secret_types"]),
+            "rows_per_bucket": markdown_table(
+                ["bucket", "candidates", "sample size", "rows"],
+                [
+                    (label, report["candidates_per_bucket"].get(label, 0),
+                     "all" if size is None else size, rows_per_bucket[label])
+                    for label, size in zip(labels, spec.samples, strict=True)
+                ],
+            ),
+            "token_histogram": histogram(labels, [rows_per_bucket[label] for label in labels]),
+            "rows_by_language": count_table("language", dict(table.group_by("language").len().iter_rows())),
+            "tokens_total": int(token_counts.sum() or 0),
+            "tokens_median": float(token_counts.median() or 0),
+            "tokenizer": config.snippets.tokenizer,
+            "seed": config.seed,
+            "commit": snapshot.commit,
+            "license": snapshot.license,
+            "cache_key": key,
+        },
+    )
+    for name, offenders in check_snippets(table, spec).items():
+        yield dg.AssetCheckResult(
+            check_name=name,
+            passed=not offenders,
+            metadata={"violations": len(offenders), "examples": ", ".join(offenders[:10]) or "-"},
+        )
+
+
+def _write_atomic(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    tmp.replace(path)
