@@ -82,8 +82,8 @@ class FileRules:
 
     languages: frozenset[str]
     max_file_bytes: int
-    include: pathspec.PathSpec | None
-    exclude: pathspec.PathSpec | None
+    include: pathspec.GitIgnoreSpec | None
+    exclude: pathspec.GitIgnoreSpec | None
 
     @classmethod
     def build(
@@ -97,8 +97,8 @@ class FileRules:
         return cls(
             languages=frozenset(languages),
             max_file_bytes=max_file_bytes,
-            include=pathspec.PathSpec.from_lines("gitwildmatch", include) if include else None,
-            exclude=pathspec.PathSpec.from_lines("gitwildmatch", exclude) if exclude else None,
+            include=pathspec.GitIgnoreSpec.from_lines(include) if include else None,
+            exclude=pathspec.GitIgnoreSpec.from_lines(exclude) if exclude else None,
         )
 
 

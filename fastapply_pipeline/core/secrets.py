@@ -5,7 +5,7 @@ detect-secrets checks each line with every plugin in Python, which is slow over 
 their patterns matches, so all their patterns, loosened (lookarounds dropped, huge repeat bounds opened),
 are joined into one RE2 automaton that scans a file in one linear pass (hundreds of MB/s). Only the
 files it matches are scanned by detect-secrets itself, so the answer is detect-secrets' own.
-RE2's classes are ASCII where Python's are Unicode (`\d`, `\w`); the secrets these plugins look for are
+RE2's digit and word classes are ASCII where Python's are Unicode; the secrets these plugins look for are
 ASCII tokens, so the loosened automaton still finds every one they can.
 """
 

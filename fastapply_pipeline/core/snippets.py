@@ -36,6 +36,7 @@ class SnippetBuild:
     table: pl.DataFrame
     files_total: int
     exclusions: Counter[str] = field(default_factory=Counter)
+    excluded_paths: dict[str, str] = field(default_factory=dict)  # path -> reason
     secret_types: Counter[str] = field(default_factory=Counter)
     candidates_per_bucket: dict[str, int] = field(default_factory=dict)
 
@@ -43,6 +44,18 @@ class SnippetBuild:
     def rows_per_bucket(self) -> dict[str, int]:
         counts = dict(self.table.group_by("bucket").len().iter_rows()) if self.table.height else {}
         return {label: int(counts.get(label, 0)) for label in self.candidates_per_bucket}
+
+    def exclude(self, path: str, reason: Exclusion) -> None:
+        self.exclusions[reason] += 1
+        self.excluded_paths[path] = reason.value
+
+    def examples(self, per_reason: int = 3) -> dict[str, list[str]]:
+        """A few excluded paths for each reason, to answer "why is my file missing?"."""
+        out: dict[str, list[str]] = {}
+        for path, reason in self.excluded_paths.items():
+            if len(out.setdefault(reason, [])) < per_reason:
+                out[reason].append(path)
+        return out
 
     def accounted(self) -> bool:
         """Every tracked file is either a row or counted under exactly one exclusion reason."""
@@ -73,7 +86,8 @@ def build_snippets(
         candidates_per_bucket=dict.fromkeys(buckets.labels, 0),
     )
     if not license_allowed:
-        build.exclusions[Exclusion.LICENSE_NOT_ALLOWED] = len(entries)
+        for entry in entries:
+            build.exclude(entry.path, Exclusion.LICENSE_NOT_ALLOWED)
         return build
 
     link_targets = read_blobs(mirror, (e.sha for e in entries if e.is_symlink))
@@ -83,7 +97,7 @@ def build_snippets(
         if reason is None:
             candidates.append(entry)
         else:
-            build.exclusions[reason] += 1
+            build.exclude(entry.path, reason)
 
     blobs = read_blobs(mirror, (e.sha for e in candidates))
     paths, texts, sizes = [], [], []
@@ -96,7 +110,7 @@ def build_snippets(
                 reason = Exclusion.SECRET
                 build.secret_types.update(found)
         if reason is not None or text is None:
-            build.exclusions[reason or Exclusion.BINARY] += 1
+            build.exclude(entry.path, reason or Exclusion.BINARY)
             continue
         paths.append(entry.path)
         texts.append(text)
@@ -112,9 +126,10 @@ def build_snippets(
         build.candidates_per_bucket[labels[index]] = len(rows)
         chosen = seeded_sample([paths[r] for r in rows], buckets.samples[index], seed)
         keep.extend(rows[i] for i in chosen)
-        build.exclusions[Exclusion.NOT_SAMPLED] += len(rows) - len(chosen)
-    if not build.exclusions[Exclusion.NOT_SAMPLED]:
-        del build.exclusions[Exclusion.NOT_SAMPLED]
+        chosen_set = set(chosen)
+        for i, row in enumerate(rows):
+            if i not in chosen_set:
+                build.exclude(paths[row], Exclusion.NOT_SAMPLED)
     keep.sort(key=lambda r: paths[r])
 
     build.table = pl.DataFrame(

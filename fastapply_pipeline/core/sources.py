@@ -29,8 +29,6 @@ def validate_git_url(url: str) -> str:
     """
     if not isinstance(url, str) or not url.strip():
         raise SourceLocationError("the git URL is empty; give an https://, ssh:// or git@host:path URL")
-    if url != url.strip() or any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
-        raise SourceLocationError(f"git URL {url!r} contains whitespace or control characters; remove them")
     if url.startswith("-"):
         raise SourceLocationError(
             f"git URL {url!r} starts with '-', which git would read as an option; give a real URL"
@@ -41,6 +39,8 @@ def validate_git_url(url: str) -> str:
             f"git URL {url!r} uses the '{transport}::' remote-helper transport, which can run commands; "
             "use an https:// or ssh:// URL"
         )
+    if url != url.strip() or any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
+        raise SourceLocationError(f"git URL {url!r} contains whitespace or control characters; remove them")
     if "://" in url:
         parts = urlsplit(url)
         scheme = parts.scheme.lower()

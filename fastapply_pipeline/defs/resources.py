@@ -1,9 +1,23 @@
 """Resources shared by every stage: the settings file and where artifacts are stored."""
 
 import dagster as dg
+import polars as pl
 from dagster_polars import PolarsParquetIOManager
 
 from fastapply_pipeline.config import FastApplyConfig, config_path, load_config
+
+
+class ParquetIOManager(PolarsParquetIOManager):
+    """Polars DataFrames as parquet (locally or on S3 through universal-pathlib).
+
+    dagster-polars also stores a preview of the first rows and `describe()` statistics as metadata;
+    for tables of whole source files those are full file contents (min/max of a text column), which
+    would bloat the event log, so only the schema, row count and size are kept.
+    """
+
+    def get_metadata(self, context: dg.OutputContext, obj: pl.DataFrame | pl.LazyFrame | None):
+        metadata = super().get_metadata(context, obj)
+        return {k: v for k, v in metadata.items() if k not in {"table", "stats"}}
 
 
 class FastApplyResource(dg.ConfigurableResource):
@@ -22,5 +36,5 @@ def build_resources(config: FastApplyConfig, path: str) -> dict[str, object]:
         "fastapply": FastApplyResource(config_path=str(config_path(path))),
         # Small Python values (e.g. a repo snapshot) are pickled; tables are parquet written by polars.
         "io_manager": dg.FilesystemIOManager(base_dir=str(artifacts / "objects")),
-        "parquet_io_manager": PolarsParquetIOManager(base_dir=str(artifacts / "tables")),
+        "parquet_io_manager": ParquetIOManager(base_dir=str(artifacts / "tables")),
     }

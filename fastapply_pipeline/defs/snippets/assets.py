@@ -73,7 +73,8 @@ def code_snippets(
     cached_table = config.cache_dir / "snippets" / f"{key}.parquet"
     cached_report = cached_table.with_suffix(".json")
 
-    if cached_table.is_file() and cached_report.is_file():
+    cache_hit = cached_table.is_file() and cached_report.is_file()
+    if cache_hit:
         table = pl.read_parquet(cached_table)
         report = json.loads(cached_report.read_text())
         context.log.info(f"{source.key}: snippets for {snapshot.commit[:12]} come from the cache ({key})")
@@ -103,6 +104,7 @@ def code_snippets(
             "files_total": build.files_total,
             "exclusions": dict(build.exclusions),
             "secret_types": dict(build.secret_types),
+            "examples": build.examples(),
             "candidates_per_bucket": build.candidates_per_bucket,
             "license_allowed": allowed,
         }
@@ -124,6 +126,10 @@ def code_snippets(
             "excluded": sum(report["exclusions"].values()),
             "exclusions_by_reason": count_table("reason", report["exclusions"]),
             "exclusions": dg.MetadataValue.json(report["exclusions"]),
+            "excluded_examples": markdown_table(
+                ["reason", "example paths"],
+                [(reason, ", ".join(paths)) for reason, paths in sorted(report["examples"].items())],
+            ),
             "secret_files_by_type": count_table("secret type", report["secret_types"]),
             "rows_per_bucket": markdown_table(
                 ["bucket", "candidates", "sample size", "rows"],
@@ -142,6 +148,7 @@ def code_snippets(
             "commit": snapshot.commit,
             "license": snapshot.license,
             "cache_key": key,
+            "cache_hit": cache_hit,
         },
     )
     for name, offenders in check_snippets(table, spec).items():

@@ -1,9 +1,10 @@
 """cloned_repo: each source in fastapply.yaml, fetched at a pinned commit into the local cache."""
 
+from pathlib import Path
+
 import dagster as dg
 
-from fastapply_pipeline.core.licenses import is_allowed
-from fastapply_pipeline.core.licenses import LicenseInfo
+from fastapply_pipeline.core.licenses import LicenseInfo, is_allowed
 from fastapply_pipeline.core.repos import snapshot_repo
 from fastapply_pipeline.core.sources import redact_url
 from fastapply_pipeline.defs.partitions import source_repo_partitions
@@ -25,9 +26,14 @@ from fastapply_pipeline.defs.resources import FastApplyResource
 def cloned_repo(context: dg.AssetExecutionContext, fastapply: FastApplyResource) -> dg.Output[dict]:
     config = fastapply.load()
     source = config.source(context.partition_key)
+    location = config.source_location(source)
+    if source.path is not None and not (Path(location) / ".git").exists() and not (Path(location) / "HEAD").exists():
+        raise FileNotFoundError(
+            f"source {source.key!r}: {location} is not a git repository; fix its `path:` in fastapply.yaml"
+        )
     snapshot, fetched = snapshot_repo(
         key=source.key,
-        location=config.source_location(source),
+        location=location,
         ref=source.ref,
         cache_dir=config.cache_dir,
         depth=config.clone.depth,

@@ -1,0 +1,150 @@
+"""code_snippets' core over a real git repository holding every kind of file it must keep or exclude."""
+
+from collections import Counter
+
+import pytest
+
+from fastapply_pipeline.config import DEFAULT_SECRET_PLUGINS
+from fastapply_pipeline.core.buckets import BucketSpec
+from fastapply_pipeline.core.files import Exclusion, FileRules, classify_content
+from fastapply_pipeline.core.git import sync_mirror
+from fastapply_pipeline.core.secrets import SecretScanner, loosen
+from fastapply_pipeline.core.snippets import build_snippets, check_snippets
+from fastapply_pipeline.core.tokens import get_token_counter
+
+from .conftest import EXPECTED_REASONS, FAKE_AWS, FAKE_PRIVATE_KEY
+
+KEEP_ALL = BucketSpec(uppers=(100, 400, None), samples=(None, None, None))
+
+
+@pytest.fixture(scope="module")
+def mirror(mixed_repo, tmp_path_factory):
+    path = tmp_path_factory.mktemp("mirror") / "mixed.git"
+    commit = sync_mirror(str(mixed_repo), path, ref=None, depth=5, timeout=30, what="t").commit
+    return path, commit
+
+
+def build(mirror, buckets=KEEP_ALL, seed=42, **rule_overrides):
+    path, commit = mirror
+    rules = {"languages": ["python", "typescript", "tsx", "javascript", "jsx"], "max_file_bytes": 20_000}
+    rules.update(rule_overrides)
+    return build_snippets(
+        path, commit, repo="mixed", rules=FileRules.build(**rules), counter=get_token_counter("cl100k_base"),
+        buckets=buckets, seed=seed, scanner=SecretScanner(DEFAULT_SECRET_PLUGINS),
+    )
+
+
+def test_every_file_is_kept_or_excluded_with_its_reason(mirror):
+    result = build(mirror)
+    assert result.excluded_paths == {p: r for p, r in EXPECTED_REASONS.items() if r is not None}
+    assert sorted(result.table["path"]) == sorted(p for p, r in EXPECTED_REASONS.items() if r is None)
+    assert result.exclusions == Counter(r for r in EXPECTED_REASONS.values() if r is not None)
+    assert result.accounted() and result.files_total == len(EXPECTED_REASONS)
+    assert result.secret_types == Counter({"AWS Access Key": 1, "Private Key": 1})
+
+
+def test_rows_carry_language_counts_and_hashes(mirror):
+    table = build(mirror).table
+    assert table.columns == [
+        "repo", "commit", "path", "language", "content", "token_count", "line_count", "bucket", "content_hash",
+        "size_bytes",
+    ]
+    languages = dict(zip(table["path"], table["language"], strict=True))
+    assert languages == {
+        "components/Button.tsx": "tsx", "components/Card.jsx": "jsx", "lib/retry.js": "javascript",
+        "src/app.py": "python", "src/small.py": "python", "src/util.ts": "typescript",
+    }
+    counter = get_token_counter("cl100k_base")
+    assert table["token_count"].to_list() == counter.count_batch(table["content"].to_list())
+    row = table.filter(table["path"] == "src/small.py").row(0, named=True)
+    assert row["line_count"] == row["content"].count("\n")
+    assert row["size_bytes"] == len(row["content"].encode())
+    assert all(check == [] for check in check_snippets(table, KEEP_ALL).values())
+
+
+def test_secret_values_are_never_stored(mirror):
+    result = build(mirror)
+    stored = repr(result.__dict__)
+    assert "AKIAIOSFODNN7EXAMPLE" not in stored and "MIIEowIBAAKCAQEA" not in stored
+
+
+def test_bucket_counts_and_sample_sizes(mirror):
+    result = build(mirror, buckets=BucketSpec(uppers=(100, 400, None), samples=(None, 1, 0)))
+    counts = dict(zip(result.table["path"], result.table["token_count"], strict=True))
+    everything = build(mirror).table
+    per_bucket = Counter(KEEP_ALL.labels[KEEP_ALL.index_of(t)] for t in everything["token_count"])
+    assert result.candidates_per_bucket == {label: per_bucket.get(label, 0) for label in KEEP_ALL.labels}
+    assert result.rows_per_bucket == {
+        "<100": per_bucket["<100"], "100-399": min(1, per_bucket["100-399"]), "400+": 0
+    }
+    assert result.exclusions[Exclusion.NOT_SAMPLED] == everything.height - result.table.height
+    assert all(t < 400 for t in counts.values())
+    assert result.accounted()
+
+
+def test_sample_is_deterministic_and_seeded(mirror):
+    spec = BucketSpec(uppers=(None,), samples=(3,))
+    first, again = build(mirror, buckets=spec, seed=1), build(mirror, buckets=spec, seed=1)
+    assert first.table.equals(again.table)
+    chosen = {seed: tuple(build(mirror, buckets=spec, seed=seed).table["path"]) for seed in range(8)}
+    assert len(set(chosen.values())) > 1  # some other seed picks other files
+
+
+def test_globs_and_language_selection(mirror):
+    result = build(mirror, languages=["python"], include=["src/**"], exclude=["src/small.py"])
+    assert result.table["path"].to_list() == ["src/app.py"]
+    assert result.exclusions[Exclusion.EXCLUDED_BY_GLOB] > 0
+
+
+def test_license_not_allowed_skips_the_whole_repository(mirror):
+    path, commit = mirror
+    result = build_snippets(
+        path, commit, repo="mixed", rules=FileRules.build(["python"], 20_000), counter=get_token_counter("cl100k_base"),
+        buckets=KEEP_ALL, seed=1, scanner=None, license_allowed=False,
+    )
+    assert result.table.height == 0
+    assert result.exclusions == Counter({"license_not_allowed": len(EXPECTED_REASONS)})
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"\x00\x01", Exclusion.BINARY),
+        ("na\u00efve".encode("latin-1"), Exclusion.NON_UTF8),
+        (b"  \n\n", Exclusion.EMPTY),
+        (b"x" * 7000, Exclusion.MINIFIED),
+        (b"ok = 1\n" * 2000 + b"y" * 6000, Exclusion.MINIFIED),
+        (b"# @generated by protoc\nx = 1\n", Exclusion.GENERATED),
+        (b"def f():\n    return 1\n", None),
+    ],
+)
+def test_content_rules(data, reason):
+    assert classify_content(data)[0] == reason
+
+
+def test_scanner_finds_only_real_credential_shapes():
+    scanner = SecretScanner(DEFAULT_SECRET_PLUGINS)
+    assert scanner.secret_types("a.py", FAKE_AWS) == ["AWS Access Key"]
+    assert scanner.secret_types("k.ts", FAKE_PRIVATE_KEY) == ["Private Key"]
+    assert scanner.secret_types("t.js", "const token = 'ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8'\n") == [
+        "GitHub Token"
+    ]
+    assert scanner.secret_types("ok.py", "password = get_password()\nAKIA = 'short'\n") == []
+
+
+def test_loosened_patterns_match_wherever_the_originals_do():
+    import re
+
+    import re2
+
+    scanner_classes = SecretScanner(DEFAULT_SECRET_PLUGINS)
+    assert scanner_classes.might_hold_secret(FAKE_AWS)
+    samples = [FAKE_AWS, FAKE_PRIVATE_KEY, "xoxb-1234-5678-abcdefgh", "sk_live_" + "a" * 24, "glpat-" + "b" * 20]
+    from fastapply_pipeline.core.secrets import _plugin_classes
+
+    for name in DEFAULT_SECRET_PLUGINS:
+        for pattern in _plugin_classes()[name]().denylist:
+            loose = re2.compile(loosen(pattern))
+            for text in samples:
+                if re.search(pattern, text):
+                    assert loose.search(text), (name, pattern.pattern)
