@@ -97,7 +97,9 @@ def apply_pools(instance: dg.DagsterInstance, config: FastApplyConfig) -> None:
 )
 @click.option("-v", "--verbose", count=True, help="-v: Dagster's step events too; -vv: debug logs.")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings, errors and the summary.")
-def run(config_file: str | None, selection: str, partitions: tuple[str, ...], verbose: int, quiet: bool) -> None:
+def run(
+    config_file: str | None, selection: str, partitions: tuple[str, ...], verbose: int, quiet: bool
+) -> None:
     """Register the configured sources and materialize the asset graph in the local Dagster instance."""
     config = _load(config_file)
     home = ensure_dagster_home(config)
@@ -124,7 +126,9 @@ def run(config_file: str | None, selection: str, partitions: tuple[str, ...], ve
     configured = [s.key for s in config.sources]
     unknown = [p for p in partitions if p not in configured]
     if unknown:
-        raise click.ClickException(f"--partition {', '.join(unknown)}: no such source; known: {', '.join(configured)}")
+        raise click.ClickException(
+            f"--partition {', '.join(unknown)}: no such source; known: {', '.join(configured)}"
+        )
     repo_keys = list(partitions) or configured
 
     per_repo = sorted(k for k in keys if graph.get(k).partitions_def is not None)
@@ -162,7 +166,9 @@ def run(config_file: str | None, selection: str, partitions: tuple[str, ...], ve
             click.echo(f"    materialized {event.asset_key.to_user_string()}{detail}")
         for check in result.get_asset_check_evaluations():
             if not check.passed:
-                click.echo(f"    check failed: {check.asset_key.to_user_string()}:{check.check_name}", err=True)
+                click.echo(
+                    f"    check failed: {check.asset_key.to_user_string()}:{check.check_name}", err=True
+                )
         if result.success:
             click.echo(f"    ok in {seconds:.1f} s (run {result.run_id})")
         else:
@@ -178,7 +184,9 @@ def run(config_file: str | None, selection: str, partitions: tuple[str, ...], ve
         for line in failures:
             click.echo(f"  - {line}", err=True)
         sys.exit(1)
-    click.echo(f"\nDone: {len(plan)} run(s) in {total:.1f} s. See them with `fastapply ui` (or `dagster dev`).")
+    click.echo(
+        f"\nDone: {len(plan)} run(s) in {total:.1f} s. See them with `fastapply ui` (or `dagster dev`)."
+    )
 
 
 @main.group()

@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from fastapply_pipeline.core.sources import (
     PARTITION_KEY_RE,
@@ -91,7 +99,9 @@ class Source(_Strict):
     ref: str | None = Field(None, description="Branch, tag or commit to pin; default: the remote's HEAD.")
     name: str | None = Field(None, description="Partition key; default: derived from the URL or path.")
     license: str | None = Field(None, description="SPDX id that overrides the detected license.")
-    include: list[str] = Field(default_factory=list, description="gitignore-style globs to keep (all if empty).")
+    include: list[str] = Field(
+        default_factory=list, description="gitignore-style globs to keep (all if empty)."
+    )
     exclude: list[str] = Field(default_factory=list, description="gitignore-style globs to drop.")
 
     @model_validator(mode="after")
@@ -106,7 +116,9 @@ class Source(_Strict):
         except SourceLocationError as err:
             raise ValueError(str(err)) from None
         if self.ref is not None and (self.ref.startswith("-") or not self.ref.strip() or ".." in self.ref):
-            raise ValueError(f"ref {self.ref!r} is not a branch, tag or commit; remove the leading '-' or '..'")
+            raise ValueError(
+                f"ref {self.ref!r} is not a branch, tag or commit; remove the leading '-' or '..'"
+            )
         if self.name is not None and not PARTITION_KEY_RE.match(self.name):
             raise ValueError(
                 f"name {self.name!r} is not a valid partition key; use lowercase letters, digits, '.', '_' "
@@ -147,7 +159,9 @@ class FileFilterSettings(_Strict):
         description="Languages whose source files are kept.",
     )
     max_file_bytes: int = Field(500_000, gt=0, description="Larger files are excluded as too_large.")
-    exclude: list[str] = Field(default_factory=list, description="gitignore-style globs dropped for all sources.")
+    exclude: list[str] = Field(
+        default_factory=list, description="gitignore-style globs dropped for all sources."
+    )
     allowed_licenses: list[str] = Field(
         default_factory=lambda: list(DEFAULT_ALLOWED_LICENSES),
         description="SPDX ids a repository's license must be among; others are skipped whole.",
@@ -173,7 +187,9 @@ class SecretScanSettings(_Strict):
 class Bucket(_Strict):
     """A token-count range [previous upper, upper) and how many files to sample from it per repo."""
 
-    upper: int | None = Field(..., gt=0, description="Exclusive upper bound in tokens; null for the last bucket.")
+    upper: int | None = Field(
+        ..., gt=0, description="Exclusive upper bound in tokens; null for the last bucket."
+    )
     sample: int | None = Field(..., ge=0, description="Files to sample per repository; null keeps all.")
 
 
@@ -299,7 +315,9 @@ def load_config(path: str | os.PathLike[str] | None = None) -> FastApplyConfig:
 def parse_config(raw: object, *, base_dir: Path, origin: str = DEFAULT_CONFIG_NAME) -> FastApplyConfig:
     """Validate an already-parsed mapping (e.g. from a test) as fastapply.yaml."""
     if not isinstance(raw, dict):
-        raise ConfigError(f"{origin}: expected a mapping of settings at the top level, got {type(raw).__name__}")
+        raise ConfigError(
+            f"{origin}: expected a mapping of settings at the top level, got {type(raw).__name__}"
+        )
     try:
         config = FastApplyConfig.model_validate(raw)
     except ValidationError as err:

@@ -24,8 +24,12 @@ def instance(tmp_path):
 
 def materialize(defs, instance, partition, selection=None):
     return dg.materialize(
-        defs.assets, instance=instance, resources=defs.resources, partition_key=partition,
-        selection=selection, raise_on_error=False,
+        defs.assets,
+        instance=instance,
+        resources=defs.resources,
+        partition_key=partition,
+        selection=selection,
+        raise_on_error=False,
     )
 
 
@@ -64,7 +68,11 @@ def test_both_assets_materialize_with_exclusions_buckets_and_checks(mixed_repo, 
     assert f"| <100 | {buckets.get('<100', 0)} |" in snip_meta["token_histogram"]
 
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
-    assert checks == {"no_empty_content": True, "token_counts_inside_bucket": True, "no_duplicate_paths": True}
+    assert checks == {
+        "no_empty_content": True,
+        "token_counts_inside_bucket": True,
+        "no_duplicate_paths": True,
+    }
 
     # The commit is the data version of cloned_repo.
     record = instance.get_latest_materialization_event(dg.AssetKey("cloned_repo"))
@@ -108,10 +116,15 @@ def test_pinned_commit_already_fetched_is_not_fetched_again(tmp_path, make_confi
 def test_repository_with_a_disallowed_license_gives_no_rows(tmp_path, make_config, instance):
     repo = tmp_path / "gpl"
     init_repo(repo)
-    write_files(repo, {"COPYING": "This program is free software: you can redistribute it and/or modify it under "
-                       "the terms of the GNU General Public License as published by the Free Software Foundation, "
-                       "either version 3 of the License, or (at your option) any later version.\n",
-                       "a.py": python_module("a", 5)})
+    write_files(
+        repo,
+        {
+            "COPYING": "This program is free software: you can redistribute it and/or modify it under "
+            "the terms of the GNU General Public License as published by the Free Software Foundation, "
+            "either version 3 of the License, or (at your option) any later version.\n",
+            "a.py": python_module("a", 5),
+        },
+    )
     commit_all(repo, "one")
     path, _ = make_config([{"path": str(repo), "name": "gpl"}])
     defs = build_defs(path)
@@ -124,10 +137,12 @@ def test_repository_with_a_disallowed_license_gives_no_rows(tmp_path, make_confi
 
 
 def test_a_failing_source_fails_only_its_own_partition(mixed_repo, tmp_path, make_config, instance):
-    path, _ = make_config([
-        {"path": str(mixed_repo), "name": "good"},
-        {"path": str(tmp_path / "does-not-exist"), "name": "broken"},
-    ])
+    path, _ = make_config(
+        [
+            {"path": str(mixed_repo), "name": "good"},
+            {"path": str(tmp_path / "does-not-exist"), "name": "broken"},
+        ]
+    )
     defs = build_defs(path)
     instance.add_dynamic_partitions(SOURCE_REPO_PARTITIONS, ["good", "broken"])
     broken = materialize(defs, instance, "broken")
@@ -137,6 +152,8 @@ def test_a_failing_source_fails_only_its_own_partition(mixed_repo, tmp_path, mak
     assert message.startswith("FileNotFoundError: source 'broken'") and "fix its `path:`" in message
     assert materialize(defs, instance, "good").success
     status = instance.get_status_by_partition(
-        dg.AssetKey("code_snippets"), ["good", "broken"], defs.resolve_assets_def("code_snippets").partitions_def
+        dg.AssetKey("code_snippets"),
+        ["good", "broken"],
+        defs.resolve_assets_def("code_snippets").partitions_def,
     )
     assert status["good"].value == "MATERIALIZED"

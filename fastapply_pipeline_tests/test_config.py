@@ -58,21 +58,49 @@ def test_env_var_chooses_the_file(tmp_path, monkeypatch):
         ({"sources": [{"url": "https://x.org/a/b", "path": "."}]}, "sources.0", "exactly one of `url`"),
         ({"sources": [{"url": "https://x.org/a/b", "ref": "--orphan"}]}, "sources.0", "leading '-'"),
         ({"sources": [{"url": "https://x.org/a/b", "name": "Bad Name"}]}, "sources.0", "lowercase letters"),
-        ({"sources": [{"url": "https://x.org/a/b"}, {"url": "https://y.org/c/b"}]}, "(top level)", "distinct `name:`"),
-        ({"sources": [{"url": "https://x.org/a/b"}], "snippets": {"tokenizer": "gpt2"}}, "snippets.tokenizer", "cl100k_base"),
+        (
+            {"sources": [{"url": "https://x.org/a/b"}, {"url": "https://y.org/c/b"}]},
+            "(top level)",
+            "distinct `name:`",
+        ),
+        (
+            {"sources": [{"url": "https://x.org/a/b"}], "snippets": {"tokenizer": "gpt2"}},
+            "snippets.tokenizer",
+            "cl100k_base",
+        ),
         ({"sources": [{"url": "https://x.org/a/b"}], "sede": 1}, "sede", "unknown setting 'sede'"),
         (
-            {"sources": [{"url": "https://x.org/a/b"}], "snippets": {"buckets": [{"upper": 10, "sample": 1}]}},
+            {
+                "sources": [{"url": "https://x.org/a/b"}],
+                "snippets": {"buckets": [{"upper": 10, "sample": 1}]},
+            },
             "snippets.buckets",
             "upper: null",
         ),
         (
-            {"sources": [{"url": "https://x.org/a/b"}], "snippets": {"buckets": [{"upper": 10, "sample": 1}, {"upper": 5, "sample": 1}, {"upper": None, "sample": 1}]}},
+            {
+                "sources": [{"url": "https://x.org/a/b"}],
+                "snippets": {
+                    "buckets": [
+                        {"upper": 10, "sample": 1},
+                        {"upper": 5, "sample": 1},
+                        {"upper": None, "sample": 1},
+                    ]
+                },
+            },
             "snippets.buckets",
             "strictly increase",
         ),
-        ({"sources": [{"url": "https://x.org/a/b"}], "secrets": {"plugins": ["NoSuchDetector"]}}, "secrets.plugins", "choose from"),
-        ({"sources": [{"url": "https://x.org/a/b"}], "files": {"max_file_bytes": 0}}, "files.max_file_bytes", "greater than 0"),
+        (
+            {"sources": [{"url": "https://x.org/a/b"}], "secrets": {"plugins": ["NoSuchDetector"]}},
+            "secrets.plugins",
+            "choose from",
+        ),
+        (
+            {"sources": [{"url": "https://x.org/a/b"}], "files": {"max_file_bytes": 0}},
+            "files.max_file_bytes",
+            "greater than 0",
+        ),
     ],
 )
 def test_bad_settings_name_the_field_and_the_fix(data, field, fix):
@@ -85,7 +113,7 @@ def test_bad_settings_name_the_field_and_the_fix(data, field, fix):
 
 
 def test_missing_file_and_bad_yaml(tmp_path):
-    with pytest.raises(ConfigError, match="no such settings file.*FASTAPPLY_CONFIG"):
+    with pytest.raises(ConfigError, match=r"no such settings file.*FASTAPPLY_CONFIG"):
         load_config(tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("sources: [unclosed\n")

@@ -60,8 +60,10 @@ def test_depth_limits_history(history_repo, tmp_path):
 
 def test_unknown_ref_fails_with_the_source_named(history_repo, tmp_path):
     repo, _ = history_repo
-    with pytest.raises(GitError, match="for source 'demo'.*no-such-branch"):
-        sync_mirror(str(repo), tmp_path / "m.git", ref="no-such-branch", depth=1, timeout=30, what="source 'demo'")
+    with pytest.raises(GitError, match=r"for source 'demo'.*no-such-branch"):
+        sync_mirror(
+            str(repo), tmp_path / "m.git", ref="no-such-branch", depth=1, timeout=30, what="source 'demo'"
+        )
 
 
 def test_hooks_configured_in_the_environment_never_run(history_repo, tmp_path, monkeypatch):
@@ -76,11 +78,34 @@ def test_hooks_configured_in_the_environment_never_run(history_repo, tmp_path, m
     # Prove the hook works when git is run plainly...
     probe = tmp_path / "probe.git"
     subprocess.run(["git", "init", "-q", "--bare", str(probe)], check=True)
-    subprocess.run(["git", "-c", f"core.hooksPath={hooks}", "--git-dir", str(probe), "update-ref",
-                    "refs/x", git(repo, "rev-parse", "HEAD")], check=False, capture_output=True)
+    subprocess.run(
+        [
+            "git",
+            "-c",
+            f"core.hooksPath={hooks}",
+            "--git-dir",
+            str(probe),
+            "update-ref",
+            "refs/x",
+            git(repo, "rev-parse", "HEAD"),
+        ],
+        check=False,
+        capture_output=True,
+    )
     subprocess.run(["git", "--git-dir", str(probe), "fetch", "-q", str(repo), "HEAD"], check=True)
-    subprocess.run(["git", "-c", f"core.hooksPath={hooks}", "--git-dir", str(probe), "update-ref",
-                    "refs/x", git(repo, "rev-parse", "HEAD")], check=True)
+    subprocess.run(
+        [
+            "git",
+            "-c",
+            f"core.hooksPath={hooks}",
+            "--git-dir",
+            str(probe),
+            "update-ref",
+            "refs/x",
+            git(repo, "rev-parse", "HEAD"),
+        ],
+        check=True,
+    )
     assert marker.exists()
     marker.unlink()
     # ...then that our git calls do not run it, even when the environment asks for it.
@@ -100,8 +125,14 @@ def test_a_server_that_never_answers_times_out(tmp_path):
     threading.Thread(target=lambda: accepted.append(server.accept()), daemon=True).start()
     try:
         with pytest.raises(GitError, match="timed out after 2 s"):
-            sync_mirror(f"https://127.0.0.1:{port}/o/r.git", tmp_path / "m.git", ref=None, depth=1,
-                        timeout=2, what="t")
+            sync_mirror(
+                f"https://127.0.0.1:{port}/o/r.git",
+                tmp_path / "m.git",
+                ref=None,
+                depth=1,
+                timeout=2,
+                what="t",
+            )
     finally:
         server.close()
 
@@ -110,7 +141,9 @@ def test_no_prompt_for_credentials(tmp_path):
     # A local HTTPS-less http server is not allowed; an ssh URL to a closed local port must fail fast
     # instead of asking for a password or host key on a terminal.
     with pytest.raises(GitError):
-        sync_mirror("ssh://git@127.0.0.1:1/o/r.git", tmp_path / "m.git", ref=None, depth=1, timeout=20, what="t")
+        sync_mirror(
+            "ssh://git@127.0.0.1:1/o/r.git", tmp_path / "m.git", ref=None, depth=1, timeout=20, what="t"
+        )
 
 
 def test_tree_and_blobs_come_from_the_object_store(history_repo, tmp_path):
@@ -125,15 +158,20 @@ def test_tree_and_blobs_come_from_the_object_store(history_repo, tmp_path):
 def test_snapshot_records_commit_license_and_census(tmp_path):
     repo = tmp_path / "r"
     init_repo(repo)
-    write_files(repo, {"LICENSE": MIT_TEXT, "a.py": "x = 1\n", "b.ts": "export const b = 1;\n", "c.md": "# c\n"})
+    write_files(
+        repo, {"LICENSE": MIT_TEXT, "a.py": "x = 1\n", "b.ts": "export const b = 1;\n", "c.md": "# c\n"}
+    )
     commit = commit_all(repo, "c")
-    snapshot, fetched = snapshot_repo(key="r", location=str(repo), ref=None, cache_dir=tmp_path / "cache",
-                                      depth=10, timeout=30)
+    snapshot, fetched = snapshot_repo(
+        key="r", location=str(repo), ref=None, cache_dir=tmp_path / "cache", depth=10, timeout=30
+    )
     assert fetched and snapshot.commit == commit
     assert snapshot.license == "MIT" and snapshot.license_files == ["LICENSE"]
     assert snapshot.file_count == 4
     assert snapshot.files_by_language == {"other": 2, "python": 1, "typescript": 1}
-    assert snapshot.total_bytes == sum(len((repo / p).read_bytes()) for p in ("LICENSE", "a.py", "b.ts", "c.md"))
+    assert snapshot.total_bytes == sum(
+        len((repo / p).read_bytes()) for p in ("LICENSE", "a.py", "b.ts", "c.md")
+    )
 
 
 def test_license_detection_override_and_noassertion(tmp_path):
@@ -141,14 +179,25 @@ def test_license_detection_override_and_noassertion(tmp_path):
     init_repo(repo)
     write_files(repo, {"COPYING": GPL_NOTICE, "x.py": FAKE_AWS})
     commit_all(repo, "c")
-    snapshot, _ = snapshot_repo(key="g", location=str(repo), ref=None, cache_dir=tmp_path / "c", depth=1, timeout=30)
+    snapshot, _ = snapshot_repo(
+        key="g", location=str(repo), ref=None, cache_dir=tmp_path / "c", depth=1, timeout=30
+    )
     assert snapshot.license == "GPL-3.0-or-later"
-    overridden, _ = snapshot_repo(key="g", location=str(repo), ref=None, cache_dir=tmp_path / "c", depth=1,
-                                  timeout=30, license_override="MIT")
+    overridden, _ = snapshot_repo(
+        key="g",
+        location=str(repo),
+        ref=None,
+        cache_dir=tmp_path / "c",
+        depth=1,
+        timeout=30,
+        license_override="MIT",
+    )
     assert overridden.license == "MIT" and overridden.license_overridden
     bare = tmp_path / "nolicense"
     init_repo(bare)
     write_files(bare, {"x.py": "x = 1\n"})
     commit_all(bare, "c")
-    none, _ = snapshot_repo(key="n", location=str(bare), ref=None, cache_dir=tmp_path / "c", depth=1, timeout=30)
+    none, _ = snapshot_repo(
+        key="n", location=str(bare), ref=None, cache_dir=tmp_path / "c", depth=1, timeout=30
+    )
     assert none.license == "NOASSERTION"

@@ -29,8 +29,14 @@ def build(mirror, buckets=KEEP_ALL, seed=42, **rule_overrides):
     rules = {"languages": ["python", "typescript", "tsx", "javascript", "jsx"], "max_file_bytes": 20_000}
     rules.update(rule_overrides)
     return build_snippets(
-        path, commit, repo="mixed", rules=FileRules.build(**rules), counter=get_token_counter("cl100k_base"),
-        buckets=buckets, seed=seed, scanner=SecretScanner(DEFAULT_SECRET_PLUGINS),
+        path,
+        commit,
+        repo="mixed",
+        rules=FileRules.build(**rules),
+        counter=get_token_counter("cl100k_base"),
+        buckets=buckets,
+        seed=seed,
+        scanner=SecretScanner(DEFAULT_SECRET_PLUGINS),
     )
 
 
@@ -46,13 +52,25 @@ def test_every_file_is_kept_or_excluded_with_its_reason(mirror):
 def test_rows_carry_language_counts_and_hashes(mirror):
     table = build(mirror).table
     assert table.columns == [
-        "repo", "commit", "path", "language", "content", "token_count", "line_count", "bucket", "content_hash",
+        "repo",
+        "commit",
+        "path",
+        "language",
+        "content",
+        "token_count",
+        "line_count",
+        "bucket",
+        "content_hash",
         "size_bytes",
     ]
     languages = dict(zip(table["path"], table["language"], strict=True))
     assert languages == {
-        "components/Button.tsx": "tsx", "components/Card.jsx": "jsx", "lib/retry.js": "javascript",
-        "src/app.py": "python", "src/small.py": "python", "src/util.ts": "typescript",
+        "components/Button.tsx": "tsx",
+        "components/Card.jsx": "jsx",
+        "lib/retry.js": "javascript",
+        "src/app.py": "python",
+        "src/small.py": "python",
+        "src/util.ts": "typescript",
     }
     counter = get_token_counter("cl100k_base")
     assert table["token_count"].to_list() == counter.count_batch(table["content"].to_list())
@@ -75,7 +93,9 @@ def test_bucket_counts_and_sample_sizes(mirror):
     per_bucket = Counter(KEEP_ALL.labels[KEEP_ALL.index_of(t)] for t in everything["token_count"])
     assert result.candidates_per_bucket == {label: per_bucket.get(label, 0) for label in KEEP_ALL.labels}
     assert result.rows_per_bucket == {
-        "<100": per_bucket["<100"], "100-399": min(1, per_bucket["100-399"]), "400+": 0
+        "<100": per_bucket["<100"],
+        "100-399": min(1, per_bucket["100-399"]),
+        "400+": 0,
     }
     assert result.exclusions[Exclusion.NOT_SAMPLED] == everything.height - result.table.height
     assert all(t < 400 for t in counts.values())
@@ -99,8 +119,15 @@ def test_globs_and_language_selection(mirror):
 def test_license_not_allowed_skips_the_whole_repository(mirror):
     path, commit = mirror
     result = build_snippets(
-        path, commit, repo="mixed", rules=FileRules.build(["python"], 20_000), counter=get_token_counter("cl100k_base"),
-        buckets=KEEP_ALL, seed=1, scanner=None, license_allowed=False,
+        path,
+        commit,
+        repo="mixed",
+        rules=FileRules.build(["python"], 20_000),
+        counter=get_token_counter("cl100k_base"),
+        buckets=KEEP_ALL,
+        seed=1,
+        scanner=None,
+        license_allowed=False,
     )
     assert result.table.height == 0
     assert result.exclusions == Counter({"license_not_allowed": len(EXPECTED_REASONS)})
@@ -126,9 +153,9 @@ def test_scanner_finds_only_real_credential_shapes():
     scanner = SecretScanner(DEFAULT_SECRET_PLUGINS)
     assert scanner.secret_types("a.py", FAKE_AWS) == ["AWS Access Key"]
     assert scanner.secret_types("k.ts", FAKE_PRIVATE_KEY) == ["Private Key"]
-    assert scanner.secret_types("t.js", "const token = 'ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8'\n") == [
-        "GitHub Token"
-    ]
+    assert scanner.secret_types(
+        "t.js", "const token = 'ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8'\n"
+    ) == ["GitHub Token"]
     assert scanner.secret_types("ok.py", "password = get_password()\nAKIA = 'short'\n") == []
 
 
@@ -139,7 +166,13 @@ def test_loosened_patterns_match_wherever_the_originals_do():
 
     scanner_classes = SecretScanner(DEFAULT_SECRET_PLUGINS)
     assert scanner_classes.might_hold_secret(FAKE_AWS)
-    samples = [FAKE_AWS, FAKE_PRIVATE_KEY, "xoxb-1234-5678-abcdefgh", "sk_live_" + "a" * 24, "glpat-" + "b" * 20]
+    samples = [
+        FAKE_AWS,
+        FAKE_PRIVATE_KEY,
+        "xoxb-1234-5678-abcdefgh",
+        "sk_live_" + "a" * 24,
+        "glpat-" + "b" * 20,
+    ]
     from fastapply_pipeline.core.secrets import _plugin_classes
 
     for name in DEFAULT_SECRET_PLUGINS:
@@ -148,3 +181,23 @@ def test_loosened_patterns_match_wherever_the_originals_do():
             for text in samples:
                 if re.search(pattern, text):
                     assert loose.search(text), (name, pattern.pattern)
+
+
+def test_scanning_candidate_lines_agrees_with_detect_secrets_on_whole_files(tmp_path, mixed_repo):
+    from detect_secrets.core.scan import scan_file
+    from detect_secrets.settings import transient_settings
+
+    scanner = SecretScanner(DEFAULT_SECRET_PLUGINS)
+    texts = {
+        "settings.py": "import os\n" * 50 + FAKE_AWS + "x = 1\n" * 50,
+        "db.py": '"""Connect with postgresql://scott:tiger@localhost/test."""\n',
+        "key.ts": "const a = 1;\n" + FAKE_PRIVATE_KEY,
+        "plain.py": (mixed_repo / "src" / "app.py").read_text(),
+        "token.js": "// docs\nconst t = 'xoxb-1234567890-abcdefghij';\n",
+    }
+    for name, text in texts.items():
+        whole = tmp_path / name
+        whole.write_text(text)
+        with transient_settings({"plugins_used": [{"name": n} for n in DEFAULT_SECRET_PLUGINS]}):
+            expected = sorted({s.type for s in scan_file(str(whole))})
+        assert scanner.secret_types(name, text) == expected, name

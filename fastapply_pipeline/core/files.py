@@ -52,13 +52,38 @@ EXTENSION_LANGUAGES = {
 }
 
 VENDORED_DIRS = frozenset(
-    {"node_modules", "vendor", "vendors", "third_party", "third-party", "bower_components", "site-packages",
-     ".venv", "venv", "jspm_packages", ".yarn", "external"}
+    {
+        "node_modules",
+        "vendor",
+        "vendors",
+        "third_party",
+        "third-party",
+        "bower_components",
+        "site-packages",
+        ".venv",
+        "venv",
+        "jspm_packages",
+        ".yarn",
+        "external",
+    }
 )
 GENERATED_DIRS = frozenset({"dist", "build", "out", ".next", ".nuxt", "coverage", "__generated__", ".turbo"})
 LOCKFILES = frozenset(
-    {"package-lock.json", "yarn.lock", "pnpm-lock.yaml", "bun.lockb", "bun.lock", "poetry.lock", "uv.lock",
-     "Pipfile.lock", "Cargo.lock", "composer.lock", "Gemfile.lock", "npm-shrinkwrap.json", "pdm.lock"}
+    {
+        "package-lock.json",
+        "yarn.lock",
+        "pnpm-lock.yaml",
+        "bun.lockb",
+        "bun.lock",
+        "poetry.lock",
+        "uv.lock",
+        "Pipfile.lock",
+        "Cargo.lock",
+        "composer.lock",
+        "Gemfile.lock",
+        "npm-shrinkwrap.json",
+        "pdm.lock",
+    }
 )
 _GENERATED_NAME_RE = re.compile(
     r"(_pb2(_grpc)?\.pyi?$|\.pb\.(js|ts)$|\.generated\.[a-z]+$|\.gen\.[a-z]+$|(^|/)generated_[^/]*$)"
@@ -118,7 +143,9 @@ def _symlink_escapes(link_path: str, target: bytes) -> bool:
     return resolved == ".." or resolved.startswith("../")
 
 
-def classify_entry(entry: TreeEntry, rules: FileRules, symlink_target: bytes | None = None) -> Exclusion | None:
+def classify_entry(
+    entry: TreeEntry, rules: FileRules, symlink_target: bytes | None = None
+) -> Exclusion | None:
     """The exclusion reason decidable without reading the file, or None if its content must be read.
 
     `symlink_target` is the blob of a symlink entry (its target path), needed to tell escaping links apart.

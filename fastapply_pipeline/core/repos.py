@@ -84,7 +84,11 @@ def ensure_mirror(snapshot: RepoSnapshot, *, timeout: float) -> Path:
     """The snapshot's mirror holding its commit; fetched again (e.g. on another machine) when missing."""
     mirror = Path(snapshot.mirror)
     sync_mirror(
-        snapshot.location, mirror, ref=snapshot.commit, depth=snapshot.depth, timeout=timeout,
+        snapshot.location,
+        mirror,
+        ref=snapshot.commit,
+        depth=snapshot.depth,
+        timeout=timeout,
         what=f"source {snapshot.key!r}",
     )
     return mirror

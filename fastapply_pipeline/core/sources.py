@@ -10,7 +10,9 @@ from urllib.parse import urlsplit
 PARTITION_KEY_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")
 
 # `git@github.com:owner/repo.git` (scp-like ssh syntax). The host must not start with '-'.
-_SCP_LIKE_RE = re.compile(r"^(?P<user>[A-Za-z0-9._-]+@)?(?P<host>[A-Za-z0-9][A-Za-z0-9.-]*):(?P<path>[^/\\].*|/.+)$")
+_SCP_LIKE_RE = re.compile(
+    r"^(?P<user>[A-Za-z0-9._-]+@)?(?P<host>[A-Za-z0-9][A-Za-z0-9.-]*):(?P<path>[^/\\].*|/.+)$"
+)
 # git's "<transport>::<address>" remote-helper syntax (ext::, fd::, and any other helper).
 _TRANSPORT_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*::")
 _ALLOWED_SCHEMES = {"https", "ssh", "file"}
@@ -55,7 +57,9 @@ def validate_git_url(url: str) -> str:
             return url
         host = parts.hostname or ""
         if not host or host.startswith("-") or not re.fullmatch(r"[A-Za-z0-9.\-\[\]:]+", host):
-            raise SourceLocationError(f"git URL {url!r} has no valid host; expected e.g. https://github.com/o/r")
+            raise SourceLocationError(
+                f"git URL {url!r} has no valid host; expected e.g. https://github.com/o/r"
+            )
         if parts.password is not None:
             raise SourceLocationError(
                 f"git URL for host {host!r} embeds a password or token; remove it from the URL and let git "
@@ -82,7 +86,9 @@ def validate_local_path(path: str) -> str:
     if path.startswith("-"):
         raise SourceLocationError(f"local path {path!r} starts with '-'; prefix it with ./")
     if _TRANSPORT_RE.match(path):
-        raise SourceLocationError(f"local path {path!r} looks like a '::' transport; give a plain folder path")
+        raise SourceLocationError(
+            f"local path {path!r} looks like a '::' transport; give a plain folder path"
+        )
     if any(ord(ch) < 32 for ch in path):
         raise SourceLocationError(f"local path {path!r} contains control characters; remove them")
     return path

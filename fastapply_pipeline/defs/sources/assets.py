@@ -27,7 +27,11 @@ def cloned_repo(context: dg.AssetExecutionContext, fastapply: FastApplyResource)
     config = fastapply.load()
     source = config.source(context.partition_key)
     location = config.source_location(source)
-    if source.path is not None and not (Path(location) / ".git").exists() and not (Path(location) / "HEAD").exists():
+    if (
+        source.path is not None
+        and not (Path(location) / ".git").exists()
+        and not (Path(location) / "HEAD").exists()
+    ):
         raise FileNotFoundError(
             f"source {source.key!r}: {location} is not a git repository; fix its `path:` in fastapply.yaml"
         )

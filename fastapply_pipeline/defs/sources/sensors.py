@@ -35,7 +35,9 @@ def source_repos_sensor(context: dg.SensorEvaluationContext, fastapply: FastAppl
         dynamic_partitions_requests=[source_repo_partitions.build_add_request(keys)],
         run_requests=[
             # The run key includes the source's fingerprint: re-adding an edited source runs again.
-            dg.RunRequest(partition_key=s.key, run_key=f"{s.key}:{s.fingerprint()}", tags={"fastapply/source": s.key})
+            dg.RunRequest(
+                partition_key=s.key, run_key=f"{s.key}:{s.fingerprint()}", tags={"fastapply/source": s.key}
+            )
             for s in new_sources
         ],
     )

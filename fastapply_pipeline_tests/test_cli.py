@@ -1,0 +1,123 @@
+"""The `fastapply` command: runs land in the local SQLite instance; failures exit non-zero with the reason."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from fastapply_pipeline.cli import main
+from fastapply_pipeline.defs.partitions import SOURCE_REPO_PARTITIONS
+
+from .conftest import base_settings, write_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    home = tmp_path / "dagster_home"
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.delenv("FASTAPPLY_CONFIG", raising=False)
+    return home
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_run_registers_partitions_and_records_runs(mixed_repo, make_config, home):
+    path, _ = make_config([{"path": str(mixed_repo), "name": "mixed"}])
+    result = invoke("run", "--config", str(path), "-q")
+    assert result.exit_code == 0, result.output
+    assert "Registered source_repo partitions: mixed" in result.output
+    assert "materialized code_snippets (6 rows)" in result.output
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert instance.get_dynamic_partitions(SOURCE_REPO_PARTITIONS) == ["mixed"]
+        runs = instance.get_runs()
+        assert len(runs) == 1 and runs[0].status == dg.DagsterRunStatus.SUCCESS
+        assert runs[0].tags["fastapply/source"] == "mixed"
+        assert instance.get_latest_materialization_event(dg.AssetKey("code_snippets")) is not None
+
+
+def test_select_limits_the_assets(mixed_repo, make_config, home):
+    path, _ = make_config([{"path": str(mixed_repo), "name": "mixed"}])
+    result = invoke("run", "--config", str(path), "--select", "cloned_repo", "-q")
+    assert result.exit_code == 0, result.output
+    assert "materialized cloned_repo" in result.output and "code_snippets" not in result.output
+    bad = invoke("run", "--config", str(path), "--select", "no_such_asset")
+    assert bad.exit_code != 0 and "--select 'no_such_asset'" in bad.output
+
+
+def test_a_failing_source_exits_non_zero_and_the_others_still_run(mixed_repo, tmp_path, make_config, home):
+    path, _ = make_config(
+        [
+            {"path": str(tmp_path / "missing"), "name": "broken"},
+            {"path": str(mixed_repo), "name": "good"},
+        ]
+    )
+    result = invoke("run", "--config", str(path), "-q")
+    assert result.exit_code == 1
+    assert "broken: cloned_repo: FileNotFoundError: source 'broken'" in result.output
+    assert "materialized code_snippets (6 rows)" in result.output  # the good source still ran
+
+
+def test_partition_option_and_unknown_partition(mixed_repo, make_config, home):
+    path, _ = make_config([{"path": str(mixed_repo), "name": "mixed"}])
+    assert invoke("run", "--config", str(path), "--partition", "mixed", "-q").exit_code == 0
+    result = invoke("run", "--config", str(path), "--partition", "nope")
+    assert result.exit_code != 0 and "--partition nope: no such source" in result.output
+
+
+def test_invalid_settings_exit_with_the_field(tmp_path, home):
+    bad = tmp_path / "fastapply.yaml"
+    bad.write_text("sources:\n  - url: https://github.com/a/b\nsnippets:\n  tokenizer: gpt2\n")
+    result = invoke("run", "--config", str(bad))
+    assert result.exit_code == 1
+    assert "snippets.tokenizer" in result.output and "cl100k_base" in result.output
+
+
+def test_sources_list_and_remove(mixed_repo, make_config, home):
+    path, _ = make_config([{"path": str(mixed_repo), "name": "mixed"}])
+    invoke("run", "--config", str(path), "--select", "cloned_repo", "-q")
+    assert "mixed\t" in invoke("sources", "list", "--config", str(path)).output
+    removed = invoke("sources", "remove", "--config", str(path), "mixed")
+    assert removed.exit_code == 0 and "still in the settings file" in removed.output
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert instance.get_dynamic_partitions(SOURCE_REPO_PARTITIONS) == []
+    assert invoke("sources", "remove", "--config", str(path), "mixed").exit_code != 0
+
+
+def test_project_dagster_yaml_configures_pools_and_run_monitoring(tmp_path, home):
+    home.mkdir()
+    (home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert instance.run_monitoring_enabled
+        assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
+        assert instance.run_monitoring_settings["free_slots_after_run_end_seconds"] == 120
+        assert str(instance.storage_directory()).startswith(str(home))
+
+
+def test_shipped_settings_run_offline_end_to_end(tmp_path):
+    """`fastapply run` (the console script) with the shipped fastapply.yaml on this repository."""
+    shipped = yaml.safe_load((ROOT / "fastapply.yaml").read_text())
+    shipped["sources"][0]["path"] = str(ROOT)  # the file's own `path: .`, made absolute for its new folder
+    shipped["storage"] = base_settings(tmp_path, [])["storage"]
+    config = write_config(tmp_path / "fastapply.yaml", shipped)
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home")}
+    script = Path(sys.executable).with_name("fastapply")
+    proc = subprocess.run(
+        [str(script), "run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "[fastapply-pipeline] cloned_repo, code_snippets" in proc.stdout
+    assert "materialized code_snippets" in proc.stdout and "Done: 1 run(s)" in proc.stdout

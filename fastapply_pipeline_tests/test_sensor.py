@@ -1,0 +1,82 @@
+"""The sensor adds partitions for new sources and requests runs for them; it never deletes."""
+
+import dagster as dg
+import pytest
+
+from fastapply_pipeline.definitions import build_defs
+from fastapply_pipeline.defs.partitions import SOURCE_REPO_PARTITIONS
+from fastapply_pipeline.defs.resources import FastApplyResource
+from fastapply_pipeline.defs.sources.sensors import source_repos_sensor
+
+
+@pytest.fixture
+def instance():
+    with dg.instance_for_test() as instance:
+        yield instance
+
+
+def evaluate(instance, config_path):
+    context = dg.build_sensor_context(
+        instance=instance, resources={"fastapply": FastApplyResource(config_path=str(config_path))}
+    )
+    return source_repos_sensor(context)
+
+
+def test_new_sources_become_partitions_with_one_run_each(instance, make_config):
+    path, _ = make_config(
+        [{"url": "https://github.com/vercel/next.js"}, {"path": "/srv/repo", "name": "local"}]
+    )
+    result = evaluate(instance, path)
+    (request,) = result.dynamic_partitions_requests
+    assert request.partitions_def_name == SOURCE_REPO_PARTITIONS
+    assert list(request.partition_keys) == ["next.js", "local"]
+    assert [r.partition_key for r in result.run_requests] == ["next.js", "local"]
+    assert all(r.run_key.startswith(f"{r.partition_key}:") for r in result.run_requests)
+
+
+def test_existing_partitions_are_skipped_and_orphans_kept(instance, make_config):
+    path, _ = make_config(
+        [{"url": "https://github.com/vercel/next.js"}, {"url": "https://github.com/a/new-one"}]
+    )
+    instance.add_dynamic_partitions(SOURCE_REPO_PARTITIONS, ["next.js", "removed-from-file"])
+    result = evaluate(instance, path)
+    (request,) = result.dynamic_partitions_requests
+    assert isinstance(request, dg.AddDynamicPartitionsRequest)
+    assert list(request.partition_keys) == ["new-one"]
+    assert [r.partition_key for r in result.run_requests] == ["new-one"]
+
+    instance.add_dynamic_partitions(SOURCE_REPO_PARTITIONS, ["new-one"])
+    again = evaluate(instance, path)
+    assert not again.run_requests and not again.dynamic_partitions_requests
+    assert "already has a partition" in again.skip_reason.skip_message
+    assert set(instance.get_dynamic_partitions(SOURCE_REPO_PARTITIONS)) == {
+        "next.js",
+        "new-one",
+        "removed-from-file",
+    }
+
+
+def test_an_edited_source_gets_a_new_run_key(instance, make_config):
+    path, _ = make_config([{"url": "https://github.com/vercel/next.js"}])
+    first = evaluate(instance, path).run_requests[0].run_key
+    path, _ = make_config([{"url": "https://github.com/vercel/next.js", "ref": "canary"}])
+    assert evaluate(instance, path).run_requests[0].run_key != first
+
+
+def test_an_invalid_settings_file_fails_the_tick_with_the_field(instance, tmp_path):
+    bad = tmp_path / "fastapply.yaml"
+    bad.write_text("sources:\n  - url: ext::sh\n")
+    with pytest.raises(Exception, match=r"sources\.0.*remote-helper"):
+        evaluate(instance, bad)
+
+
+def test_sensor_targets_the_per_repository_job(make_config):
+    path, _ = make_config([{"url": "https://github.com/vercel/next.js"}])
+    defs = build_defs(path)
+    sensor = defs.resolve_sensor_def("source_repos_sensor")
+    job = defs.resolve_job_def(sensor.job_name)
+    assert job.partitions_def.name == SOURCE_REPO_PARTITIONS
+    assert {k.to_user_string() for k in job.asset_layer.executable_asset_keys} == {
+        "cloned_repo",
+        "code_snippets",
+    }
