@@ -189,6 +189,39 @@ def run(
     )
 
 
+EXIT_REFUSED = 3
+
+
+@main.command()
+@click.argument("original", type=click.Path(exists=True, dir_okay=False))
+@click.argument("snippet", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write the merged file here.")
+def apply(original: str, snippet: str, output: str | None) -> None:
+    """Merge a lazy SNIPPET into ORIGINAL with the deterministic applier.
+
+    Prints the merged file (or writes it to -o). Exit 0: merged; exit 3: refused, with the reason
+    (ambiguous_anchor, no_anchor, missing_leading_marker, missing_trailing_marker, drops_most_of_file,
+    empty_snippet) and what to change; exit 2: a usage or file error.
+    """
+    from fastapply_pipeline.core.apply import apply_snippet
+
+    def read(path: str) -> str:
+        try:
+            return click.get_text_stream("stdin").read() if path == "-" else Path(path).read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise click.UsageError(f"{path} is not UTF-8 text") from None
+
+    result = apply_snippet(read(original), read(snippet))
+    if not result.ok:
+        click.echo(f"refused: {result.reason}: {result.detail}", err=True)
+        sys.exit(EXIT_REFUSED)
+    if output:
+        Path(output).write_text(result.merged, encoding="utf-8", newline="")
+        click.echo(f"merged into {output} ({len(result.spans)} region(s))", err=True)
+    else:
+        click.echo(result.merged, nl=False)
+
+
 @main.group()
 def sources() -> None:
     """List or remove source_repo partitions."""

@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from fastapply_pipeline.core.synth.structural import DEFAULT_EDIT_KINDS
 from fastapply_pipeline.core.sources import (
     PARTITION_KEY_RE,
     SourceLocationError,
@@ -225,6 +226,54 @@ class SnippetSettings(_Strict):
         return buckets
 
 
+EditKind = Literal[
+    "modify_function",
+    "add_feature",
+    "modify_two_functions",
+    "add_two_features",
+    "small_refactor",
+    "delete_feature",
+    "modify_single_line",
+]
+
+
+class StructuralSettings(_Strict):
+    attempts_per_file: int = Field(2, ge=1, description="Edits tried per snippet file.")
+    edit_kinds: dict[EditKind, Annotated[float, Field(ge=0)]] = Field(
+        default_factory=lambda: dict(DEFAULT_EDIT_KINDS),
+        description="Relative weights of the edit kinds (the reference pipeline's mix by default).",
+    )
+
+    @field_validator("edit_kinds")
+    @classmethod
+    def _some_weight(cls, kinds: dict[str, float]) -> dict[str, float]:
+        if not kinds or sum(kinds.values()) <= 0:
+            raise ValueError("give at least one edit kind a positive weight")
+        return kinds
+
+
+class GitHistorySettings(_Strict):
+    max_commits: int = Field(200, ge=1, description="Newest commits (from the pinned one) to read.")
+    max_files_per_commit: int = Field(20, ge=1, description="Commits touching more source files are skipped.")
+    max_changed_fraction: float = Field(0.5, gt=0, le=1, description="Skip whole rewrites above this fraction.")
+
+
+class TripleSettings(_Strict):
+    generators: list[Literal["structural", "git_history"]] = Field(
+        default_factory=lambda: ["structural", "git_history"], min_length=1
+    )
+    min_context: int = Field(1, ge=1, description="Unchanged lines around each edit in a snippet, at least.")
+    max_context: int = Field(12, ge=1, description="Context grows up to this to make an anchor unique.")
+    structural: StructuralSettings = Field(default_factory=StructuralSettings)
+    git_history: GitHistorySettings = Field(default_factory=GitHistorySettings)
+
+    @model_validator(mode="after")
+    def _contexts(self) -> TripleSettings:
+        if self.max_context < self.min_context:
+            raise ValueError(f"max_context ({self.max_context}) must be at least min_context ({self.min_context})")
+        return self
+
+
 class FastApplyConfig(_Strict):
     """The whole of fastapply.yaml."""
 
@@ -235,6 +284,7 @@ class FastApplyConfig(_Strict):
     files: FileFilterSettings = Field(default_factory=FileFilterSettings)
     secrets: SecretScanSettings = Field(default_factory=SecretScanSettings)
     snippets: SnippetSettings = Field(default_factory=SnippetSettings)
+    triples: TripleSettings = Field(default_factory=TripleSettings)
     pools: dict[str, Annotated[int, Field(ge=1)]] = Field(
         default_factory=lambda: {"gpu": 1, "anthropic": 1, "openai": 1},
         description="Dagster concurrency pool limits applied to the instance by `fastapply run`.",

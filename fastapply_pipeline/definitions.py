@@ -10,8 +10,9 @@ from fastapply_pipeline.defs.resources import build_resources
 from fastapply_pipeline.defs.snippets.assets import code_snippets
 from fastapply_pipeline.defs.sources.assets import cloned_repo
 from fastapply_pipeline.defs.sources.sensors import PER_REPO_JOB, source_repos_sensor
+from fastapply_pipeline.defs.triples.assets import edit_triples
 
-PER_REPO_GROUPS = ("sources", "snippets")
+PER_REPO_GROUPS = ("sources", "snippets", "triples")
 
 per_repo_job = dg.define_asset_job(
     PER_REPO_JOB,
@@ -26,7 +27,7 @@ def build_defs(path: str | os.PathLike[str] | None = None) -> dg.Definitions:
     file = config_path(path)
     config = load_config(file)  # fail at load time with the field and the fix, not at the first run
     return dg.Definitions(
-        assets=[cloned_repo, code_snippets],
+        assets=[cloned_repo, code_snippets, edit_triples],
         jobs=[per_repo_job],
         sensors=[source_repos_sensor],
         resources=build_resources(config, str(file)),

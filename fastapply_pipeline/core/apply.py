@@ -192,6 +192,11 @@ def locate(index: LineIndex, seg: list[str], cursor: int, *, at_start: bool, at_
     free = len(seg) - head
     low = start + head
     if at_end:
+        if free == 0 and low < n:
+            raise AnchorError(
+                Refusal.MISSING_TRAILING_MARKER,
+                f"the snippet has no trailing marker but ends at line {low} of {n}; it would drop the rest of the file",
+            )
         if _match_backward(keys, seg, n - 1, low, free) == 0 and free and index.at_or_after(seg[-1], low):
             raise AnchorError(
                 Refusal.MISSING_TRAILING_MARKER,
@@ -255,6 +260,10 @@ def apply_snippet(original: str, snippet: str, *, max_drop_fraction: float = 0.5
     snippet_indent = file_indent.for_snippet(snippet_lines)
     orig_keys = file_indent.keys(orig)
     index = LineIndex(orig_keys)
+    if not leading and not trailing and orig and not any(index.positions.get(k) for k in snippet_indent.keys(segments[0]) if k):
+        return ApplyResult(
+            None, Refusal.NO_ANCHOR, "the snippet has no markers and no line in common with the original; nothing anchors it"
+        )
     out: list[str] = []
     spans: list[tuple[int, int]] = []
     cursor = 0
@@ -278,7 +287,7 @@ def apply_snippet(original: str, snippet: str, *, max_drop_fraction: float = 0.5
         return ApplyResult(None, err.reason, err.detail)
 
     kept = len(out)
-    if len(orig) >= 20 and kept < len(orig) * (1 - max_drop_fraction) and len(snippet_lines) < len(orig) / 2:
+    if len(orig) >= 10 and kept < len(orig) * (1 - max_drop_fraction) and len(snippet_lines) < len(orig) / 2:
         return ApplyResult(
             None,
             Refusal.DROPS_MOST_OF_FILE,

@@ -15,7 +15,7 @@ JSX_LANGUAGES = frozenset({"tsx", "jsx"})
 JSX_MARKER = "{/* " + MARKER_TEXT + " */}"
 
 _ELLIPSIS = r"(?:\.\.\.+|…)"
-_TAIL = r"[\w\s,.'()/-]*"
+_TAIL = r"[\w\s,.'()/…-]*"
 # Comments that announce elided code in words ("rest of the code", "existing imports remain unchanged").
 _ELIDED_WORDS = (
     r"(?:keep\s+)?(?:existing|rest\s+of(?:\s+the)?|remaining|unchanged|omitted|previous)\s+(?:\w+\s+){0,2}?"

@@ -62,7 +62,7 @@ def render_snippet(
     while True:
         regions = _regions(hunks, contexts, index.keys)
         cursor, bad = 0, None
-        for number, (hunk_ids, (o0, o1), (b0, b1)) in enumerate(regions):
+        for number, (_ids, (o0, o1), (b0, b1)) in enumerate(regions):
             at_start, at_end = o0 == 0, o1 == len(orig)
             segment = _trimmed(new_keys[b0:b1])
             try:
@@ -82,7 +82,7 @@ def render_snippet(
             contexts[h] += 1
 
     lines: list[str] = []
-    for number, (hunk_ids, (o0, o1), (b0, b1)) in enumerate(regions):
+    for number, (_ids, (o0, o1), (b0, b1)) in enumerate(regions):
         if o0 > 0:
             lines.append(_marker(language, orig, o0, new, b0, before=True))
         lines.extend(new[b0:b1])

@@ -1,0 +1,38 @@
+"""tree-sitter parsers for the pipeline's languages (from the per-language wheels; nothing downloads)."""
+
+from __future__ import annotations
+
+from functools import cache
+
+import tree_sitter as ts
+
+
+@cache
+def language(name: str) -> ts.Language:
+    """The tree-sitter grammar for one of: python, typescript, tsx, javascript, jsx."""
+    if name == "python":
+        import tree_sitter_python as grammar
+
+        return ts.Language(grammar.language())
+    if name in ("typescript", "tsx"):
+        import tree_sitter_typescript as grammar
+
+        return ts.Language(grammar.language_typescript() if name == "typescript" else grammar.language_tsx())
+    if name in ("javascript", "jsx"):  # the JavaScript grammar parses JSX too
+        import tree_sitter_javascript as grammar
+
+        return ts.Language(grammar.language())
+    raise ValueError(f"no tree-sitter grammar for {name!r}")
+
+
+def parser(name: str) -> ts.Parser:
+    return ts.Parser(language(name))
+
+
+def parse(text: str, lang: str) -> ts.Tree:
+    return parser(lang).parse(text.encode("utf-8"))
+
+
+def parses(text: str, lang: str) -> bool:
+    """True when the text parses without any error or missing node."""
+    return not parse(text, lang).root_node.has_error

@@ -1,0 +1,1 @@
+"""Offline generators of exact-label edit triples."""

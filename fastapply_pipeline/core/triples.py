@@ -1,0 +1,145 @@
+"""Edit triples: the record every generator emits, and the checks that make its label exact.
+
+Every candidate (original, final) pair goes through `make_triple`: it must change something, the final
+must parse wherever the original parsed, a snippet must render, and the deterministic applier must
+turn (original, snippet) back into exactly the final. A candidate that fails is counted under its
+reason, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+import polars as pl
+
+from fastapply_pipeline.core.apply import apply_snippet
+from fastapply_pipeline.core.markers import contains_marker
+from fastapply_pipeline.core.parsing import parses
+from fastapply_pipeline.core.render import RenderError, render_snippet
+
+TRIPLE_SCHEMA = {
+    "triple_id": pl.String,
+    "repo": pl.String,
+    "commit": pl.String,
+    "path": pl.String,
+    "language": pl.String,
+    "generator": pl.String,
+    "edit_kind": pl.String,
+    "original_code": pl.String,
+    "update_snippet": pl.String,
+    "final_code": pl.String,
+    "hunks": pl.Int64,
+    "context_lines": pl.Int64,
+    "original_tokens": pl.Int64,
+    "snippet_tokens": pl.Int64,
+    "final_tokens": pl.Int64,
+}
+
+
+@dataclass(frozen=True)
+class Provenance:
+    repo: str
+    commit: str
+    path: str
+    language: str
+    generator: str
+    edit_kind: str
+
+
+@dataclass
+class Triple:
+    provenance: Provenance
+    original_code: str
+    update_snippet: str
+    final_code: str
+    hunks: int
+    context_lines: int
+
+    @property
+    def triple_id(self) -> str:
+        """Content-addressed: the same edit of the same file gets the same id."""
+        digest = hashlib.sha256()
+        for part in (self.provenance.repo, self.provenance.path, self.original_code, self.final_code):
+            digest.update(part.encode())
+            digest.update(b"\0")
+        return digest.hexdigest()[:24]
+
+
+@dataclass
+class GeneratorReport:
+    """What one generator produced, and why every other candidate was rejected."""
+
+    triples: list[Triple] = field(default_factory=list)
+    failures: Counter[str] = field(default_factory=Counter)
+
+    def extend(self, other: GeneratorReport) -> None:
+        self.triples.extend(other.triples)
+        self.failures.update(other.failures)
+
+
+def make_triple(
+    original: str,
+    final: str,
+    provenance: Provenance,
+    *,
+    min_context: int = 1,
+    max_context: int = 12,
+    require_original_parses: bool = False,
+) -> Triple | str:
+    """A validated triple, or the reason (a short snake_case string) the pair cannot be one."""
+    if original == final:
+        return "no_change"
+    language = provenance.language
+    original_parses = parses(original, language)
+    if require_original_parses and not original_parses:
+        return "original_does_not_parse"
+    if original_parses and not parses(final, language):
+        return "final_does_not_parse"
+    if contains_marker(final) or contains_marker(original):
+        return "marker_like_comment_in_file"
+    try:
+        snippet = render_snippet(original, final, language, min_context=min_context, max_context=max_context)
+    except RenderError as err:
+        return err.reason
+    result = apply_snippet(original, snippet.text)
+    if not result.ok:
+        return f"applier_{result.reason}"
+    if result.merged != final:
+        return "roundtrip_mismatch"
+    return Triple(provenance, original, snippet.text, final, snippet.regions, snippet.context)
+
+
+def triples_frame(triples: list[Triple], token_counts: dict[str, list[int]] | None = None) -> pl.DataFrame:
+    """The triples as a table (TRIPLE_SCHEMA); token counts per column when given."""
+    rows = []
+    counts = token_counts or {}
+    for i, triple in enumerate(triples):
+        row = {"triple_id": triple.triple_id, **asdict(triple.provenance)}
+        row.update(
+            original_code=triple.original_code,
+            update_snippet=triple.update_snippet,
+            final_code=triple.final_code,
+            hunks=triple.hunks,
+            context_lines=triple.context_lines,
+            original_tokens=counts.get("original_code", [None] * len(triples))[i],
+            snippet_tokens=counts.get("update_snippet", [None] * len(triples))[i],
+            final_tokens=counts.get("final_code", [None] * len(triples))[i],
+        )
+        rows.append(row)
+    return pl.DataFrame(rows, schema=TRIPLE_SCHEMA)
+
+
+def check_triples(table: pl.DataFrame) -> dict[str, list[str]]:
+    """The data contract of edit_triples: check name -> offending triple ids."""
+    not_roundtrip, leaked = [], []
+    for tid, original, snippet, final in table.select(
+        "triple_id", "original_code", "update_snippet", "final_code"
+    ).iter_rows():
+        if apply_snippet(original, snippet).merged != final:
+            not_roundtrip.append(tid)
+        if contains_marker(final):
+            leaked.append(tid)
+    duplicates = table.filter(pl.col("triple_id").is_duplicated())["triple_id"].unique().to_list()
+    return {"applier_roundtrip": not_roundtrip, "no_marker_in_final": leaked, "unique_triple_ids": duplicates}

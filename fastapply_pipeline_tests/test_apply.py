@@ -1,0 +1,242 @@
+"""The deterministic applier: merges in every language and style, refuses with a reason instead of guessing."""
+
+import pytest
+from click.testing import CliRunner
+
+from fastapply_pipeline.cli import EXIT_REFUSED, main
+from fastapply_pipeline.core.apply import Refusal, apply_snippet
+from fastapply_pipeline.core.markers import is_marker_line, marker_for
+
+PY = '''import os
+
+
+def load(path):
+    with open(path) as f:
+        return f.read()
+
+
+def save(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def main():
+    text = load("a.txt")
+    save("b.txt", text.upper())
+'''
+
+
+def test_python_modification_between_markers():
+    snippet = '''# ... existing code ...
+def save(path, text):
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+# ... existing code ...
+'''
+    result = apply_snippet(PY, snippet)
+    assert result.ok, result.detail
+    assert result.merged == PY.replace('open(path, "w")', 'open(path, "w", encoding="utf-8")')
+
+
+def test_addition_and_deletion_in_one_snippet():
+    snippet = '''import os
+import sys
+# ... existing code ...
+def main():
+    save("b.txt", load("a.txt").upper())
+'''
+    expected = PY.replace("import os\n", "import os\nimport sys\n").replace(
+        '    text = load("a.txt")\n    save("b.txt", text.upper())\n', '    save("b.txt", load("a.txt").upper())\n'
+    )
+    assert apply_snippet(PY, snippet).merged == expected
+
+
+def test_deletion_shown_by_context_only():
+    snippet = '''# ... existing code ...
+def main():
+    save("b.txt", text.upper())
+'''
+    assert apply_snippet(PY, snippet).merged == PY.replace('    text = load("a.txt")\n', "")
+
+
+TS = """import { clamp } from './math';
+
+export function scale(value: number, factor = 2): number {
+  return clamp(value * factor, 0, 100);
+}
+
+export function shift(value: number, by = 1): number {
+  return clamp(value + by, 0, 100);
+}
+"""
+
+
+def test_typescript_edit():
+    snippet = """// ... existing code ...
+export function shift(value: number, by = 1): number {
+  const next = value + by;
+  return clamp(next, 0, 100);
+}
+"""
+    expected = TS.replace("  return clamp(value + by, 0, 100);\n", "  const next = value + by;\n  return clamp(next, 0, 100);\n")
+    assert apply_snippet(TS, snippet).merged == expected
+
+
+TSX = """export function List({ items }: Props) {
+  return (
+    <ul className="list">
+      <li className="header">Items</li>
+      {items.map((item) => (
+        <li key={item.id}>{item.name}</li>
+      ))}
+      <li className="footer">End</li>
+    </ul>
+  );
+}
+"""
+
+
+@pytest.mark.parametrize("marker", ["{/* ... existing code ... */}", "{/* ... */}", "// ... existing code ..."])
+def test_tsx_and_jsx_edits_with_jsx_markers(marker):
+    snippet = f"""// ... existing code ...
+    <ul className="list">
+      <li className="header">All items</li>
+      {{items.map((item) => (
+      {marker}
+      <li className="footer">End</li>
+    </ul>
+// ... existing code ...
+"""
+    assert apply_snippet(TSX, snippet).merged == TSX.replace(">Items<", ">All items<")
+
+
+JS = """const DEFAULTS = { retries: 3 };
+
+function withDefaults(options) {
+  return { ...DEFAULTS, ...options };
+}
+
+module.exports = { withDefaults };
+"""
+
+
+def test_javascript_append_at_end():
+    snippet = """// ... existing code ...
+module.exports = { withDefaults };
+module.exports.DEFAULTS = DEFAULTS;
+"""
+    assert apply_snippet(JS, snippet).merged == JS + "module.exports.DEFAULTS = DEFAULTS;\n"
+
+
+def test_crlf_original_and_crlf_snippet():
+    original = PY.replace("\n", "\r\n")
+    snippet = '# ... existing code ...\r\ndef main():\r\n    text = load("in.txt")\r\n    save("b.txt", text.upper())\r\n'
+    result = apply_snippet(original, snippet)
+    assert result.merged == original.replace('load("a.txt")', 'load("in.txt")')
+    assert "\n" not in result.merged.replace("\r\n", "")
+
+
+def test_tab_indented_file_with_a_space_indented_snippet():
+    original = "def f(x):\n\tif x:\n\t\treturn 1\n\treturn 0\n"
+    snippet = "def f(x):\n    if x:\n        print(x)\n        return 1\n# ... existing code ...\n"
+    assert apply_snippet(original, snippet).merged == "def f(x):\n\tif x:\n\t\tprint(x)\n\t\treturn 1\n\treturn 0\n"
+
+
+def test_trailing_whitespace_in_the_snippet_still_anchors():
+    snippet = '# ... existing code ...   \ndef save(path, text):   \n    with open(path, "a") as f:\n        f.write(text)  \n# ... existing code ...\n'
+    assert apply_snippet(PY, snippet).merged == PY.replace('open(path, "w")', 'open(path, "a")')
+
+
+@pytest.mark.parametrize(
+    "marker",
+    ["# ... existing code ...", "# ... rest of code ...", "# ...", "    # ...", "\t# … existing code …",
+     "# rest of the code remains the same"],
+)
+def test_every_python_marker_spelling(marker):
+    snippet = f"{marker}\ndef main():\n    text = load('x')\n    save(\"b.txt\", text.upper())\n"
+    assert apply_snippet(PY, snippet).merged == PY.replace('load("a.txt")', "load('x')")
+
+
+@pytest.mark.parametrize("marker", ["// ... existing code ...", "// ... rest of code ...", "/* ... */", "// ...", "  // ..."])
+def test_every_js_marker_spelling(marker):
+    snippet = f"{marker}\nfunction withDefaults(options) {{\n  return {{ ...options, ...DEFAULTS }};\n}}\n{marker}\nmodule.exports = {{ withDefaults }};\n"
+    assert apply_snippet(JS, snippet).merged == JS.replace("{ ...DEFAULTS, ...options }", "{ ...options, ...DEFAULTS }")
+
+
+SIMILAR = """def area_square(side):
+    result = side * side
+    return result
+
+
+def area_rect(width, height):
+    result = width * height
+    return result
+"""
+
+
+def test_new_lines_without_a_following_anchor_are_inserted_not_replacing():
+    """Without an anchor after it, a changed line cannot say what it replaces: it is inserted."""
+    snippet = "# ... existing code ...\ndef main():\n    print('start')\n# ... existing code ...\n"
+    assert apply_snippet(PY, snippet).merged == PY.replace("def main():\n", "def main():\n    print('start')\n")
+
+
+def test_ambiguous_anchor_in_similar_functions_is_refused():
+    snippet = "# ... existing code ...\n    result = side * side\n    return round(result, 2)\n# ... existing code ...\n"
+    assert apply_snippet(SIMILAR, snippet).ok  # a unique line anchors fine
+    ambiguous = "# ... existing code ...\n    return result\n    print(result)\n# ... existing code ...\n"
+    result = apply_snippet(SIMILAR, ambiguous)
+    assert result.reason == Refusal.AMBIGUOUS_ANCHOR and "lines 3, 8" in result.detail
+
+
+@pytest.mark.parametrize(
+    ("snippet", "reason"),
+    [
+        ("# ... existing code ...\n    print('nowhere')\n# ... existing code ...\n", Refusal.NO_ANCHOR),
+        ("# ... existing code ...\n", Refusal.EMPTY_SNIPPET),
+        ("", Refusal.EMPTY_SNIPPET),
+        ('def main():\n    text = load("b.txt")\n# ... existing code ...\n', Refusal.MISSING_LEADING_MARKER),
+        ("# ... existing code ...\ndef load(path):\n    with open(path) as f:\n", Refusal.MISSING_TRAILING_MARKER),
+        ('# ... existing code ...\ndef load(path):\n    return ""\n', Refusal.DROPS_MOST_OF_FILE),
+        ("x = 1\n", Refusal.NO_ANCHOR),
+    ],
+)
+def test_refusals_name_their_reason(snippet, reason):
+    result = apply_snippet(PY, snippet)
+    assert not result.ok and result.reason == reason and result.merged is None and result.detail
+
+
+def test_a_snippet_that_would_drop_most_of_the_file_is_refused():
+    original = "".join(f"line_{i} = {i}\n" for i in range(60))
+    snippet = "line_0 = 0\nline_2 = 2\n# ... existing code ...\n"  # deletes line_1: fine
+    assert apply_snippet(original, snippet).merged == original.replace("line_1 = 1\n", "")
+    drop = "line_0 = 0\nline_50 = 50\n# ... existing code ...\n"
+    result = apply_snippet(original, drop)
+    assert result.reason == Refusal.DROPS_MOST_OF_FILE
+
+
+def test_canonical_markers():
+    assert marker_for("python") == "# ... existing code ..."
+    assert marker_for("typescript", indent="  ") == "  // ... existing code ..."
+    assert marker_for("tsx", jsx_child=True) == "{/* ... existing code ... */}"
+    assert marker_for("javascript", jsx_child=True) == "// ... existing code ..."
+    for line in ["x = ...", "# see the rest", "print('...')", "// TODO: more work", "const a = b; // ..."]:
+        assert not is_marker_line(line), line
+
+
+def test_cli_exit_codes(tmp_path):
+    original = tmp_path / "a.py"
+    original.write_text(PY)
+    good = tmp_path / "good.py"
+    good.write_text("# ... existing code ...\ndef main():\n    text = load('x')\n    save(\"b.txt\", text.upper())\n")
+    out = tmp_path / "out.py"
+    runner = CliRunner()
+    merged = runner.invoke(main, ["apply", str(original), str(good), "-o", str(out)])
+    assert merged.exit_code == 0 and out.read_text() == PY.replace('load("a.txt")', "load('x')")
+    printed = runner.invoke(main, ["apply", str(original), str(good)])
+    assert printed.exit_code == 0 and printed.output == out.read_text()
+    bad = tmp_path / "bad.py"
+    bad.write_text("# ... existing code ...\n    return result_of_nothing\n# ... existing code ...\n")
+    refused = runner.invoke(main, ["apply", str(original), str(bad)])
+    assert refused.exit_code == EXIT_REFUSED and "refused: no_anchor" in refused.output
+    missing = runner.invoke(main, ["apply", str(tmp_path / "nope.py"), str(good)])
+    assert missing.exit_code == 2
