@@ -195,7 +195,9 @@ EXIT_REFUSED = 3
 @main.command()
 @click.argument("original", type=click.Path(exists=True, dir_okay=False))
 @click.argument("snippet", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
-@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write the merged file here.")
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write the merged file here."
+)
 def apply(original: str, snippet: str, output: str | None) -> None:
     """Merge a lazy SNIPPET into ORIGINAL with the deterministic applier.
 
@@ -207,7 +209,11 @@ def apply(original: str, snippet: str, output: str | None) -> None:
 
     def read(path: str) -> str:
         try:
-            return click.get_text_stream("stdin").read() if path == "-" else Path(path).read_text(encoding="utf-8")
+            return (
+                click.get_text_stream("stdin").read()
+                if path == "-"
+                else Path(path).read_text(encoding="utf-8")
+            )
         except UnicodeDecodeError:
             raise click.UsageError(f"{path} is not UTF-8 text") from None
 

@@ -23,7 +23,6 @@ from pydantic import (
     model_validator,
 )
 
-from fastapply_pipeline.core.synth.structural import DEFAULT_EDIT_KINDS
 from fastapply_pipeline.core.sources import (
     PARTITION_KEY_RE,
     SourceLocationError,
@@ -31,6 +30,7 @@ from fastapply_pipeline.core.sources import (
     validate_git_url,
     validate_local_path,
 )
+from fastapply_pipeline.core.synth.structural import DEFAULT_EDIT_KINDS
 
 CONFIG_ENV_VAR = "FASTAPPLY_CONFIG"
 DEFAULT_CONFIG_NAME = "fastapply.yaml"
@@ -255,7 +255,9 @@ class StructuralSettings(_Strict):
 class GitHistorySettings(_Strict):
     max_commits: int = Field(200, ge=1, description="Newest commits (from the pinned one) to read.")
     max_files_per_commit: int = Field(20, ge=1, description="Commits touching more source files are skipped.")
-    max_changed_fraction: float = Field(0.5, gt=0, le=1, description="Skip whole rewrites above this fraction.")
+    max_changed_fraction: float = Field(
+        0.5, gt=0, le=1, description="Skip whole rewrites above this fraction."
+    )
 
 
 class TripleSettings(_Strict):
@@ -270,7 +272,9 @@ class TripleSettings(_Strict):
     @model_validator(mode="after")
     def _contexts(self) -> TripleSettings:
         if self.max_context < self.min_context:
-            raise ValueError(f"max_context ({self.max_context}) must be at least min_context ({self.min_context})")
+            raise ValueError(
+                f"max_context ({self.max_context}) must be at least min_context ({self.min_context})"
+            )
         return self
 
 

@@ -7,7 +7,7 @@ from fastapply_pipeline.cli import EXIT_REFUSED, main
 from fastapply_pipeline.core.apply import Refusal, apply_snippet
 from fastapply_pipeline.core.markers import is_marker_line, marker_for
 
-PY = '''import os
+PY = """import os
 
 
 def load(path):
@@ -23,39 +23,40 @@ def save(path, text):
 def main():
     text = load("a.txt")
     save("b.txt", text.upper())
-'''
+"""
 
 
 def test_python_modification_between_markers():
-    snippet = '''# ... existing code ...
+    snippet = """# ... existing code ...
 def save(path, text):
     with open(path, "w", encoding="utf-8") as f:
         f.write(text)
 # ... existing code ...
-'''
+"""
     result = apply_snippet(PY, snippet)
     assert result.ok, result.detail
     assert result.merged == PY.replace('open(path, "w")', 'open(path, "w", encoding="utf-8")')
 
 
 def test_addition_and_deletion_in_one_snippet():
-    snippet = '''import os
+    snippet = """import os
 import sys
 # ... existing code ...
 def main():
     save("b.txt", load("a.txt").upper())
-'''
+"""
     expected = PY.replace("import os\n", "import os\nimport sys\n").replace(
-        '    text = load("a.txt")\n    save("b.txt", text.upper())\n', '    save("b.txt", load("a.txt").upper())\n'
+        '    text = load("a.txt")\n    save("b.txt", text.upper())\n',
+        '    save("b.txt", load("a.txt").upper())\n',
     )
     assert apply_snippet(PY, snippet).merged == expected
 
 
 def test_deletion_shown_by_context_only():
-    snippet = '''# ... existing code ...
+    snippet = """# ... existing code ...
 def main():
     save("b.txt", text.upper())
-'''
+"""
     assert apply_snippet(PY, snippet).merged == PY.replace('    text = load("a.txt")\n', "")
 
 
@@ -78,7 +79,9 @@ export function shift(value: number, by = 1): number {
   return clamp(next, 0, 100);
 }
 """
-    expected = TS.replace("  return clamp(value + by, 0, 100);\n", "  const next = value + by;\n  return clamp(next, 0, 100);\n")
+    expected = TS.replace(
+        "  return clamp(value + by, 0, 100);\n", "  const next = value + by;\n  return clamp(next, 0, 100);\n"
+    )
     assert apply_snippet(TS, snippet).merged == expected
 
 
@@ -96,7 +99,9 @@ TSX = """export function List({ items }: Props) {
 """
 
 
-@pytest.mark.parametrize("marker", ["{/* ... existing code ... */}", "{/* ... */}", "// ... existing code ..."])
+@pytest.mark.parametrize(
+    "marker", ["{/* ... existing code ... */}", "{/* ... */}", "// ... existing code ..."]
+)
 def test_tsx_and_jsx_edits_with_jsx_markers(marker):
     snippet = f"""// ... existing code ...
     <ul className="list">
@@ -139,7 +144,10 @@ def test_crlf_original_and_crlf_snippet():
 def test_tab_indented_file_with_a_space_indented_snippet():
     original = "def f(x):\n\tif x:\n\t\treturn 1\n\treturn 0\n"
     snippet = "def f(x):\n    if x:\n        print(x)\n        return 1\n# ... existing code ...\n"
-    assert apply_snippet(original, snippet).merged == "def f(x):\n\tif x:\n\t\tprint(x)\n\t\treturn 1\n\treturn 0\n"
+    assert (
+        apply_snippet(original, snippet).merged
+        == "def f(x):\n\tif x:\n\t\tprint(x)\n\t\treturn 1\n\treturn 0\n"
+    )
 
 
 def test_trailing_whitespace_in_the_snippet_still_anchors():
@@ -149,18 +157,28 @@ def test_trailing_whitespace_in_the_snippet_still_anchors():
 
 @pytest.mark.parametrize(
     "marker",
-    ["# ... existing code ...", "# ... rest of code ...", "# ...", "    # ...", "\t# … existing code …",
-     "# rest of the code remains the same"],
+    [
+        "# ... existing code ...",
+        "# ... rest of code ...",
+        "# ...",
+        "    # ...",
+        "\t# … existing code …",
+        "# rest of the code remains the same",
+    ],
 )
 def test_every_python_marker_spelling(marker):
     snippet = f"{marker}\ndef main():\n    text = load('x')\n    save(\"b.txt\", text.upper())\n"
     assert apply_snippet(PY, snippet).merged == PY.replace('load("a.txt")', "load('x')")
 
 
-@pytest.mark.parametrize("marker", ["// ... existing code ...", "// ... rest of code ...", "/* ... */", "// ...", "  // ..."])
+@pytest.mark.parametrize(
+    "marker", ["// ... existing code ...", "// ... rest of code ...", "/* ... */", "// ...", "  // ..."]
+)
 def test_every_js_marker_spelling(marker):
     snippet = f"{marker}\nfunction withDefaults(options) {{\n  return {{ ...options, ...DEFAULTS }};\n}}\n{marker}\nmodule.exports = {{ withDefaults }};\n"
-    assert apply_snippet(JS, snippet).merged == JS.replace("{ ...DEFAULTS, ...options }", "{ ...options, ...DEFAULTS }")
+    assert apply_snippet(JS, snippet).merged == JS.replace(
+        "{ ...DEFAULTS, ...options }", "{ ...options, ...DEFAULTS }"
+    )
 
 
 SIMILAR = """def area_square(side):
@@ -177,7 +195,9 @@ def area_rect(width, height):
 def test_new_lines_without_a_following_anchor_are_inserted_not_replacing():
     """Without an anchor after it, a changed line cannot say what it replaces: it is inserted."""
     snippet = "# ... existing code ...\ndef main():\n    print('start')\n# ... existing code ...\n"
-    assert apply_snippet(PY, snippet).merged == PY.replace("def main():\n", "def main():\n    print('start')\n")
+    assert apply_snippet(PY, snippet).merged == PY.replace(
+        "def main():\n", "def main():\n    print('start')\n"
+    )
 
 
 def test_ambiguous_anchor_in_similar_functions_is_refused():
@@ -195,7 +215,10 @@ def test_ambiguous_anchor_in_similar_functions_is_refused():
         ("# ... existing code ...\n", Refusal.EMPTY_SNIPPET),
         ("", Refusal.EMPTY_SNIPPET),
         ('def main():\n    text = load("b.txt")\n# ... existing code ...\n', Refusal.MISSING_LEADING_MARKER),
-        ("# ... existing code ...\ndef load(path):\n    with open(path) as f:\n", Refusal.MISSING_TRAILING_MARKER),
+        (
+            "# ... existing code ...\ndef load(path):\n    with open(path) as f:\n",
+            Refusal.MISSING_TRAILING_MARKER,
+        ),
         ('# ... existing code ...\ndef load(path):\n    return ""\n', Refusal.DROPS_MOST_OF_FILE),
         ("x = 1\n", Refusal.NO_ANCHOR),
     ],
@@ -227,7 +250,9 @@ def test_cli_exit_codes(tmp_path):
     original = tmp_path / "a.py"
     original.write_text(PY)
     good = tmp_path / "good.py"
-    good.write_text("# ... existing code ...\ndef main():\n    text = load('x')\n    save(\"b.txt\", text.upper())\n")
+    good.write_text(
+        "# ... existing code ...\ndef main():\n    text = load('x')\n    save(\"b.txt\", text.upper())\n"
+    )
     out = tmp_path / "out.py"
     runner = CliRunner()
     merged = runner.invoke(main, ["apply", str(original), str(good), "-o", str(out)])

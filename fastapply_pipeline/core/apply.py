@@ -260,9 +260,16 @@ def apply_snippet(original: str, snippet: str, *, max_drop_fraction: float = 0.5
     snippet_indent = file_indent.for_snippet(snippet_lines)
     orig_keys = file_indent.keys(orig)
     index = LineIndex(orig_keys)
-    if not leading and not trailing and orig and not any(index.positions.get(k) for k in snippet_indent.keys(segments[0]) if k):
+    if (
+        not leading
+        and not trailing
+        and orig
+        and not any(index.positions.get(k) for k in snippet_indent.keys(segments[0]) if k)
+    ):
         return ApplyResult(
-            None, Refusal.NO_ANCHOR, "the snippet has no markers and no line in common with the original; nothing anchors it"
+            None,
+            Refusal.NO_ANCHOR,
+            "the snippet has no markers and no line in common with the original; nothing anchors it",
         )
     out: list[str] = []
     spans: list[tuple[int, int]] = []

@@ -88,7 +88,9 @@ def git_history_triples(
             continue
         for status, old_sha, new_sha, path in source_changes:
             if status != "M":
-                report.failures[{"A": "file_added", "D": "file_deleted", "R": "file_renamed"}.get(status, "other_change")] += 1
+                report.failures[
+                    {"A": "file_added", "D": "file_deleted", "R": "file_renamed"}.get(status, "other_change")
+                ] += 1
                 continue
             entry = TreeEntry(mode="100644", kind="blob", sha=new_sha, size=None, path=path)
             reason = classify_entry(entry, rules)
@@ -107,10 +109,14 @@ def git_history_triples(
         if original is None or final is None:
             report.failures[str(old_reason or new_reason)] += 1
             continue
-        if scanner is not None and (scanner.secret_types(change.path, original) or scanner.secret_types(change.path, final)):
+        if scanner is not None and (
+            scanner.secret_types(change.path, original) or scanner.secret_types(change.path, final)
+        ):
             report.failures["secret"] += 1
             continue
-        similarity = difflib.SequenceMatcher(None, original.splitlines(), final.splitlines(), autojunk=False).ratio()
+        similarity = difflib.SequenceMatcher(
+            None, original.splitlines(), final.splitlines(), autojunk=False
+        ).ratio()
         if 1 - similarity > settings.max_changed_fraction:
             report.failures["whole_rewrite"] += 1
             continue
@@ -120,7 +126,9 @@ def git_history_triples(
             original, final, provenance, min_context=settings.min_context, max_context=settings.max_context
         )
         if isinstance(result, Triple):
-            result.provenance = Provenance(repo, change.commit, change.path, language, "git_history", edit_kind(result))
+            result.provenance = Provenance(
+                repo, change.commit, change.path, language, "git_history", edit_kind(result)
+            )
             report.triples.append(result)
         else:
             report.failures[result] += 1
@@ -130,6 +138,8 @@ def git_history_triples(
 def edit_kind(triple: Triple) -> str:
     """What a real commit did to the file: add, delete or modify lines, in one region or several."""
     original, final = triple.original_code.splitlines(), triple.final_code.splitlines()
-    ops = {tag for tag, *_ in difflib.SequenceMatcher(None, original, final, autojunk=False).get_opcodes()} - {"equal"}
+    ops = {
+        tag for tag, *_ in difflib.SequenceMatcher(None, original, final, autojunk=False).get_opcodes()
+    } - {"equal"}
     kind = "add" if ops == {"insert"} else "delete" if ops == {"delete"} else "modify"
     return f"{kind}_multi" if triple.hunks > 1 else kind

@@ -31,20 +31,48 @@ DEFAULT_EDIT_KINDS = {
 }
 
 _JS = {
-    "functions": {"function_declaration", "method_definition", "generator_function_declaration", "arrow_function",
-                  "function_expression", "function"},
-    "features": {"function_declaration", "generator_function_declaration", "class_declaration", "method_definition",
-                 "lexical_declaration", "variable_declaration", "export_statement", "interface_declaration",
-                 "type_alias_declaration", "enum_declaration", "public_field_definition", "field_definition",
-                 "import_statement", "jsx_element", "jsx_self_closing_element", "pair", "property_signature"},
+    "functions": {
+        "function_declaration",
+        "method_definition",
+        "generator_function_declaration",
+        "arrow_function",
+        "function_expression",
+        "function",
+    },
+    "features": {
+        "function_declaration",
+        "generator_function_declaration",
+        "class_declaration",
+        "method_definition",
+        "lexical_declaration",
+        "variable_declaration",
+        "export_statement",
+        "interface_declaration",
+        "type_alias_declaration",
+        "enum_declaration",
+        "public_field_definition",
+        "field_definition",
+        "import_statement",
+        "jsx_element",
+        "jsx_self_closing_element",
+        "pair",
+        "property_signature",
+    },
     "body": {"statement_block"},
     "literals": {"number", "string"},
 }
 UNITS = {
     "python": {
         "functions": {"function_definition"},
-        "features": {"function_definition", "class_definition", "decorated_definition", "import_statement",
-                     "import_from_statement", "expression_statement", "pair"},
+        "features": {
+            "function_definition",
+            "class_definition",
+            "decorated_definition",
+            "import_statement",
+            "import_from_statement",
+            "expression_statement",
+            "pair",
+        },
         "body": {"block"},
         "literals": {"integer", "float", "string"},
     },
@@ -182,7 +210,9 @@ def _rename(units: FileUnits, rng: random.Random) -> str:
         if current.type in _IDENTIFIER_TYPES:
             names.setdefault(current.text.decode("utf-8", "replace"), []).append(current)
         stack.extend(current.named_children)
-    candidates = sorted(n for n, found in names.items() if len(found) >= 2 and len(n) >= 2 and n.isidentifier())
+    candidates = sorted(
+        n for n, found in names.items() if len(found) >= 2 and len(n) >= 2 and n.isidentifier()
+    )
     if not candidates:
         raise NoCandidate("no local name used twice")
     name = rng.choice(candidates)
@@ -202,21 +232,29 @@ def _better_name(name: str) -> str:
 
 
 def _change_literal(units: FileUnits, rng: random.Random) -> str:
-    if not units.literals:
-        raise NoCandidate("no literal to change")
-    node = rng.choice(units.literals)
-    text = node.text.decode("utf-8", "replace")
-    if text.isdigit():
-        replacement = str(int(text) + rng.randint(1, 9))
-    elif len(text) >= 2 and text[0] in "'\"`" and text[-1] == text[0] and "\\" not in text and "{" not in text:
-        replacement = text[0] + (text[1:-1] + " (updated)" if text[1:-1] else "updated") + text[-1]
-    else:
-        raise NoCandidate("literal is not a plain number or string")
+    """The file with one plain number or string literal changed (a one-line modification)."""
+    plain = [
+        node for node in units.literals if _new_literal(node.text.decode("utf-8", "replace"), 1) is not None
+    ]
+    if not plain:
+        raise NoCandidate("no plain number or string literal to change")
+    node = rng.choice(plain)
+    replacement = _new_literal(node.text.decode("utf-8"), rng.randint(1, 9))
     data = units.text.encode("utf-8")
     return (data[: node.start_byte] + replacement.encode() + data[node.end_byte :]).decode("utf-8")
 
 
-def structural_edit(text: str, language: str, kind: str, rng: random.Random, units: FileUnits | None = None) -> Edit:
+def _new_literal(text: str, step: int) -> str | None:
+    if text.isdigit():
+        return str(int(text) + step)
+    if len(text) >= 2 and text[0] in "'\"`" and text[-1] == text[0] and "\\" not in text and "{" not in text:
+        return text[0] + (text[1:-1] + " (updated)" if text[1:-1] else "updated") + text[-1]
+    return None
+
+
+def structural_edit(
+    text: str, language: str, kind: str, rng: random.Random, units: FileUnits | None = None
+) -> Edit:
     """One edit of the given kind on a real file (raises NoCandidate when the file has no usable unit)."""
     units = units or FileUnits(text, language)
     if kind == "add_feature":
@@ -264,7 +302,9 @@ def structural_triples(
     for repo, commit, path, language, content in files:
         rng = random.Random(f"{seed}\0{repo}\0{path}")
         try:
-            edits = list(structural_edits(content, language, attempts=attempts_per_file, weights=weights, rng=rng))
+            edits = list(
+                structural_edits(content, language, attempts=attempts_per_file, weights=weights, rng=rng)
+            )
         except (ValueError, RecursionError):
             report.failures["unparseable_source"] += attempts_per_file
             continue
@@ -282,7 +322,11 @@ def structural_triples(
             seen.add((edit.original, edit.final))
             provenance = Provenance(repo, commit, path, language, "structural", edit.kind)
             result = make_triple(
-                edit.original, edit.final, provenance, min_context=min_context, max_context=max_context,
+                edit.original,
+                edit.final,
+                provenance,
+                min_context=min_context,
+                max_context=max_context,
                 require_original_parses=True,
             )
             if isinstance(result, Triple):

@@ -12,8 +12,8 @@ from fastapply_pipeline.core.repos import RepoSnapshot, ensure_mirror
 from fastapply_pipeline.core.secrets import SecretScanner
 from fastapply_pipeline.core.synth.git_history import HistorySettings, git_history_triples
 from fastapply_pipeline.core.synth.structural import structural_triples
-from fastapply_pipeline.core.triples import GeneratorReport, check_triples, triples_frame
 from fastapply_pipeline.core.tokens import get_token_counter
+from fastapply_pipeline.core.triples import GeneratorReport, check_triples, triples_frame
 from fastapply_pipeline.defs.partitions import source_repo_partitions
 from fastapply_pipeline.defs.reporting import count_table, markdown_table
 from fastapply_pipeline.defs.resources import FastApplyResource

@@ -1,0 +1,83 @@
+"""edit_triples materialized for real: on a test repository and on this project's own repository."""
+
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from fastapply_pipeline.core.apply import apply_snippet
+from fastapply_pipeline.core.parsing import parses
+from fastapply_pipeline.definitions import build_defs
+from fastapply_pipeline.defs.partitions import SOURCE_REPO_PARTITIONS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def instance(tmp_path):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
+        yield instance
+
+
+def run_all(path, instance, key):
+    defs = build_defs(path)
+    instance.add_dynamic_partitions(SOURCE_REPO_PARTITIONS, [key])
+    result = dg.materialize(defs.assets, instance=instance, resources=defs.resources, partition_key=key)
+    assert result.success
+    (event,) = [
+        e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey("edit_triples")
+    ]
+    checks = {
+        c.check_name: c.passed
+        for c in result.get_asset_check_evaluations()
+        if c.asset_key.path == ["edit_triples"]
+    }
+    return {k: v.value for k, v in event.materialization.metadata.items()}, checks
+
+
+def test_triples_of_this_repository_all_round_trip_and_parse(make_config, instance):
+    """Structural and git_history triples from the project's own code and history; refusals counted."""
+    path, config = make_config(
+        [{"path": str(ROOT), "name": "self"}],
+        snippets={"tokenizer": "cl100k_base", "buckets": [{"upper": None, "sample": None}]},
+        files={"max_file_bytes": 500_000},
+    )
+    meta, checks = run_all(path, instance, "self")
+    assert checks == {"applier_roundtrip": True, "no_marker_in_final": True, "unique_triple_ids": True}
+    table = pl.read_parquet(config.artifacts_dir / "tables" / "edit_triples" / "self.parquet")
+    generators = set(table["generator"])
+    assert generators == {"structural", "git_history"}, meta["rejected"]
+    for row in table.iter_rows(named=True):
+        assert apply_snippet(row["original_code"], row["update_snippet"]).merged == row["final_code"]
+        if parses(row["original_code"], row["language"]):
+            assert parses(row["final_code"], row["language"]), row["path"]
+        assert row["original_tokens"] > 0 and row["snippet_tokens"] > 0 and row["final_tokens"] > 0
+    assert meta["rows"] == table.height
+    assert all(key.split(": ")[0] in {"structural", "git_history"} for key in meta["rejected"])
+    assert "| structural | modify_function |" in meta["rows_by_edit_kind"]
+
+
+def test_generators_are_chosen_in_the_settings(mixed_repo, make_config, instance):
+    path, config = make_config(
+        [{"path": str(mixed_repo), "name": "mixed"}], triples={"generators": ["structural"]}
+    )
+    _, checks = run_all(path, instance, "mixed")
+    assert all(checks.values())
+    table = pl.read_parquet(config.artifacts_dir / "tables" / "edit_triples" / "mixed.parquet")
+    assert set(table["generator"]) == {"structural"} and table.height > 0
+    assert set(table["language"]) <= {"python", "typescript", "tsx", "jsx", "javascript"}
+    assert table.columns[:10] == [
+        "triple_id",
+        "repo",
+        "commit",
+        "path",
+        "language",
+        "generator",
+        "edit_kind",
+        "original_code",
+        "update_snippet",
+        "final_code",
+    ]
