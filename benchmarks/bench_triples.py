@@ -47,7 +47,9 @@ def package_files(names: list[str]) -> list[tuple[str, str, str, str, str]]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--packages", default=DEFAULT_PACKAGES)
     parser.add_argument("--attempts", type=int, default=2)
     parser.add_argument("--repo", type=Path, default=Path(__file__).resolve().parents[1])
@@ -58,22 +60,32 @@ def main() -> int:
     report = structural_triples(files, attempts_per_file=args.attempts, weights=DEFAULT_EDIT_KINDS, seed=0)
     seconds = time.perf_counter() - start
     candidates = len(files) * args.attempts
-    print(f"structural: {len(files)} files, {candidates} candidate edits -> {len(report.triples)} triples in "
-          f"{seconds:.1f} s: {len(report.triples) / seconds:,.1f} triples/s, {candidates / seconds:,.1f} candidates/s "
-          f"({len(report.triples) / candidates:.0%} kept)")
+    print(
+        f"structural: {len(files)} files, {candidates} candidate edits -> {len(report.triples)} triples in "
+        f"{seconds:.1f} s: {len(report.triples) / seconds:,.1f} triples/s, {candidates / seconds:,.1f} candidates/s "
+        f"({len(report.triples) / candidates:.0%} kept)"
+    )
     print(f"  rejected: {dict(report.failures.most_common(8))}")
 
     with tempfile.TemporaryDirectory() as tmp:
         mirror = Path(tmp) / "m.git"
         head = sync_mirror(str(args.repo), mirror, ref=None, depth=None, timeout=600, what="bench").commit
-        commits = subprocess.run(["git", "--git-dir", str(mirror), "rev-list", "--count", head], capture_output=True,
-                                 text=True, check=True).stdout.strip()
+        commits = subprocess.run(
+            ["git", "--git-dir", str(mirror), "rev-list", "--count", head],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         start = time.perf_counter()
-        history = git_history_triples(mirror, head, repo="bench", rules=FileRules.build(LANGUAGES, 500_000), scanner=None)
+        history = git_history_triples(
+            mirror, head, repo="bench", rules=FileRules.build(LANGUAGES, 500_000), scanner=None
+        )
         seconds = time.perf_counter() - start
     considered = len(history.triples) + sum(history.failures.values())
-    print(f"git_history: {args.repo} ({commits} commits), {considered} candidates -> {len(history.triples)} triples "
-          f"in {seconds:.2f} s: {len(history.triples) / seconds:,.1f} triples/s")
+    print(
+        f"git_history: {args.repo} ({commits} commits), {considered} candidates -> {len(history.triples)} triples "
+        f"in {seconds:.2f} s: {len(history.triples) / seconds:,.1f} triples/s"
+    )
     print(f"  rejected: {dict(history.failures.most_common(8))}")
     return 0
 

@@ -23,6 +23,8 @@ from pydantic import (
     model_validator,
 )
 
+from fastapply_pipeline.core.files import FileRules
+from fastapply_pipeline.core.secrets import SecretScanner, available_plugins
 from fastapply_pipeline.core.sources import (
     PARTITION_KEY_RE,
     SourceLocationError,
@@ -176,8 +178,6 @@ class SecretScanSettings(_Strict):
     @field_validator("plugins")
     @classmethod
     def _known_plugins(cls, plugins: list[str]) -> list[str]:
-        from fastapply_pipeline.core.secrets import available_plugins
-
         known = available_plugins()
         unknown = sorted(set(plugins) - known)
         if unknown:
@@ -338,6 +338,19 @@ class FastApplyConfig(_Strict):
     def source_location(self, source: Source) -> str:
         """What git is given: the URL, or the absolute path of a local repository."""
         return source.url if source.url is not None else str(self.resolve(source.path or "."))
+
+    def file_rules(self, source: Source) -> FileRules:
+        """The file filters for one source: the global settings plus its own include/exclude globs."""
+        return FileRules.build(
+            self.files.languages,
+            self.files.max_file_bytes,
+            include=source.include,
+            exclude=[*self.files.exclude, *source.exclude],
+        )
+
+    def secret_scanner(self) -> SecretScanner | None:
+        """The configured detect-secrets scanner, or None when scanning is off."""
+        return SecretScanner(self.secrets.plugins) if self.secrets.enabled else None
 
     def settings_hash(self, *sections: str) -> str:
         """A stable hash of some sections of the config (for content-addressed caches)."""

@@ -4,6 +4,7 @@ import os
 import subprocess
 from pathlib import Path
 
+import dagster as dg
 import pytest
 import yaml
 
@@ -258,3 +259,12 @@ def make_config(tmp_path):
         return path, load_config(path)
 
     return make
+
+
+@pytest.fixture
+def instance(tmp_path):
+    """A real SQLite Dagster instance in a temp DAGSTER_HOME."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
+        yield instance

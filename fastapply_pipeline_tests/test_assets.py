@@ -5,21 +5,12 @@ import shutil
 
 import dagster as dg
 import polars as pl
-import pytest
 
 from fastapply_pipeline.cli import root_message
 from fastapply_pipeline.definitions import build_defs
 from fastapply_pipeline.defs.partitions import SOURCE_REPO_PARTITIONS
 
 from .conftest import EXPECTED_REASONS, MIT_TEXT, commit_all, init_repo, python_module, write_files
-
-
-@pytest.fixture
-def instance(tmp_path):
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    with dg.instance_for_test(temp_dir=str(home)) as instance:
-        yield instance
 
 
 def materialize(defs, instance, partition, selection=None):

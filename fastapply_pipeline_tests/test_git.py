@@ -78,20 +78,6 @@ def test_hooks_configured_in_the_environment_never_run(history_repo, tmp_path, m
     # Prove the hook works when git is run plainly...
     probe = tmp_path / "probe.git"
     subprocess.run(["git", "init", "-q", "--bare", str(probe)], check=True)
-    subprocess.run(
-        [
-            "git",
-            "-c",
-            f"core.hooksPath={hooks}",
-            "--git-dir",
-            str(probe),
-            "update-ref",
-            "refs/x",
-            git(repo, "rev-parse", "HEAD"),
-        ],
-        check=False,
-        capture_output=True,
-    )
     subprocess.run(["git", "--git-dir", str(probe), "fetch", "-q", str(repo), "HEAD"], check=True)
     subprocess.run(
         [

@@ -4,7 +4,6 @@ from pathlib import Path
 
 import dagster as dg
 import polars as pl
-import pytest
 
 from fastapply_pipeline.core.apply import apply_snippet
 from fastapply_pipeline.core.parsing import parses
@@ -12,14 +11,6 @@ from fastapply_pipeline.definitions import build_defs
 from fastapply_pipeline.defs.partitions import SOURCE_REPO_PARTITIONS
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def instance(tmp_path):
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    with dg.instance_for_test(temp_dir=str(home)) as instance:
-        yield instance
 
 
 def run_all(path, instance, key):

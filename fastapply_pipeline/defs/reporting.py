@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import dagster as dg
 
@@ -32,3 +32,21 @@ def histogram(labels: Sequence[str], counts: Sequence[int], width: int = 30) -> 
         (label, count, "█" * round(width * count / top)) for label, count in zip(labels, counts, strict=True)
     ]
     return markdown_table(["bucket", "files", ""], rows)
+
+
+def check_specs(asset: str, descriptions: Mapping[str, str]) -> list[dg.AssetCheckSpec]:
+    """Blocking checks of an asset's data contract, one per named rule."""
+    return [
+        dg.AssetCheckSpec(name, asset=asset, description=text, blocking=True)
+        for name, text in descriptions.items()
+    ]
+
+
+def check_results(offenders_by_check: Mapping[str, list[str]]) -> Iterator[dg.AssetCheckResult]:
+    """One result per check: passed when it found no offender; the first offenders as metadata."""
+    for name, offenders in offenders_by_check.items():
+        yield dg.AssetCheckResult(
+            check_name=name,
+            passed=not offenders,
+            metadata={"violations": len(offenders), "examples": ", ".join(offenders[:10]) or "-"},
+        )

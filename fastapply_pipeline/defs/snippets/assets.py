@@ -10,14 +10,18 @@ import polars as pl
 
 from fastapply_pipeline.config import FastApplyConfig, Source
 from fastapply_pipeline.core.buckets import BucketSpec
-from fastapply_pipeline.core.files import FileRules
 from fastapply_pipeline.core.licenses import LicenseInfo, is_allowed
 from fastapply_pipeline.core.repos import RepoSnapshot, ensure_mirror
-from fastapply_pipeline.core.secrets import SecretScanner
 from fastapply_pipeline.core.snippets import build_snippets, check_snippets
 from fastapply_pipeline.core.tokens import get_token_counter
 from fastapply_pipeline.defs.partitions import source_repo_partitions
-from fastapply_pipeline.defs.reporting import count_table, histogram, markdown_table
+from fastapply_pipeline.defs.reporting import (
+    check_results,
+    check_specs,
+    count_table,
+    histogram,
+    markdown_table,
+)
 from fastapply_pipeline.defs.resources import FastApplyResource
 
 CODE_VERSION = "1"
@@ -52,10 +56,7 @@ def cache_key(config: FastApplyConfig, source: Source, commit: str) -> str:
     kinds={"polars", "parquet"},
     io_manager_key="parquet_io_manager",
     code_version=CODE_VERSION,
-    check_specs=[
-        dg.AssetCheckSpec(name, asset="code_snippets", description=text, blocking=True)
-        for name, text in SNIPPET_CHECKS.items()
-    ],
+    check_specs=check_specs("code_snippets", SNIPPET_CHECKS),
     description=(
         "Source files of one repository at its pinned commit: kept by language, with vendored, generated, "
         "minified, binary, non-UTF-8, oversize, symlinked, lockfile and secret-holding files excluded and "
@@ -79,12 +80,7 @@ def code_snippets(
         report = json.loads(cached_report.read_text())
         context.log.info(f"{source.key}: snippets for {snapshot.commit[:12]} come from the cache ({key})")
     else:
-        rules = FileRules.build(
-            config.files.languages,
-            config.files.max_file_bytes,
-            include=source.include,
-            exclude=[*config.files.exclude, *source.exclude],
-        )
+        rules = config.file_rules(source)
         allowed = is_allowed(LicenseInfo(snapshot.license, ()), config.files.allowed_licenses)
         build = build_snippets(
             ensure_mirror(snapshot, timeout=config.clone.timeout_seconds),
@@ -94,7 +90,7 @@ def code_snippets(
             counter=get_token_counter(config.snippets.tokenizer),
             buckets=spec,
             seed=config.seed,
-            scanner=SecretScanner(config.secrets.plugins) if config.secrets.enabled else None,
+            scanner=config.secret_scanner(),
             license_allowed=allowed,
         )
         if not build.accounted():
@@ -155,12 +151,7 @@ def code_snippets(
             "cache_hit": cache_hit,
         },
     )
-    for name, offenders in check_snippets(table, spec).items():
-        yield dg.AssetCheckResult(
-            check_name=name,
-            passed=not offenders,
-            metadata={"violations": len(offenders), "examples": ", ".join(offenders[:10]) or "-"},
-        )
+    yield from check_results(check_snippets(table, spec))
 
 
 def _write_atomic(path: Path, write) -> None:

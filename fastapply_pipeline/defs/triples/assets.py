@@ -6,16 +6,14 @@ from collections.abc import Iterator
 import dagster as dg
 import polars as pl
 
-from fastapply_pipeline.core.files import FileRules
 from fastapply_pipeline.core.licenses import LicenseInfo, is_allowed
 from fastapply_pipeline.core.repos import RepoSnapshot, ensure_mirror
-from fastapply_pipeline.core.secrets import SecretScanner
 from fastapply_pipeline.core.synth.git_history import HistorySettings, git_history_triples
 from fastapply_pipeline.core.synth.structural import structural_triples
 from fastapply_pipeline.core.tokens import get_token_counter
 from fastapply_pipeline.core.triples import GeneratorReport, check_triples, triples_frame
 from fastapply_pipeline.defs.partitions import source_repo_partitions
-from fastapply_pipeline.defs.reporting import count_table, markdown_table
+from fastapply_pipeline.defs.reporting import check_results, check_specs, count_table, markdown_table
 from fastapply_pipeline.defs.resources import FastApplyResource
 
 TRIPLE_CHECKS = {
@@ -31,10 +29,7 @@ TRIPLE_CHECKS = {
     kinds={"polars", "parquet", "tree-sitter"},
     io_manager_key="parquet_io_manager",
     code_version="1",
-    check_specs=[
-        dg.AssetCheckSpec(name, asset="edit_triples", description=text, blocking=True)
-        for name, text in TRIPLE_CHECKS.items()
-    ],
+    check_specs=check_specs("edit_triples", TRIPLE_CHECKS),
     description=(
         "Edit triples with exact labels, made offline: `structural` removes or restores whole syntactic "
         "units (tree-sitter) in the repository's snippets; `git_history` takes real commits' parent/child "
@@ -69,18 +64,13 @@ def edit_triples(
         if not is_allowed(LicenseInfo(snapshot.license, ()), config.files.allowed_licenses):
             reports["git_history"] = GeneratorReport()  # a repository skipped for its license stays skipped
         else:
-            rules = FileRules.build(
-                config.files.languages,
-                config.files.max_file_bytes,
-                include=source.include,
-                exclude=[*config.files.exclude, *source.exclude],
-            )
+            rules = config.file_rules(source)
             reports["git_history"] = git_history_triples(
                 ensure_mirror(snapshot, timeout=config.clone.timeout_seconds),
                 snapshot.commit,
                 repo=source.key,
                 rules=rules,
-                scanner=SecretScanner(config.secrets.plugins) if config.secrets.enabled else None,
+                scanner=config.secret_scanner(),
                 settings=HistorySettings(
                     max_commits=settings.git_history.max_commits,
                     max_files_per_commit=settings.git_history.max_files_per_commit,
@@ -117,12 +107,7 @@ def edit_triples(
             "commit": snapshot.commit,
         },
     )
-    for name, offenders in check_triples(table).items():
-        yield dg.AssetCheckResult(
-            check_name=name,
-            passed=not offenders,
-            metadata={"violations": len(offenders), "examples": ", ".join(offenders[:10]) or "-"},
-        )
+    yield from check_results(check_triples(table))
 
 
 def _examples(table: pl.DataFrame, count: int = 3) -> str:
