@@ -133,6 +133,10 @@ class LineIndex:
         for i, k in enumerate(keys):
             self.positions.setdefault(k, []).append(i)
 
+    def shares_a_line(self, keys: list[str]) -> bool:
+        """Whether any non-blank line key occurs in the original."""
+        return any(k in self.positions for k in keys if k)
+
     def at_or_after(self, k: str, low: int) -> list[int]:
         found = self.positions.get(k, [])
         return found[bisect.bisect_left(found, low) :]
@@ -246,6 +250,11 @@ def _trim_blank(segment: list[str]) -> list[str]:
     return segment[start:end] if start or end != len(segment) else segment
 
 
+def drops_most_of_file(original: int, merged: int, snippet: int, max_drop_fraction: float = 0.5) -> bool:
+    """A short snippet that would cut a file of 10+ lines by more than `max_drop_fraction` (line counts)."""
+    return original >= 10 and merged < original * (1 - max_drop_fraction) and snippet < original / 2
+
+
 def apply_snippet(original: str, snippet: str, *, max_drop_fraction: float = 0.5) -> ApplyResult:
     """Merge a lazy snippet into the original file. See the module docstring for the rules."""
     orig, newline, ends = split_lines(original)
@@ -260,12 +269,7 @@ def apply_snippet(original: str, snippet: str, *, max_drop_fraction: float = 0.5
     snippet_indent = file_indent.for_snippet(snippet_lines)
     orig_keys = file_indent.keys(orig)
     index = LineIndex(orig_keys)
-    if (
-        not leading
-        and not trailing
-        and orig
-        and not any(index.positions.get(k) for k in snippet_indent.keys(segments[0]) if k)
-    ):
+    if not leading and not trailing and orig and not index.shares_a_line(snippet_indent.keys(segments[0])):
         return ApplyResult(
             None,
             Refusal.NO_ANCHOR,
@@ -293,12 +297,11 @@ def apply_snippet(original: str, snippet: str, *, max_drop_fraction: float = 0.5
     except AnchorError as err:
         return ApplyResult(None, err.reason, err.detail)
 
-    kept = len(out)
-    if len(orig) >= 10 and kept < len(orig) * (1 - max_drop_fraction) and len(snippet_lines) < len(orig) / 2:
+    if drops_most_of_file(len(orig), len(out), len(snippet_lines), max_drop_fraction):
         return ApplyResult(
             None,
             Refusal.DROPS_MOST_OF_FILE,
-            f"the merge would shrink the file from {len(orig)} to {kept} lines; refusing to drop most of it",
+            f"the merge would shrink the file from {len(orig)} to {len(out)} lines; refusing to drop most of it",
         )
     return ApplyResult(join_lines(out, newline, ends), spans=spans)
 

@@ -13,7 +13,14 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 
-from fastapply_pipeline.core.apply import AnchorError, Indentation, LineIndex, locate, split_lines
+from fastapply_pipeline.core.apply import (
+    AnchorError,
+    Indentation,
+    LineIndex,
+    drops_most_of_file,
+    locate,
+    split_lines,
+)
 from fastapply_pipeline.core.markers import is_marker_line, looks_like_jsx_child, marker_for
 
 
@@ -81,6 +88,11 @@ def render_snippet(
         for h in hunk_ids:
             contexts[h] += 1
 
+    whole_file = len(regions) == 1 and regions[0][1] == (0, len(orig))
+    if whole_file and orig and not index.shares_a_line(new_keys):
+        raise RenderError(
+            "whole_file_rewrite", "the final shares no line with the original: nothing anchors a snippet"
+        )
     lines: list[str] = []
     for number, (_ids, (o0, o1), (b0, b1)) in enumerate(regions):
         if o0 > 0:
@@ -88,6 +100,10 @@ def render_snippet(
         lines.extend(new[b0:b1])
         if number == len(regions) - 1 and o1 < len(orig):
             lines.append(_marker(language, orig, o1, new, b1, before=False))
+    if drops_most_of_file(len(orig), len(new), len(lines)):
+        raise RenderError(
+            "drops_most_of_file", "the edit deletes most of the file; the applier refuses such merges"
+        )
     text = "\n".join(lines) + "\n"
     return Snippet(text=text, regions=len(regions), context=max(contexts))
 

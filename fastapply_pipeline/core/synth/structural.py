@@ -159,15 +159,20 @@ class FileUnits:
         for unit in units:
             rows = range(unit.start_row, unit.end_row + 1)
             drop.update(rows)
-            # Blank lines after the unit go too when blank lines also precede it (keeps spacing uniform).
+            # Blank lines after the unit go too when blank lines also precede it (keeps spacing uniform)...
             before = unit.start_row - 1
             while before >= 0 and before in drop:
                 before -= 1
             after = unit.end_row + 1
-            if before >= 0 and not self.lines[before].strip():
+            # ...and so do they when the unit opened the file (no blank lines left at its very start).
+            if before < 0 or not self.lines[before].strip():
                 while after < last and not self.lines[after].strip() and after not in drop:
                     drop.add(after)
                     after += 1
+            if after >= last:  # the unit closed the file: no blank lines left at its very end either
+                while before >= 0 and not self.lines[before].strip():
+                    drop.add(before)
+                    before -= 1
         return "\n".join(line for row, line in enumerate(self.lines) if row not in drop)
 
 
