@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from fastapply_pipeline.core.files import FileRules
+from fastapply_pipeline.core.licenses import is_allowed
 from fastapply_pipeline.core.secrets import SecretScanner, available_plugins
 from fastapply_pipeline.core.sources import (
     PARTITION_KEY_RE,
@@ -347,6 +348,10 @@ class FastApplyConfig(_Strict):
             include=source.include,
             exclude=[*self.files.exclude, *source.exclude],
         )
+
+    def allows_license(self, spdx: str) -> bool:
+        """Whether a repository under this SPDX license (expression) may be used."""
+        return is_allowed(spdx, self.files.allowed_licenses)
 
     def secret_scanner(self) -> SecretScanner | None:
         """The configured detect-secrets scanner, or None when scanning is off."""

@@ -197,4 +197,5 @@ def test_git_history_respects_the_fetched_depth(history_repo, tmp_path):
         mirror, head, repo="h", rules=FileRules.build(["python"], 100_000), scanner=None
     )
     assert report.failures["root_or_history_boundary"] == 1
-    assert report.triples == [] or all(t.provenance.commit == head for t in report.triples)
+    # Only the head commit's parent was fetched: its one modified file (no scanner here) is the only triple.
+    assert [(t.provenance.commit, t.provenance.path) for t in report.triples] == [(head, "src/new.py")]

@@ -237,17 +237,18 @@ def split_segments(snippet_lines: list[str]) -> tuple[list[list[str]], bool, boo
     if current:
         segments.append(current)
     # Blank lines hugging a marker belong to the elided code, not to an anchor.
-    segments = [s for s in (_trim_blank(seg) for seg in segments) if s]
+    segments = [s for s in (trim_blank_edges(seg) for seg in segments) if s]
     return segments, leading, trailing
 
 
-def _trim_blank(segment: list[str]) -> list[str]:
-    start, end = 0, len(segment)
-    while start < end and not segment[start].strip():
+def trim_blank_edges(lines: list[str]) -> list[str]:
+    """The lines without the blank lines at either end (works on lines and on line keys alike)."""
+    start, end = 0, len(lines)
+    while start < end and not lines[start].strip():
         start += 1
-    while end > start and not segment[end - 1].strip():
+    while end > start and not lines[end - 1].strip():
         end -= 1
-    return segment[start:end] if start or end != len(segment) else segment
+    return lines[start:end]
 
 
 def drops_most_of_file(original: int, merged: int, snippet: int, max_drop_fraction: float = 0.5) -> bool:

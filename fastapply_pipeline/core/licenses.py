@@ -18,10 +18,6 @@ class LicenseInfo:
     files: tuple[str, ...]  # the files it was read from
     overridden: bool = False
 
-    @property
-    def ids(self) -> list[str]:
-        return [part for part in self.spdx.split(" AND ") if part]
-
 
 def license_files(paths: Iterable[str]) -> list[str]:
     """Top-level files that hold a license text (LICENSE, LICENSE.md, COPYING, LICENCE-MIT, ...)."""
@@ -48,7 +44,8 @@ def detect_license(texts: Mapping[str, str], override: str | None = None) -> Lic
     return LicenseInfo(spdx=" AND ".join(sorted(found)), files=tuple(used))
 
 
-def is_allowed(info: LicenseInfo, allowed: Iterable[str]) -> bool:
-    """True when every license id of the repository is in the allowlist."""
+def is_allowed(spdx: str, allowed: Iterable[str]) -> bool:
+    """True when every license id of an SPDX expression ("A AND B") is in the allowlist."""
     allowed_set = {a.lower() for a in allowed}
-    return info.spdx != NOASSERTION and all(i.lower() in allowed_set for i in info.ids)
+    ids = [part for part in spdx.split(" AND ") if part]
+    return spdx != NOASSERTION and bool(ids) and all(i.lower() in allowed_set for i in ids)

@@ -20,6 +20,7 @@ from fastapply_pipeline.core.apply import (
     drops_most_of_file,
     locate,
     split_lines,
+    trim_blank_edges,
 )
 from fastapply_pipeline.core.markers import is_marker_line, looks_like_jsx_child, marker_for
 
@@ -71,7 +72,7 @@ def render_snippet(
         cursor, bad = 0, None
         for number, (_ids, (o0, o1), (b0, b1)) in enumerate(regions):
             at_start, at_end = o0 == 0, o1 == len(orig)
-            segment = _trimmed(new_keys[b0:b1])
+            segment = trim_blank_edges(new_keys[b0:b1])
             try:
                 span = locate(index, segment, cursor, at_start=at_start, at_end=at_end) if segment else None
             except AnchorError:
@@ -106,15 +107,6 @@ def render_snippet(
         )
     text = "\n".join(lines) + "\n"
     return Snippet(text=text, regions=len(regions), context=max(contexts))
-
-
-def _trimmed(segment: list[str]) -> list[str]:
-    start, end = 0, len(segment)
-    while start < end and not segment[start]:
-        start += 1
-    while end > start and not segment[end - 1]:
-        end -= 1
-    return segment[start:end]
 
 
 def _blank_run(keys: list[str], reverse: bool = False) -> int:

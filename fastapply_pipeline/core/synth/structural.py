@@ -119,7 +119,15 @@ class FileUnits:
         self.literals: list[ts.Node] = []
         self._walk(self.tree.root_node)
 
-    def _walk(self, node: ts.Node) -> None:
+    def _walk(self, root: ts.Node) -> None:
+        # Iterative, in document order: deeply nested code must not hit Python's recursion limit.
+        stack = [root]
+        while stack:
+            node = stack.pop()
+            self._visit_children(node)
+            stack.extend(reversed(node.named_children))
+
+    def _visit_children(self, node: ts.Node) -> None:
         for child in node.named_children:
             if (
                 child.type in self.kinds["features"]
@@ -140,7 +148,6 @@ class FileUnits:
                         self.functions.append((child, statements))
             if child.type in self.kinds["literals"] and child.start_point[0] == child.end_point[0]:
                 self.literals.append(child)
-            self._walk(child)
 
     def _whole_lines(self, node: ts.Node) -> bool:
         """The node alone on its lines (a trailing ',' or ';' allowed), so removing its lines is clean."""
@@ -279,14 +286,13 @@ def structural_edit(
 
 
 def structural_edits(
-    text: str, language: str, *, attempts: int, weights: dict[str, float], rng: random.Random
+    units: FileUnits, *, attempts: int, weights: dict[str, float], rng: random.Random
 ) -> Iterator[Edit | NoCandidate]:
     """`attempts` edits of kinds drawn with `weights`; a kind the file cannot host yields NoCandidate."""
-    units = FileUnits(text, language)
     kinds, chances = zip(*sorted(weights.items()), strict=True)
     for kind in rng.choices(kinds, weights=chances, k=attempts):
         try:
-            yield structural_edit(text, language, kind, rng, units)
+            yield structural_edit(units.text, units.language, kind, rng, units)
         except NoCandidate as missing:
             yield NoCandidate(f"{kind}: {missing}")
 
@@ -306,16 +312,11 @@ def structural_triples(
     report = GeneratorReport()
     for repo, commit, path, language, content in files:
         rng = random.Random(f"{seed}\0{repo}\0{path}")
-        try:
-            edits = list(
-                structural_edits(content, language, attempts=attempts_per_file, weights=weights, rng=rng)
-            )
-        except (ValueError, RecursionError):
-            report.failures["unparseable_source"] += attempts_per_file
-            continue
-        if parse(content, language).root_node.has_error:
+        units = FileUnits(content, language)
+        if units.tree.root_node.has_error:
             report.failures["source_does_not_parse"] += attempts_per_file
             continue
+        edits = structural_edits(units, attempts=attempts_per_file, weights=weights, rng=rng)
         seen: set[tuple[str, str]] = set()
         for edit in edits:
             if isinstance(edit, NoCandidate):

@@ -10,7 +10,6 @@ import polars as pl
 
 from fastapply_pipeline.config import FastApplyConfig, Source
 from fastapply_pipeline.core.buckets import BucketSpec
-from fastapply_pipeline.core.licenses import LicenseInfo, is_allowed
 from fastapply_pipeline.core.repos import RepoSnapshot, ensure_mirror
 from fastapply_pipeline.core.snippets import build_snippets, check_snippets
 from fastapply_pipeline.core.tokens import get_token_counter
@@ -81,7 +80,7 @@ def code_snippets(
         context.log.info(f"{source.key}: snippets for {snapshot.commit[:12]} come from the cache ({key})")
     else:
         rules = config.file_rules(source)
-        allowed = is_allowed(LicenseInfo(snapshot.license, ()), config.files.allowed_licenses)
+        allowed = config.allows_license(snapshot.license)
         build = build_snippets(
             ensure_mirror(snapshot, timeout=config.clone.timeout_seconds),
             snapshot.commit,

@@ -4,7 +4,6 @@ from pathlib import Path
 
 import dagster as dg
 
-from fastapply_pipeline.core.licenses import LicenseInfo, is_allowed
 from fastapply_pipeline.core.repos import snapshot_repo
 from fastapply_pipeline.core.sources import redact_url
 from fastapply_pipeline.defs.partitions import source_repo_partitions
@@ -44,7 +43,7 @@ def cloned_repo(context: dg.AssetExecutionContext, fastapply: FastApplyResource)
         timeout=config.clone.timeout_seconds,
         license_override=source.license,
     )
-    allowed = is_allowed(LicenseInfo(snapshot.license, ()), config.files.allowed_licenses)
+    allowed = config.allows_license(snapshot.license)
     if not allowed:
         context.log.warning(
             f"{source.key}: license {snapshot.license} is not in files.allowed_licenses; code_snippets will "

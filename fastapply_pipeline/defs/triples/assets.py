@@ -6,7 +6,6 @@ from collections.abc import Iterator
 import dagster as dg
 import polars as pl
 
-from fastapply_pipeline.core.licenses import LicenseInfo, is_allowed
 from fastapply_pipeline.core.repos import RepoSnapshot, ensure_mirror
 from fastapply_pipeline.core.synth.git_history import HistorySettings, git_history_triples
 from fastapply_pipeline.core.synth.structural import structural_triples
@@ -61,7 +60,7 @@ def edit_triples(
             max_context=settings.max_context,
         )
     if "git_history" in settings.generators:
-        if not is_allowed(LicenseInfo(snapshot.license, ()), config.files.allowed_licenses):
+        if not config.allows_license(snapshot.license):
             reports["git_history"] = GeneratorReport()  # a repository skipped for its license stays skipped
         else:
             rules = config.file_rules(source)
