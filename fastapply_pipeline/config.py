@@ -261,14 +261,141 @@ class GitHistorySettings(_Strict):
     )
 
 
+class Price(_Strict):
+    """US dollars per million tokens."""
+
+    input: float = Field(..., ge=0)
+    output: float = Field(..., ge=0)
+
+
+# List prices per million tokens as published by the providers in 2026 (check their pricing pages;
+# override or extend under `triples.llm.prices`). Batch APIs cost `batch_discount` of these.
+DEFAULT_PRICES = {
+    "claude-sonnet-4-5": {"input": 3.0, "output": 15.0},
+    "claude-opus-4-1": {"input": 15.0, "output": 75.0},
+    "claude-haiku-4-5": {"input": 1.0, "output": 5.0},
+    "gpt-4.1": {"input": 2.0, "output": 8.0},
+    "gpt-4.1-mini": {"input": 0.4, "output": 1.6},
+    "gpt-4o": {"input": 2.5, "output": 10.0},
+    "gpt-5": {"input": 1.25, "output": 10.0},
+}
+
+
+class ProviderSettings(_Strict):
+    """How one LLM provider is called. The API key comes only from the environment."""
+
+    model: str = Field(..., min_length=1)
+    base_url: str | None = Field(None, description="Another endpoint (a proxy, an OpenAI-compatible server).")
+    api: Literal["sync", "batch"] = Field("sync", description="Per-request calls, or the Batch API.")
+    temperature: float | None = Field(
+        0.7, ge=0, le=2, description="Sampling temperature; null leaves it out (reasoning models reject it)."
+    )
+    max_tokens: int = Field(
+        8192, ge=16, description="Output budget; longer answers are rejected as truncated."
+    )
+    concurrency: int = Field(8, ge=1, le=512, description="Requests in flight at once (sync API).")
+    requests_per_minute: int | None = Field(None, ge=1, description="Client-side limit; null = none.")
+    tokens_per_minute: int | None = Field(
+        None, ge=1, description="Client-side limit on prompt + max output tokens; null = none."
+    )
+    timeout_seconds: float = Field(300, gt=0, description="Per attempt; a timed-out attempt is retried.")
+    max_retries: int = Field(6, ge=0, le=50, description="Retries of 408/409/429/5xx and timeouts.")
+    poll_interval_seconds: float = Field(60, gt=0, description="Batch API: seconds between status polls.")
+    max_wait_hours: float = Field(
+        25, gt=0, description="Batch API: give up waiting after this (a re-run resumes the same batch)."
+    )
+    max_batch_requests: int = Field(10_000, ge=1, description="Batch API: requests per batch.")
+    max_tokens_param: Literal["max_tokens", "max_completion_tokens"] = Field(
+        "max_tokens",
+        description="OpenAI only: reasoning models (o-series, gpt-5) need max_completion_tokens.",
+    )
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise ValueError(f"base_url must start with http:// or https:// (got {url!r})")
+        return url
+
+
+class AnthropicSettings(ProviderSettings):
+    model: str = Field("claude-sonnet-4-5", min_length=1)
+    temperature: float | None = None
+
+    @field_validator("temperature")
+    @classmethod
+    def _no_sampling_params(cls, value: float | None) -> float | None:
+        if value is not None:
+            raise ValueError(
+                "the Anthropic Messages API (version 2026-10-21, sent by the anthropic 2.x SDK) rejects "
+                "sampling parameters; remove triples.llm.anthropic.temperature"
+            )
+        return value
+
+
+class OpenAISettings(ProviderSettings):
+    model: str = Field("gpt-4.1", min_length=1)
+
+
+class LLMSettings(_Strict):
+    mode: Literal["snippet_and_final", "snippet_only"] = Field(
+        "snippet_and_final",
+        description=(
+            "snippet_and_final: the LLM writes the snippet and the final file (the reference behaviour); "
+            "snippet_only: it writes the snippet and the deterministic applier merges it."
+        ),
+    )
+    mix: dict[Literal["anthropic", "openai"], Annotated[float, Field(ge=0)]] = Field(
+        default_factory=lambda: {"anthropic": 70, "openai": 30},
+        description="Relative share of files sent to each enabled provider.",
+    )
+    files_per_repo: int | None = Field(
+        100, ge=0, description="Files sent per repository (cost cap); null = all."
+    )
+    edits_per_file: int = Field(1, ge=1, le=20, description="Requests per file, each with its own edit goal.")
+    edit_kinds: dict[EditKind, Annotated[float, Field(ge=0)]] = Field(
+        default_factory=lambda: dict(DEFAULT_EDIT_KINDS),
+        description="Relative weights of the edit goals given to the LLM.",
+    )
+    retry_failed: bool = Field(
+        False,
+        description=(
+            "Requests the provider answered with a final error (batch result errored, expired or missing; "
+            "a rejected request) are remembered; true sends them again."
+        ),
+    )
+    anthropic: AnthropicSettings = Field(default_factory=AnthropicSettings)
+    openai: OpenAISettings = Field(default_factory=OpenAISettings)
+    prices: dict[str, Price] = Field(
+        default_factory=lambda: {k: Price(**v) for k, v in DEFAULT_PRICES.items()},
+        description="USD per million tokens by model; models missing here are reported without a cost.",
+    )
+    batch_discount: float = Field(0.5, ge=0, le=1, description="Batch API price as a fraction of list price.")
+
+    @field_validator("edit_kinds", "mix")
+    @classmethod
+    def _some_weight(cls, weights: dict[str, float]) -> dict[str, float]:
+        if not weights or sum(weights.values()) <= 0:
+            raise ValueError("give at least one entry a positive weight")
+        return weights
+
+    def provider(self, name: str) -> ProviderSettings:
+        return getattr(self, name)
+
+
+GeneratorName = Literal["structural", "git_history", "anthropic", "openai"]
+LLM_PROVIDERS = ("anthropic", "openai")
+
+
 class TripleSettings(_Strict):
-    generators: list[Literal["structural", "git_history"]] = Field(
+    generators: list[GeneratorName] = Field(
         default_factory=lambda: ["structural", "git_history"], min_length=1
     )
     min_context: int = Field(1, ge=1, description="Unchanged lines around each edit in a snippet, at least.")
     max_context: int = Field(12, ge=1, description="Context grows up to this to make an anchor unique.")
     structural: StructuralSettings = Field(default_factory=StructuralSettings)
     git_history: GitHistorySettings = Field(default_factory=GitHistorySettings)
+    llm: LLMSettings = Field(default_factory=LLMSettings)
 
     @model_validator(mode="after")
     def _contexts(self) -> TripleSettings:
@@ -276,7 +403,17 @@ class TripleSettings(_Strict):
             raise ValueError(
                 f"max_context ({self.max_context}) must be at least min_context ({self.min_context})"
             )
+        enabled = self.llm_providers
+        if enabled and not any(self.llm.mix.get(name, 0) > 0 for name in enabled):
+            raise ValueError(
+                f"generators {enabled} are enabled but triples.llm.mix gives none of them a positive share"
+            )
         return self
+
+    @property
+    def llm_providers(self) -> list[str]:
+        """The enabled LLM generators, in a fixed order."""
+        return [name for name in LLM_PROVIDERS if name in self.generators]
 
 
 class FastApplyConfig(_Strict):

@@ -5,19 +5,18 @@ import os
 import dagster as dg
 
 from fastapply_pipeline.config import config_path, load_config
-from fastapply_pipeline.defs.partitions import source_repo_partitions
 from fastapply_pipeline.defs.resources import build_resources
 from fastapply_pipeline.defs.snippets.assets import code_snippets
 from fastapply_pipeline.defs.sources.assets import cloned_repo
 from fastapply_pipeline.defs.sources.sensors import PER_REPO_JOB, source_repos_sensor
 from fastapply_pipeline.defs.triples.assets import edit_triples
+from fastapply_pipeline.defs.triples.llm_assets import anthropic_triples, openai_triples
 
 PER_REPO_GROUPS = ("sources", "snippets", "triples")
 
 per_repo_job = dg.define_asset_job(
     PER_REPO_JOB,
     selection=dg.AssetSelection.groups(*PER_REPO_GROUPS),
-    partitions_def=source_repo_partitions,
     description="Builds every per-repository asset for one source_repo partition.",
 )
 
@@ -27,7 +26,7 @@ def build_defs(path: str | os.PathLike[str] | None = None) -> dg.Definitions:
     file = config_path(path)
     config = load_config(file)  # fail at load time with the field and the fix, not at the first run
     return dg.Definitions(
-        assets=[cloned_repo, code_snippets, edit_triples],
+        assets=[cloned_repo, code_snippets, anthropic_triples, openai_triples, edit_triples],
         jobs=[per_repo_job],
         sensors=[source_repos_sensor],
         resources=build_resources(config, str(file)),

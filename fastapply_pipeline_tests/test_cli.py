@@ -119,5 +119,8 @@ def test_shipped_settings_run_offline_end_to_end(tmp_path):
         check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "[fastapply-pipeline] cloned_repo, code_snippets, edit_triples" in proc.stdout
+    assert (
+        "[fastapply-pipeline] anthropic_triples, cloned_repo, code_snippets, edit_triples, openai_triples"
+        in proc.stdout
+    )
     assert "materialized code_snippets" in proc.stdout and "Done: 1 run(s)" in proc.stdout

@@ -79,5 +79,7 @@ def test_sensor_targets_the_per_repository_job(make_config):
     assert {k.to_user_string() for k in job.asset_layer.executable_asset_keys} == {
         "cloned_repo",
         "code_snippets",
+        "anthropic_triples",
+        "openai_triples",
         "edit_triples",
     }

@@ -60,7 +60,8 @@ def test_generators_are_chosen_in_the_settings(mixed_repo, make_config, instance
     table = pl.read_parquet(config.artifacts_dir / "tables" / "edit_triples" / "mixed.parquet")
     assert set(table["generator"]) == {"structural"} and table.height > 0
     assert set(table["language"]) <= {"python", "typescript", "tsx", "jsx", "javascript"}
-    assert table.columns[:10] == [
+    assert table["model"].is_null().all() and table["flag"].is_null().all()
+    assert table.columns[:12] == [
         "triple_id",
         "repo",
         "commit",
@@ -68,6 +69,8 @@ def test_generators_are_chosen_in_the_settings(mixed_repo, make_config, instance
         "language",
         "generator",
         "edit_kind",
+        "model",
+        "flag",
         "original_code",
         "update_snippet",
         "final_code",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import polars as pl
@@ -27,6 +28,8 @@ TRIPLE_SCHEMA = {
     "language": pl.String,
     "generator": pl.String,
     "edit_kind": pl.String,
+    "model": pl.String,  # the LLM that wrote the edit; null for the offline generators
+    "flag": pl.String,  # an LLM triple the applier disagrees with: why (kept for the dataset stage)
     "original_code": pl.String,
     "update_snippet": pl.String,
     "final_code": pl.String,
@@ -59,12 +62,16 @@ class Triple:
 
     @property
     def triple_id(self) -> str:
-        """Content-addressed: the same edit of the same file gets the same id."""
-        digest = hashlib.sha256()
-        for part in (self.provenance.repo, self.provenance.path, self.original_code, self.final_code):
-            digest.update(part.encode())
-            digest.update(b"\0")
-        return digest.hexdigest()[:24]
+        return triple_id(self.provenance.repo, self.provenance.path, self.original_code, self.final_code)
+
+
+def triple_id(repo: str, path: str, original: str, final: str) -> str:
+    """Content-addressed: the same edit of the same file gets the same id, whichever generator made it."""
+    digest = hashlib.sha256()
+    for part in (repo, path, original, final):
+        digest.update(part.encode())
+        digest.update(b"\0")
+    return digest.hexdigest()[:24]
 
 
 @dataclass
@@ -111,33 +118,43 @@ def make_triple(
     return Triple(provenance, original, snippet.text, final, snippet.regions, snippet.context)
 
 
-def triples_frame(triples: list[Triple], token_counts: dict[str, list[int]] | None = None) -> pl.DataFrame:
-    """The triples as a table (TRIPLE_SCHEMA); token counts per column when given."""
-    rows = []
-    counts = token_counts or {}
-    for i, triple in enumerate(triples):
-        row = {"triple_id": triple.triple_id, **asdict(triple.provenance)}
-        row.update(
-            original_code=triple.original_code,
-            update_snippet=triple.update_snippet,
-            final_code=triple.final_code,
-            hunks=triple.hunks,
-            context_lines=triple.context_lines,
-            original_tokens=counts.get("original_code", [None] * len(triples))[i],
-            snippet_tokens=counts.get("update_snippet", [None] * len(triples))[i],
-            final_tokens=counts.get("final_code", [None] * len(triples))[i],
-        )
-        rows.append(row)
+def triples_frame(triples: list[Triple]) -> pl.DataFrame:
+    """Offline triples as a table (TRIPLE_SCHEMA; token counts filled by `with_token_counts`)."""
+    rows = [
+        {
+            "triple_id": t.triple_id,
+            **asdict(t.provenance),
+            "original_code": t.original_code,
+            "update_snippet": t.update_snippet,
+            "final_code": t.final_code,
+            "hunks": t.hunks,
+            "context_lines": t.context_lines,
+        }
+        for t in triples
+    ]
     return pl.DataFrame(rows, schema=TRIPLE_SCHEMA)
+
+
+def with_token_counts(table: pl.DataFrame, count_batch: Callable[[list[str]], list[int]]) -> pl.DataFrame:
+    """Token counts of the three texts of every row."""
+    columns = {
+        "original_tokens": "original_code",
+        "snippet_tokens": "update_snippet",
+        "final_tokens": "final_code",
+    }
+    return table.with_columns(
+        pl.Series(name, count_batch(table[text].to_list()) if table.height else [], dtype=pl.Int64)
+        for name, text in columns.items()
+    )
 
 
 def check_triples(table: pl.DataFrame) -> dict[str, list[str]]:
     """The data contract of edit_triples: check name -> offending triple ids."""
     not_roundtrip, leaked = [], []
-    for tid, original, snippet, final in table.select(
-        "triple_id", "original_code", "update_snippet", "final_code"
+    for tid, original, snippet, final, flag in table.select(
+        "triple_id", "original_code", "update_snippet", "final_code", "flag"
     ).iter_rows():
-        if apply_snippet(original, snippet).merged != final:
+        if flag is None and apply_snippet(original, snippet).merged != final:
             not_roundtrip.append(tid)
         if contains_marker(final):
             leaked.append(tid)

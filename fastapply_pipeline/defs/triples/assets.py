@@ -10,13 +10,19 @@ from fastapply_pipeline.core.repos import RepoSnapshot, ensure_mirror
 from fastapply_pipeline.core.synth.git_history import HistorySettings, git_history_triples
 from fastapply_pipeline.core.synth.structural import structural_triples
 from fastapply_pipeline.core.tokens import get_token_counter
-from fastapply_pipeline.core.triples import GeneratorReport, check_triples, triples_frame
+from fastapply_pipeline.core.triples import (
+    TRIPLE_SCHEMA,
+    GeneratorReport,
+    check_triples,
+    triples_frame,
+    with_token_counts,
+)
 from fastapply_pipeline.defs.partitions import source_repo_partitions
 from fastapply_pipeline.defs.reporting import check_results, check_specs, count_table, markdown_table
 from fastapply_pipeline.defs.resources import FastApplyResource
 
 TRIPLE_CHECKS = {
-    "applier_roundtrip": "apply(original_code, update_snippet) == final_code for every row.",
+    "applier_roundtrip": "apply(original_code, update_snippet) == final_code for every row not flagged.",
     "no_marker_in_final": "No elision marker leaked into any final_code.",
     "unique_triple_ids": "No triple appears twice.",
 }
@@ -30,11 +36,13 @@ TRIPLE_CHECKS = {
     code_version="1",
     check_specs=check_specs("edit_triples", TRIPLE_CHECKS),
     description=(
-        "Edit triples with exact labels, made offline: `structural` removes or restores whole syntactic "
-        "units (tree-sitter) in the repository's snippets; `git_history` takes real commits' parent/child "
-        "file versions. Every triple's snippet is rendered with just enough context and verified: the "
-        "deterministic applier turns (original, snippet) into exactly the final, which parses wherever "
-        "the original did. Rejected candidates are counted by reason."
+        "The repository's edit triples from every enabled generator. Offline, with exact labels: "
+        "`structural` removes or restores whole syntactic units (tree-sitter) in the snippet files; "
+        "`git_history` takes real commits' parent/child file versions; their snippets are rendered with "
+        "just enough context and the deterministic applier turns (original, snippet) into exactly the "
+        "final, which parses wherever the original did. LLM-written (`anthropic`, `openai`, from their "
+        "assets): the ok rows, and the flagged ones with the applier's disagreement in `flag`. Rejected "
+        "candidates are counted by reason."
     ),
 )
 def edit_triples(
@@ -42,6 +50,8 @@ def edit_triples(
     fastapply: FastApplyResource,
     cloned_repo: dict,
     code_snippets: pl.DataFrame,
+    anthropic_triples: pl.DataFrame,
+    openai_triples: pl.DataFrame,
 ) -> Iterator[dg.Output[pl.DataFrame] | dg.AssetCheckResult]:
     config = fastapply.load()
     source = config.source(context.partition_key)
@@ -79,16 +89,25 @@ def edit_triples(
                 ),
             )
 
-    triples = [t for report in reports.values() for t in report.triples]
+    offline = triples_frame([t for report in reports.values() for t in report.triples])
+    failures = {f"{name}: {reason}": n for name, r in reports.items() for reason, n in r.failures.items()}
+    llm_tables = []
+    for llm_table in (anthropic_triples, openai_triples):
+        for (generator, reason), n in Counter(
+            llm_table.filter(pl.col("status") == "rejected").select("generator", "reason").iter_rows()
+        ).items():
+            failures[f"{generator}: {reason}"] = n
+        kept = llm_table.filter(pl.col("status") != "rejected").rename({"reason": "flag"})
+        llm_tables.append(kept.select([name for name in TRIPLE_SCHEMA if name in kept.columns]))
+    table = pl.concat([offline, *llm_tables], how="diagonal_relaxed").select(list(TRIPLE_SCHEMA))
+    before = table.height
+    table = table.unique("triple_id", keep="first", maintain_order=True)
+    if table.height < before:
+        failures["llm: duplicate_triple"] = before - table.height
     counter = get_token_counter(config.snippets.tokenizer)
-    tokens = {
-        column: counter.count_batch([getattr(t, column) for t in triples]) if triples else []
-        for column in ("original_code", "update_snippet", "final_code")
-    }
-    table = triples_frame(triples, tokens).sort("generator", "path", "edit_kind", "triple_id")
+    table = with_token_counts(table, counter.count_batch).sort("generator", "path", "edit_kind", "triple_id")
 
     by_kind = Counter(zip(table["generator"], table["edit_kind"], strict=True))
-    failures = {f"{name}: {reason}": n for name, r in reports.items() for reason, n in r.failures.items()}
     yield dg.Output(
         table,
         metadata={
