@@ -271,9 +271,10 @@ class Price(_Strict):
 # List prices per million tokens as published by the providers in 2026 (check their pricing pages;
 # override or extend under `triples.llm.prices`). Batch APIs cost `batch_discount` of these.
 DEFAULT_PRICES = {
-    "claude-sonnet-4-5": {"input": 3.0, "output": 15.0},
-    "claude-opus-4-1": {"input": 15.0, "output": 75.0},
+    "claude-sonnet-4-6": {"input": 3.0, "output": 15.0},
+    "claude-opus-4-6": {"input": 5.0, "output": 25.0},
     "claude-haiku-4-5": {"input": 1.0, "output": 5.0},
+    "claude-sonnet-4-5": {"input": 3.0, "output": 15.0},
     "gpt-4.1": {"input": 2.0, "output": 8.0},
     "gpt-4.1-mini": {"input": 0.4, "output": 1.6},
     "gpt-4o": {"input": 2.5, "output": 10.0},
@@ -319,7 +320,7 @@ class ProviderSettings(_Strict):
 
 
 class AnthropicSettings(ProviderSettings):
-    model: str = Field("claude-sonnet-4-5", min_length=1)
+    model: str = Field("claude-sonnet-4-6", min_length=1)
     temperature: float | None = None
 
     @field_validator("temperature")
