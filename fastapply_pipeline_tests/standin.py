@@ -78,7 +78,8 @@ class StandIn:
         if unknown:
             raise ValueError(f"unknown faults {sorted(unknown)}")
         self.requests: list[Recorded] = []
-        self.injected: Counter[str] = Counter()
+        self.injected: Counter[str] = Counter()  # transient faults, one per failed attempt
+        self.content_faults: dict[str, str] = {}  # answer faults by request identity (body hash or custom_id)
         self.batches: dict[str, Batch] = {}
         self.files: dict[str, bytes] = {}
         self._attempts: defaultdict[str, int] = defaultdict(int)
@@ -112,6 +113,10 @@ class StandIn:
         return self.url + "/v1"
 
     # -- what happened ---------------------------------------------------------------------------
+    def answer_faults(self) -> Counter[str]:
+        """How many requests got each answer fault (truncated, malformed, disagree, errored, ...)."""
+        return Counter(self.content_faults.values())
+
     def calls(self, method: str, path: str) -> list[Recorded]:
         """Recorded requests with this method whose path matches `path` (a regex, whole path)."""
         return [r for r in self.requests if r.method == method and re.fullmatch(path, r.path)]
@@ -144,7 +149,7 @@ class StandIn:
         """(text, truncated), or a batch-only fault name."""
         fault = self._pick(CONTENT + (BATCH_ONLY if batch else ()), "content", identity)
         if fault:
-            self.injected[fault] += 1
+            self.content_faults[identity] = fault
         if fault in BATCH_ONLY:
             return fault
         if fault == "malformed":

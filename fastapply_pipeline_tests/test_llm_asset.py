@@ -1,0 +1,184 @@
+"""anthropic_triples, openai_triples and edit_triples materialized through Dagster against the stand-in.
+
+The official SDKs talk HTTP to `standin.StandIn` on 127.0.0.1, which injects faults into about 30% of
+the requests. Nothing is mocked.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from fastapply_pipeline.definitions import build_defs
+from fastapply_pipeline.defs.partitions import SOURCE_REPO_PARTITIONS
+from fastapply_pipeline_tests.conftest import (
+    FAKE_AWS,
+    MIT_TEXT,
+    base_settings,
+    commit_all,
+    init_repo,
+    python_module,
+    ts_module,
+    write_config,
+    write_files,
+)
+from fastapply_pipeline_tests.standin import StandIn
+
+SECRETS = ("AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG")
+# About 30% of requests get a fault: transient ones (sync: retried by the SDK) or ones in the answer.
+FAULTS = {
+    "rate_limit": 0.06,
+    "server_error": 0.04,
+    "overloaded": 0.04,
+    "slow": 0.02,
+    "truncated": 0.04,
+    "malformed": 0.04,
+    "disagree": 0.06,
+    "errored": 0.06,
+    "expired": 0.04,
+    "missing": 0.04,
+}
+REJECTIONS = {
+    "truncated": "truncated",
+    "malformed": "malformed_missing_update_snippet",
+    "errored": "batch_errored",  # then the provider's error code
+    "expired": "batch_expired",
+    "missing": "batch_missing_result",
+}
+FILES = 50  # x 2 languages x 3 edits = 300 requests
+
+
+@pytest.fixture(scope="module")
+def llm_repo(tmp_path_factory) -> Path:
+    repo = tmp_path_factory.mktemp("sources") / "llm-repo"
+    init_repo(repo)
+    files = {"LICENSE": MIT_TEXT, "config/settings.py": "import os\n\n" + FAKE_AWS}
+    files |= {f"pkg/mod_{i}.py": python_module(f"mod{i}", 3 + i % 4) for i in range(FILES)}
+    files |= {f"web/view_{i}.ts": ts_module(f"view{i}", 3 + i % 3) for i in range(FILES)}
+    write_files(repo, files)
+    commit_all(repo, "modules")
+    return repo
+
+
+def settings(tmp_path, repo, server, apis, **llm):
+    providers = {
+        name: {
+            "base_url": server.anthropic_url if name == "anthropic" else server.openai_url,
+            "api": api,
+            "timeout_seconds": 1.0,
+            "max_retries": 6,
+            "poll_interval_seconds": 0.05,
+            "concurrency": 8,
+            "requests_per_minute": 60_000,
+        }
+        for name, api in apis.items()
+    }
+    triples = {
+        "generators": ["structural", *apis],
+        "structural": {"attempts_per_file": 1},
+        "llm": {"files_per_repo": None, "edits_per_file": 3, **providers, **llm},
+    }
+    data = base_settings(tmp_path, [{"path": str(repo), "name": "llm"}], triples=triples)
+    return write_config(tmp_path / "fastapply.yaml", data)
+
+
+def materialize(path, instance):
+    defs = build_defs(path)
+    instance.add_dynamic_partitions(SOURCE_REPO_PARTITIONS, ["llm"])
+    result = dg.materialize(defs.assets, instance=instance, resources=defs.resources, partition_key="llm")
+    assert result.success
+    metadata = {
+        e.asset_key.to_user_string(): {k: v.value for k, v in e.materialization.metadata.items()}
+        for e in result.get_asset_materialization_events()
+    }
+    checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+    return metadata, checks
+
+
+def tables(tmp_path):
+    root = tmp_path / "artifacts" / "tables"
+    return {
+        name: pl.read_parquet(root / name / "llm.parquet")
+        for name in ("anthropic_triples", "openai_triples", "edit_triples")
+    }
+
+
+@pytest.mark.parametrize(
+    "apis", [{"anthropic": "sync", "openai": "batch"}, {"anthropic": "batch", "openai": "sync"}]
+)
+def test_llm_generators_end_to_end_with_faults(tmp_path, llm_repo, instance, monkeypatch, apis):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-e2e")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-e2e")
+    with StandIn(faults=FAULTS, slow_seconds=1.5, seed=len(apis["anthropic"])) as server:
+        path = settings(tmp_path, llm_repo, server, apis)
+        metadata, checks = materialize(path, instance)
+        assert all(checks.values()), checks
+        first = tables(tmp_path)
+        llm_rows = pl.concat([first["anthropic_triples"], first["openai_triples"]])
+
+        # Every planned request ends as exactly one row: 100 eligible files x 3 goals (the secret file is out).
+        assert llm_rows.height == 300 and llm_rows["request_key"].n_unique() == 300
+        assert 0.6 < first["anthropic_triples"].height / 300 < 0.8  # the 70/30 mix
+        assert set(llm_rows["generator"]) == {"anthropic", "openai"}
+        assert set(llm_rows["api"]) == {"sync", "batch"}
+
+        # Each injected answer fault is accounted for under its own reason; the rest are ok.
+        faults = server.answer_faults()
+        reasons = Counter(r.split(":")[0] for r in llm_rows.filter(pl.col("status") != "ok")["reason"])
+        expected = Counter({REJECTIONS[f]: n for f, n in faults.items() if f in REJECTIONS})
+        expected["applier_disagrees"] = faults["disagree"]
+        assert reasons == +expected
+        assert 0.2 < (sum(faults.values()) + sum(server.injected.values())) / 300 < 0.4  # about 30% faults
+        assert server.injected["rate_limit"] and faults["missing"] and faults["disagree"]
+        ok = llm_rows.filter(pl.col("status") == "ok")
+        assert ok.height == 300 - sum(faults.values())
+        assert ok["update_snippet"].is_not_null().all() and ok["final_code"].is_not_null().all()
+
+        # edit_triples holds the ok and flagged LLM rows next to the structural ones.
+        triples = first["edit_triples"]
+        llm_kept = triples.filter(pl.col("generator").is_in(["anthropic", "openai"]))
+        assert llm_kept.height == ok.height + faults["disagree"]
+        assert set(llm_kept["flag"].drop_nulls()) == {"applier_disagrees"}
+        assert set(llm_kept["model"]) == {"claude-sonnet-4-6", "gpt-4.1"}
+        assert (triples["generator"] == "structural").any()
+        rejected = metadata["edit_triples"]["rejected"]
+        assert sum(n for k, n in rejected.items() if k.startswith(("anthropic:", "openai:"))) == sum(
+            n for f, n in faults.items() if f in REJECTIONS
+        )
+
+        # Usage and cost are reported per provider; a planted secret never left the machine.
+        for name in apis:
+            meta = metadata[f"{name}_triples"]
+            assert (
+                meta["requests_sent"] == first[f"{name}_triples"].height and meta["requests_from_cache"] == 0
+            )
+            assert meta["cost_usd_this_run"] > 0 and meta["input_tokens"] > 0
+            assert meta["api"] == apis[name] and "est. cost (USD)" in meta["usage"]
+        # code_snippets already dropped the secret file; the planner's own guard is tested in test_llm_core.
+        assert all(metadata[f"{n}_triples"]["skipped_files"] == "none" for n in apis)
+        bodies = b"".join(r.body for r in server.requests) + b"".join(server.files.values())
+        assert b"pkg/mod_1.py" in bodies and not any(secret.encode() in bodies for secret in SECRETS)
+        assert b"sk-ant-e2e" not in bodies and b"sk-openai-e2e" not in bodies
+
+        # A second materialization makes no request at all (keys removed to prove it) and changes nothing.
+        seen = len(server.requests)
+        monkeypatch.delenv("ANTHROPIC_API_KEY")
+        monkeypatch.delenv("OPENAI_API_KEY")
+        again, checks = materialize(path, instance)
+        assert all(checks.values())
+        assert len(server.requests) == seen
+        for name in apis:
+            assert again[f"{name}_triples"]["requests_sent"] == 0
+            assert again[f"{name}_triples"]["cost_usd_this_run"] == 0
+        second = tables(tmp_path)
+        for name, table in first.items():  # the same rows, now answered from the cache
+            columns = [c for c in table.columns if c != "cached"]
+            assert second[name].select(columns).equals(table.select(columns))
+        assert all(second[f"{n}_triples"]["cached"].all() for n in apis)
