@@ -182,3 +182,39 @@ def test_llm_generators_end_to_end_with_faults(tmp_path, llm_repo, instance, mon
             columns = [c for c in table.columns if c != "cached"]
             assert second[name].select(columns).equals(table.select(columns))
         assert all(second[f"{n}_triples"]["cached"].all() for n in apis)
+
+
+def test_a_killed_run_resumes_its_batch_instead_of_paying_again(tmp_path, llm_repo, instance, monkeypatch):
+    """`fastapply run` is killed (SIGKILL) while its batch is processing; the next run polls that batch."""
+    env = {**os.environ, "ANTHROPIC_API_KEY": "sk-ant-e2e", "DAGSTER_HOME": str(tmp_path / "home")}
+    with StandIn() as server:
+        server.hold_batches.set()
+        path = settings(tmp_path, llm_repo, server, {"anthropic": "batch"}, edits_per_file=1)
+        script = Path(sys.executable).with_name("fastapply")
+        proc = subprocess.Popen(
+            [str(script), "run", "--config", str(path), "-q"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while not server.calls("GET", r"/v1/messages/batches/[\w-]+"):  # created, and being polled
+                assert proc.poll() is None and time.monotonic() < deadline, "the run ended before polling"
+                time.sleep(0.1)
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        (created,) = server.calls("POST", "/v1/messages/batches")
+        (batch_id,) = server.batches
+
+        server.hold_batches.clear()
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-e2e")
+        metadata, checks = materialize(path, instance)
+        assert all(checks.values())
+        assert server.calls("POST", "/v1/messages/batches") == [created]  # no second batch
+        assert metadata["anthropic_triples"]["batches_resumed"] == batch_id
+        assert metadata["anthropic_triples"]["batches_created"] == "none"
+        table = tables(tmp_path)["anthropic_triples"]
+        assert table.height > 0 and set(table["status"]) == {"ok"}
