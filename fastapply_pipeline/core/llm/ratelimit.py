@@ -1,7 +1,8 @@
 """Client-side rate limits: requests and tokens per minute, as two token buckets refilled continuously.
 
-Each bucket holds at most `burst_seconds` worth of its per-minute allowance, so a run starts smoothly
-instead of spending a whole minute's budget in its first second. A request larger than the bucket waits
+Each bucket holds at most `burst_seconds` (default 1) worth of its per-minute allowance, so a run starts
+smoothly instead of spending a whole minute's budget in its first second (providers enforce their
+per-minute limits over short windows too). A request larger than the bucket waits
 until the bucket is full and then takes it into debt, so an oversized request is slow, never stuck.
 Concurrent runs share a provider's limit through the Dagster pool of the provider's asset (one step per
 provider at a time), which makes this process's view of the limit the whole picture.
@@ -39,7 +40,7 @@ class RateLimiter:
         requests_per_minute: float | None,
         tokens_per_minute: float | None,
         *,
-        burst_seconds: float = 6.0,
+        burst_seconds: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ):
