@@ -33,7 +33,7 @@ TRIPLE_CHECKS = {
     group_name="triples",
     kinds={"polars", "parquet", "tree-sitter"},
     io_manager_key="parquet_io_manager",
-    code_version="1",
+    code_version="2",
     check_specs=check_specs("edit_triples", TRIPLE_CHECKS),
     description=(
         "The repository's edit triples from every enabled generator. Offline, with exact labels: "
