@@ -283,7 +283,9 @@ class OpenAI:
                     if code == "batch_expired":
                         reason = "batch_expired"
                     else:
-                        reason = (f"batch_http_{status}" if status else "batch_errored") + f":{code or 'error'}"
+                        reason = (
+                            f"batch_http_{status}" if status else "batch_errored"
+                        ) + f":{code or 'error'}"
                     transient = status in {408, 409, 429} or (status or 0) >= 500
                     found[custom_id] = _failure("batch", reason, final=not transient)
         # Requests missing from both files: the batch's own fate says why.
