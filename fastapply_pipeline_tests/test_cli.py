@@ -124,3 +124,19 @@ def test_shipped_settings_run_offline_end_to_end(tmp_path):
         in proc.stdout
     )
     assert "materialized code_snippets" in proc.stdout and "Done: 1 run(s)" in proc.stdout
+
+
+def test_an_llm_generator_without_its_key_fails_naming_the_variable(
+    mixed_repo, make_config, home, monkeypatch
+):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    path, _ = make_config(
+        [{"path": str(mixed_repo), "name": "mixed"}],
+        triples={
+            "generators": ["structural", "openai"],
+            "llm": {"openai": {"base_url": "http://127.0.0.1:9"}},
+        },
+    )
+    result = invoke("run", "--config", str(path), "-q")
+    assert result.exit_code == 1
+    assert "openai_triples" in result.output and "OPENAI_API_KEY is not set" in result.output

@@ -171,19 +171,23 @@ def test_plan_splits_files_between_providers_and_is_order_independent(tmp_path):
 
 
 def test_plan_caps_files_per_repo_across_providers(tmp_path):
-    llm = llm_settings(tmp_path, files_per_repo=10).triples.llm
-    total = sum(
-        len(
-            {
-                j.provenance.path
-                for j in plan_jobs(
-                    files(40), provider=p, enabled=["anthropic", "openai"], llm=llm, seed=3, scanner=None
-                )[0]
-            }
+    config = llm_settings(tmp_path, files_per_repo=10)
+    secrets = [("repo", "c0", f"conf/s{i}.py", "python", FAKE_AWS) for i in range(20)]
+    planned, skipped = set(), Counter()
+    for provider in ("anthropic", "openai"):
+        jobs, skips = plan_jobs(
+            files(40) + secrets,
+            provider=provider,
+            enabled=["anthropic", "openai"],
+            llm=config.triples.llm,
+            seed=3,
+            scanner=config.secret_scanner(),
         )
-        for p in ("anthropic", "openai")
-    )
-    assert total == 10
+        planned |= {j.provenance.path for j in jobs}
+        skipped += skips
+    # Exactly the cap, of eligible files only; each skipped file is counted once, by its own provider.
+    assert len(planned) == 10 and all(p.startswith("src/") for p in planned)
+    assert 0 < skipped["secret_flagged"] <= 20
 
 
 def test_files_with_secrets_or_markers_never_become_requests(tmp_path):

@@ -108,16 +108,18 @@ def plan_jobs(
     for repo, commit, path, language, content in ranked:
         if llm.files_per_repo is not None and chosen >= llm.files_per_repo:
             break
-        if assign_provider(seed, repo, path, llm.mix, enabled) != provider:
-            chosen += 1  # the file counts against the cap; another provider's asset takes it
-            continue
+        mine = assign_provider(seed, repo, path, llm.mix, enabled) == provider
+        # Eligibility is judged before the provider split, the same way in every provider's asset, so
+        # that all of them agree on which files fill the per-repository cap.
         if scanner is not None and scanner.secret_types(path, content):
-            skipped["secret_flagged"] += 1
+            skipped["secret_flagged"] += mine
             continue
         if contains_marker(content):
-            skipped["marker_like_comment_in_file"] += 1
+            skipped["marker_like_comment_in_file"] += mine
             continue
         chosen += 1
+        if not mine:
+            continue  # another provider's asset takes it
         for kind in edit_goals(seed, repo, path, dict(llm.edit_kinds), llm.edits_per_file):
             user = generation_prompt(
                 path=path, language=language, original=content, edit_kind=kind, mode=llm.mode
@@ -135,7 +137,7 @@ def plan_jobs(
             )
             provenance = Provenance(repo, commit, path, language, provider, kind)
             jobs.append(LLMJob(provenance, content, request))
-    return jobs, skipped
+    return jobs, +skipped
 
 
 def judge(
