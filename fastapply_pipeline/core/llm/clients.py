@@ -19,6 +19,7 @@ ones (connection, authentication, retries exhausted) are not, so a re-run tries 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import io
 import json
 import os
@@ -99,6 +100,18 @@ def _sdk_failure(err: Exception, api: str) -> Completion:
 # Providers
 
 
+def sdk_client(provider, settings, api_key: str, *, asynchronous: bool):
+    """The provider's official client (imported here: the SDKs take seconds to import)."""
+    module, sync_class, async_class = provider.sdk
+    sdk = importlib.import_module(module)
+    return getattr(sdk, async_class if asynchronous else sync_class)(
+        api_key=api_key,
+        base_url=settings.base_url,
+        timeout=settings.timeout_seconds,
+        max_retries=settings.max_retries,
+    )
+
+
 @dataclass(frozen=True)
 class BatchStatus:
     ended: bool
@@ -119,17 +132,7 @@ class Anthropic:
             "messages": [{"role": "user", "content": user}],
         }
 
-    @staticmethod
-    def client(settings, api_key: str, *, asynchronous: bool):
-        import anthropic
-
-        cls = anthropic.AsyncAnthropic if asynchronous else anthropic.Anthropic
-        return cls(
-            api_key=api_key,
-            base_url=settings.base_url,
-            timeout=settings.timeout_seconds,
-            max_retries=settings.max_retries,
-        )
+    sdk = ("anthropic", "Anthropic", "AsyncAnthropic")
 
     @staticmethod
     def _completion(message, api: str) -> Completion:
@@ -200,17 +203,7 @@ class OpenAI:
             body["temperature"] = temperature
         return body
 
-    @staticmethod
-    def client(settings, api_key: str, *, asynchronous: bool):
-        import openai
-
-        cls = openai.AsyncOpenAI if asynchronous else openai.OpenAI
-        return cls(
-            api_key=api_key,
-            base_url=settings.base_url,
-            timeout=settings.timeout_seconds,
-            max_retries=settings.max_retries,
-        )
+    sdk = ("openai", "OpenAI", "AsyncOpenAI")
 
     @staticmethod
     def _completion(payload: dict, api: str) -> Completion:
@@ -366,7 +359,7 @@ def complete_all(
 
 
 async def _run_sync(adapter, settings, todo, api_key, cache, run, log) -> dict[str, Completion]:
-    client = adapter.client(settings, api_key, asynchronous=True)
+    client = sdk_client(adapter, settings, api_key, asynchronous=True)
     limiter = RateLimiter(settings.requests_per_minute, settings.tokens_per_minute)
     gate = asyncio.Semaphore(settings.concurrency)
     done = 0
@@ -403,7 +396,7 @@ def _is_sdk_error(err: Exception) -> bool:
 
 
 def _run_batches(adapter, settings, todo, api_key, cache, store, run, log, description):
-    client = adapter.client(settings, api_key, asynchronous=False)
+    client = sdk_client(adapter, settings, api_key, asynchronous=False)
     size = settings.max_batch_requests
     chunks = [todo[i : i + size] for i in range(0, len(todo), size)]
     pending = []

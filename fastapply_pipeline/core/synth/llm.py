@@ -27,17 +27,11 @@ from fastapply_pipeline.core.llm.prompts import SYSTEM_PROMPT, Generation, gener
 from fastapply_pipeline.core.markers import contains_marker, is_marker_line
 from fastapply_pipeline.core.parsing import parses
 from fastapply_pipeline.core.secrets import SecretScanner
-from fastapply_pipeline.core.triples import Provenance, triple_id
+from fastapply_pipeline.core.triples import TRIPLE_SCHEMA, Provenance, triple_id
 
+_SHARED = ("triple_id", "repo", "commit", "path", "language", "generator", "edit_kind", "model")
 LLM_ROW_SCHEMA = {
-    "triple_id": pl.String,
-    "repo": pl.String,
-    "commit": pl.String,
-    "path": pl.String,
-    "language": pl.String,
-    "generator": pl.String,
-    "edit_kind": pl.String,
-    "model": pl.String,
+    **{name: TRIPLE_SCHEMA[name] for name in _SHARED},
     "api": pl.String,
     "status": pl.String,  # ok | flagged | rejected
     "reason": pl.String,  # why flagged or rejected; null when ok
