@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -417,6 +418,58 @@ class TripleSettings(_Strict):
         return [name for name in LLM_PROVIDERS if name in self.generators]
 
 
+class DedupSettings(_Strict):
+    near_duplicates: bool = Field(True, description="Also drop near-duplicates (MinHash/LSH).")
+    threshold: float = Field(
+        0.9, gt=0, le=1, description="Estimated Jaccard similarity of both the file and the snippet."
+    )
+    num_perm: int = Field(128, ge=16, le=1024, description="MinHash permutations.")
+
+
+class SplitSettings(_Strict):
+    test: float = Field(0.1, gt=0, lt=1, description="Share of rows (whole repositories) in the test split.")
+    validation: float = Field(0.0, ge=0, lt=1, description="Share in a validation split; 0 = none.")
+
+    @model_validator(mode="after")
+    def _leaves_train(self) -> SplitSettings:
+        if self.test + self.validation >= 0.9:
+            raise ValueError(f"test + validation ({self.test + self.validation}) must leave rows to train on")
+        return self
+
+
+class PushSettings(_Strict):
+    repo_id: str | None = Field(None, description="A Hugging Face dataset repo (user/name); null = no push.")
+    private: bool = Field(True, description="Create the repo private.")
+
+    @field_validator("repo_id")
+    @classmethod
+    def _repo_id(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[\w.-]+/[\w.-]+", value):
+            raise ValueError(f"repo_id must look like 'user/name' (got {value!r})")
+        return value
+
+
+class DatasetSettings(_Strict):
+    tokenizer: str = Field(
+        "qwen2.5",
+        description="Training tokenizer (its chat template renders examples): qwen2.5, or a local folder.",
+    )
+    allow_download: bool = Field(False, description="Let `tokenizer` be a hub id, downloaded at run time.")
+    max_seq_length: int = Field(
+        8192, ge=128, description="Whole training examples longer than this are dropped."
+    )
+    max_changed_fraction: float = Field(
+        0.6, gt=0, le=1, description="Drop whole-file rewrites: changed lines / original lines above this."
+    )
+    llm_disagreement: Literal["reject", "use_applier"] = Field(
+        "reject",
+        description="LLM rows whose final the applier does not reproduce: drop, or keep with the applier's result.",
+    )
+    dedup: DedupSettings = Field(default_factory=DedupSettings)
+    split: SplitSettings = Field(default_factory=SplitSettings)
+    push: PushSettings = Field(default_factory=PushSettings)
+
+
 class FastApplyConfig(_Strict):
     """The whole of fastapply.yaml."""
 
@@ -428,6 +481,7 @@ class FastApplyConfig(_Strict):
     secrets: SecretScanSettings = Field(default_factory=SecretScanSettings)
     snippets: SnippetSettings = Field(default_factory=SnippetSettings)
     triples: TripleSettings = Field(default_factory=TripleSettings)
+    dataset: DatasetSettings = Field(default_factory=DatasetSettings)
     pools: dict[str, Annotated[int, Field(ge=1)]] = Field(
         default_factory=lambda: {"gpu": 1, "anthropic": 1, "openai": 1},
         description="Dagster concurrency pool limits applied to the instance by `fastapply run`.",

@@ -5,6 +5,7 @@ import os
 import dagster as dg
 
 from fastapply_pipeline.config import config_path, load_config
+from fastapply_pipeline.defs.dataset.assets import fastapply_dataset
 from fastapply_pipeline.defs.resources import build_resources
 from fastapply_pipeline.defs.snippets.assets import code_snippets
 from fastapply_pipeline.defs.sources.assets import cloned_repo
@@ -26,7 +27,14 @@ def build_defs(path: str | os.PathLike[str] | None = None) -> dg.Definitions:
     file = config_path(path)
     config = load_config(file)  # fail at load time with the field and the fix, not at the first run
     return dg.Definitions(
-        assets=[cloned_repo, code_snippets, anthropic_triples, openai_triples, edit_triples],
+        assets=[
+            cloned_repo,
+            code_snippets,
+            anthropic_triples,
+            openai_triples,
+            edit_triples,
+            fastapply_dataset,
+        ],
         jobs=[per_repo_job],
         sensors=[source_repos_sensor],
         resources=build_resources(config, str(file)),

@@ -1,0 +1,234 @@
+"""fastapply_dataset and rejected_triples: every repository's triples -> the dataset people train on."""
+
+import os
+from collections import Counter
+from collections.abc import Iterator
+
+import dagster as dg
+import polars as pl
+
+from fastapply_pipeline.core.buckets import BucketSpec
+from fastapply_pipeline.core.chat import example_lengths, load_training_tokenizer
+from fastapply_pipeline.core.dataset import (
+    dataset_card,
+    dedup,
+    push_to_hub,
+    repos_in_several_splits,
+    split,
+    validate,
+    write_dataset,
+)
+from fastapply_pipeline.core.markers import contains_marker
+from fastapply_pipeline.core.parsing import parses
+from fastapply_pipeline.core.sources import redact_url
+from fastapply_pipeline.defs.reporting import count_table, markdown_table
+from fastapply_pipeline.defs.resources import FastApplyResource
+
+DATASET_CHECKS = {
+    "no_repo_in_two_splits": "No repository (or, with one repository, no file) appears in two splits.",
+    "no_marker_in_final": "No elision marker leaked into any final_code.",
+    "finals_parse": "Every final_code parses wherever its original_code parses.",
+    "test_split_not_empty": "The test split has rows.",
+}
+HF_TOKEN_ENV = "HF_TOKEN"
+
+
+@dg.multi_asset(
+    outs={
+        "fastapply_dataset": dg.AssetOut(
+            group_name="dataset",
+            kinds={"huggingface", "parquet"},
+            description=(
+                "The training dataset: every repository's edit_triples validated (no-op, marker leak, "
+                "unparseable final, snippet not a subsequence of the final, whole-file rewrite, too long "
+                "for max_seq_length with the training tokenizer's chat template, LLM rows the applier "
+                "disagrees with), deduplicated (exact and MinHash near-duplicates), split by repository, "
+                "saved as a Hugging Face DatasetDict and as parquet with a generated dataset card; pushed "
+                "to the Hub when dataset.push.repo_id is set. The value is where it lies."
+            ),
+        ),
+        "rejected_triples": dg.AssetOut(
+            group_name="dataset",
+            kinds={"polars", "parquet"},
+            io_manager_key="parquet_io_manager",
+            description="Every row fastapply_dataset dropped, with its stage, reason and detail.",
+        ),
+    },
+    ins={
+        "edit_triples": dg.AssetIn(metadata={"allow_missing_partitions": True}),
+        "cloned_repo": dg.AssetIn(metadata={"allow_missing_partitions": True}),
+    },
+    check_specs=[
+        dg.AssetCheckSpec(name, asset="fastapply_dataset", description=text, blocking=True)
+        for name, text in DATASET_CHECKS.items()
+    ],
+)
+def fastapply_dataset(
+    context: dg.AssetExecutionContext,
+    fastapply: FastApplyResource,
+    edit_triples,
+    cloned_repo,
+) -> Iterator[dg.Output | dg.AssetCheckResult]:
+    config = fastapply.load()
+    edit_triples = _by_partition(context, "edit_triples", edit_triples)
+    cloned_repo = _by_partition(context, "cloned_repo", cloned_repo)
+    settings = config.dataset
+    registered = sorted(set(edit_triples) | set(cloned_repo))
+    table = pl.concat(list(edit_triples.values()), how="vertical_relaxed") if edit_triples else pl.DataFrame()
+    if table.height == 0:
+        raise dg.Failure(
+            "no edit triples to build a dataset from: materialize edit_triples for at least one source "
+            f"(registered partitions with triples: {sorted(edit_triples) or 'none'})"
+        )
+    buckets = BucketSpec(
+        uppers=tuple(b.upper for b in config.snippets.buckets),
+        samples=tuple(b.sample for b in config.snippets.buckets),
+    )
+    table = table.with_columns(
+        pl.col("original_tokens")
+        .map_elements(lambda n: buckets.labels[buckets.index_of(n)], return_dtype=pl.String)
+        .alias("bucket")
+    )
+
+    tokenizer = load_training_tokenizer(settings.tokenizer, allow_download=settings.allow_download)
+    outcome = validate(
+        table,
+        max_changed_fraction=settings.max_changed_fraction,
+        max_seq_length=settings.max_seq_length,
+        llm_disagreement=settings.llm_disagreement,
+        example_lengths=lambda rows: example_lengths(tokenizer, rows),
+    )
+    outcome = dedup(
+        outcome,
+        near=settings.dedup.near_duplicates,
+        threshold=settings.dedup.threshold,
+        num_perm=settings.dedup.num_perm,
+        seed=config.seed,
+    )
+    parts = split(
+        outcome.kept, test=settings.split.test, validation=settings.split.validation, seed=config.seed
+    )
+    rejected = outcome.rejected_frame()
+    reasons = Counter(
+        f"{stage}: {reason}" for stage, reason in rejected.select("stage", "reason").iter_rows()
+    )
+    kept_rows = sum(frame.height for frame in parts.splits.values())
+    assert kept_rows + rejected.height == table.height, "every row is kept or rejected"
+
+    sources = []
+    for key in sorted(cloned_repo):
+        snapshot = cloned_repo[key]
+        sources.append(
+            {
+                "repo": key,
+                "location": redact_url(snapshot["location"]) if "://" in snapshot["location"] else key,
+                "commit": snapshot["commit"],
+                "license": snapshot["license"],
+            }
+        )
+    card_settings = {
+        "seed": config.seed,
+        "tokenizer": settings.tokenizer,
+        "max_seq_length": settings.max_seq_length,
+        "max_changed_fraction": settings.max_changed_fraction,
+        "llm_disagreement": settings.llm_disagreement,
+        "dedup": settings.dedup.model_dump(),
+        "split": settings.split.model_dump() | {"by": parts.by},
+        "generators": list(config.triples.generators),
+    }
+    card = dataset_card(
+        pretty_name="Fast Apply edit triples",
+        splits=parts.splits,
+        split_by=parts.by,
+        sources=sources,
+        rejected=reasons,
+        settings=card_settings,
+    )
+    folder = config.artifacts_dir / "dataset"
+    write_dataset(folder, parts.splits, card)
+    context.log.info(f"dataset written to {folder}: {kept_rows} rows kept, {rejected.height} dropped")
+
+    pushed = "off (set dataset.push.repo_id)"
+    if settings.push.repo_id:
+        token = os.environ.get(HF_TOKEN_ENV, "").strip()
+        if not token:
+            raise dg.Failure(
+                f"dataset.push.repo_id is {settings.push.repo_id!r} but {HF_TOKEN_ENV} is not set; export "
+                "a token with write access (it is read only from the environment)"
+            )
+        pushed = push_to_hub(folder, settings.push.repo_id, private=settings.push.private, token=token)
+        context.log.info(f"pushed to {pushed}")
+
+    all_rows = pl.concat(list(parts.splits.values()))
+    split_rows = [(name, frame.height, frame["repo"].n_unique()) for name, frame in parts.splits.items()]
+    yield dg.Output(
+        {"path": str(folder), "splits": {name: frame.height for name, frame in parts.splits.items()}},
+        output_name="fastapply_dataset",
+        metadata={
+            "path": dg.MetadataValue.path(str(folder)),
+            "rows": kept_rows,
+            "rows_in": table.height,
+            "rejected": rejected.height,
+            "splits": markdown_table(["split", "rows", "repositories"], split_rows),
+            "split_by": "repository" if parts.by == "repo" else "file (only one repository has rows)",
+            "rejected_by_reason": count_table("stage: reason", dict(reasons)) if reasons else "none",
+            "rows_by_language": count_table("language", dict(Counter(all_rows["language"]))),
+            "rows_by_generator": count_table("generator", dict(Counter(all_rows["generator"]))),
+            "rows_by_edit_kind": count_table("edit kind", dict(Counter(all_rows["edit_kind"]))),
+            "rows_by_bucket": count_table("bucket", dict(Counter(all_rows["bucket"]))),
+            "example_tokens_max": int(all_rows["example_tokens"].max() or 0),
+            "example_tokens_median": float(all_rows["example_tokens"].median() or 0),
+            "sources": markdown_table(
+                ["repository", "commit", "license"],
+                [(s["repo"], s["commit"][:12], s["license"]) for s in sources],
+            ),
+            "partitions_without_triples": ", ".join(sorted(set(registered) - set(edit_triples))) or "none",
+            "pushed_to": pushed,
+            "card": dg.MetadataValue.md(card.split("---\n", 2)[-1]),
+        },
+    )
+    yield dg.Output(rejected, output_name="rejected_triples", metadata={"rows": rejected.height})
+
+    offenders = {
+        "no_repo_in_two_splits": repos_in_several_splits(parts.splits)
+        if parts.by == "repo"
+        else _files_in_several(parts.splits),
+        "no_marker_in_final": [
+            t for t, f in all_rows.select("triple_id", "final_code").iter_rows() if contains_marker(f)
+        ],
+        "finals_parse": [
+            t
+            for t, o, f, lang in all_rows.select(
+                "triple_id", "original_code", "final_code", "language"
+            ).iter_rows()
+            if parses(o, lang) and not parses(f, lang)
+        ],
+        "test_split_not_empty": [] if parts.splits["test"].height else ["test"],
+    }
+    for name, bad in offenders.items():
+        yield dg.AssetCheckResult(
+            asset_key="fastapply_dataset",
+            check_name=name,
+            passed=not bad,
+            metadata={"violations": len(bad), "examples": ", ".join(bad[:10]) or "-"},
+        )
+
+
+def _by_partition(context: dg.AssetExecutionContext, name: str, value) -> dict:
+    """Every loaded partition of an input as {partition key: value}: the IO managers hand a lone
+    partition over bare, and several as a dict."""
+    keys = set(context.asset_partition_keys_for_input(name))
+    if value is None:
+        return {}
+    if isinstance(value, dict) and set(value) <= keys:
+        return dict(value)
+    (key,) = keys
+    return {key: value}
+
+
+def _files_in_several(splits: dict[str, pl.DataFrame]) -> list[str]:
+    owners: dict[str, set[str]] = {}
+    for name, frame in splits.items():
+        for repo, path in frame.select("repo", "path").unique().iter_rows():
+            owners.setdefault(f"{repo}/{path}", set()).add(name)
+    return sorted(key for key, names in owners.items() if len(names) > 1)
