@@ -14,10 +14,11 @@ from fastapply_pipeline.defs.triples.assets import edit_triples
 from fastapply_pipeline.defs.triples.llm_assets import anthropic_triples, openai_triples
 
 PER_REPO_GROUPS = ("sources", "snippets", "triples")
+PER_REPO = dg.AssetSelection.groups(*PER_REPO_GROUPS)  # the assets partitioned by source_repo
 
 per_repo_job = dg.define_asset_job(
     PER_REPO_JOB,
-    selection=dg.AssetSelection.groups(*PER_REPO_GROUPS),
+    selection=PER_REPO,
     description="Builds every per-repository asset for one source_repo partition.",
 )
 

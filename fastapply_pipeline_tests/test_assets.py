@@ -7,7 +7,7 @@ import dagster as dg
 import polars as pl
 
 from fastapply_pipeline.cli import root_message
-from fastapply_pipeline.definitions import build_defs
+from fastapply_pipeline.definitions import PER_REPO, build_defs
 from fastapply_pipeline.defs.partitions import SOURCE_REPO_PARTITIONS
 
 from .conftest import EXPECTED_REASONS, MIT_TEXT, commit_all, init_repo, python_module, write_files
@@ -19,7 +19,7 @@ def materialize(defs, instance, partition, selection=None):
         instance=instance,
         resources=defs.resources,
         partition_key=partition,
-        selection=selection,
+        selection=selection or PER_REPO,
         raise_on_error=False,
     )
 

@@ -38,10 +38,11 @@ def test_run_registers_partitions_and_records_runs(mixed_repo, make_config, home
     assert "materialized code_snippets (6 rows)" in result.output
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert instance.get_dynamic_partitions(SOURCE_REPO_PARTITIONS) == ["mixed"]
-        runs = instance.get_runs()
-        assert len(runs) == 1 and runs[0].status == dg.DagsterRunStatus.SUCCESS
-        assert runs[0].tags["fastapply/source"] == "mixed"
+        runs = instance.get_runs()  # newest first: the per-repository run, then the dataset's
+        assert len(runs) == 2 and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+        assert runs[1].tags["fastapply/source"] == "mixed" and "fastapply/source" not in runs[0].tags
         assert instance.get_latest_materialization_event(dg.AssetKey("code_snippets")) is not None
+        assert instance.get_latest_materialization_event(dg.AssetKey("fastapply_dataset")) is not None
 
 
 def test_select_limits_the_assets(mixed_repo, make_config, home):
@@ -123,7 +124,9 @@ def test_shipped_settings_run_offline_end_to_end(tmp_path):
         "[fastapply-pipeline] anthropic_triples, cloned_repo, code_snippets, edit_triples, openai_triples"
         in proc.stdout
     )
-    assert "materialized code_snippets" in proc.stdout and "Done: 1 run(s)" in proc.stdout
+    assert "fastapply_dataset, rejected_triples ..." in proc.stdout
+    assert (tmp_path / "artifacts" / "dataset" / "README.md").is_file()
+    assert "materialized code_snippets" in proc.stdout and "Done: 2 run(s)" in proc.stdout
 
 
 def test_an_llm_generator_without_its_key_fails_naming_the_variable(

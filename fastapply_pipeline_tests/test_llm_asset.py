@@ -16,7 +16,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from fastapply_pipeline.definitions import build_defs
+from fastapply_pipeline.definitions import PER_REPO, build_defs
 from fastapply_pipeline.defs.partitions import SOURCE_REPO_PARTITIONS
 from fastapply_pipeline_tests.conftest import (
     FAKE_AWS,
@@ -92,7 +92,9 @@ def settings(tmp_path, repo, server, apis, **llm):
 def materialize(path, instance):
     defs = build_defs(path)
     instance.add_dynamic_partitions(SOURCE_REPO_PARTITIONS, ["llm"])
-    result = dg.materialize(defs.assets, instance=instance, resources=defs.resources, partition_key="llm")
+    result = dg.materialize(
+        defs.assets, instance=instance, resources=defs.resources, selection=PER_REPO, partition_key="llm"
+    )
     assert result.success
     metadata = {
         e.asset_key.to_user_string(): {k: v.value for k, v in e.materialization.metadata.items()}

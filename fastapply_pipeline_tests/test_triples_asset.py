@@ -7,7 +7,7 @@ import polars as pl
 
 from fastapply_pipeline.core.apply import apply_snippet
 from fastapply_pipeline.core.parsing import parses
-from fastapply_pipeline.definitions import build_defs
+from fastapply_pipeline.definitions import PER_REPO, build_defs
 from fastapply_pipeline.defs.partitions import SOURCE_REPO_PARTITIONS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -16,7 +16,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def run_all(path, instance, key):
     defs = build_defs(path)
     instance.add_dynamic_partitions(SOURCE_REPO_PARTITIONS, [key])
-    result = dg.materialize(defs.assets, instance=instance, resources=defs.resources, partition_key=key)
+    result = dg.materialize(
+        defs.assets, instance=instance, resources=defs.resources, selection=PER_REPO, partition_key=key
+    )
     assert result.success
     (event,) = [
         e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey("edit_triples")
