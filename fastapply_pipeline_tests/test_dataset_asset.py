@@ -5,7 +5,7 @@ import polars as pl
 import pytest
 from datasets import load_from_disk
 
-from fastapply_pipeline.definitions import build_defs
+from fastapply_pipeline.definitions import PER_REPO, build_defs
 from fastapply_pipeline.defs.partitions import SOURCE_REPO_PARTITIONS
 from fastapply_pipeline_tests.conftest import (
     MIT_TEXT,
@@ -36,11 +36,9 @@ def second_repo(tmp_path_factory):
 def build(path, instance):
     defs = build_defs(path)
     instance.add_dynamic_partitions(SOURCE_REPO_PARTITIONS, KEYS)
-    graph = defs.resolve_asset_graph()
-    per_repo = [k for k in graph.get_all_asset_keys() if graph.get(k).partitions_def is not None]
     for key in KEYS:
         result = dg.materialize(
-            defs.assets, instance=instance, resources=defs.resources, partition_key=key, selection=per_repo
+            defs.assets, instance=instance, resources=defs.resources, partition_key=key, selection=PER_REPO
         )
         assert result.success
     return defs
@@ -110,3 +108,22 @@ def test_push_without_a_token_fails_naming_it(mixed_repo, second_repo, make_conf
     assert not result.success
     (failure,) = result.get_step_failure_events()
     assert "HF_TOKEN is not set" in str(failure.step_failure_data.error)
+
+
+def test_too_few_rows_to_split_fails_clearly_and_still_writes_the_rejections(tmp_path, make_config, instance):
+    repo = tmp_path / "tiny"
+    init_repo(repo)
+    write_files(repo, {"LICENSE": MIT_TEXT, "only.py": python_module("only", 10)})
+    commit_all(repo, "one file")
+    path, config = make_config([{"path": str(repo), "name": "tiny"}], triples={"generators": ["structural"]})
+    defs = build_defs(path)
+    instance.add_dynamic_partitions(SOURCE_REPO_PARTITIONS, ["tiny"])
+    assert dg.materialize(
+        defs.assets, instance=instance, resources=defs.resources, partition_key="tiny", selection=PER_REPO
+    ).success
+    result = materialize_dataset(defs, instance, raise_on_error=False)
+    assert not result.success
+    (failure,) = result.get_step_failure_events()
+    assert "needs rows from at least two files" in str(failure.step_failure_data.error)
+    assert "rejected_triples holds the others" in str(failure.step_failure_data.error)
+    assert (config.artifacts_dir / "tables" / "rejected_triples.parquet").is_file()

@@ -74,7 +74,8 @@ def fastapply_dataset(
     cloned_repo = _by_partition(context, "cloned_repo", cloned_repo)
     settings = config.dataset
     registered = sorted(set(edit_triples) | set(cloned_repo))
-    table = pl.concat(list(edit_triples.values()), how="vertical_relaxed") if edit_triples else pl.DataFrame()
+    # diagonal: a partition written by an older code version may lack newer columns (they become null)
+    table = pl.concat(list(edit_triples.values()), how="diagonal_relaxed") if edit_triples else pl.DataFrame()
     if table.height == 0:
         raise dg.Failure(
             "no edit triples to build a dataset from: materialize edit_triples for at least one source "
@@ -105,13 +106,21 @@ def fastapply_dataset(
         num_perm=settings.dedup.num_perm,
         seed=config.seed,
     )
-    parts = split(
-        outcome.kept, test=settings.split.test, validation=settings.split.validation, seed=config.seed
-    )
     rejected = outcome.rejected_frame()
     reasons = Counter(
         f"{stage}: {reason}" for stage, reason in rejected.select("stage", "reason").iter_rows()
     )
+    # Written first: when nothing is left to split, the reasons are there to read.
+    yield dg.Output(rejected, output_name="rejected_triples", metadata={"rows": rejected.height})
+    try:
+        parts = split(
+            outcome.kept, test=settings.split.test, validation=settings.split.validation, seed=config.seed
+        )
+    except ValueError as err:
+        raise dg.Failure(
+            f"{outcome.kept.height} of {table.height} rows survived validation and dedup: {err} "
+            f"(rejected_triples holds the others; by reason: {dict(reasons)})"
+        ) from None
     kept_rows = sum(frame.height for frame in parts.splits.values())
     assert kept_rows + rejected.height == table.height, "every row is kept or rejected"
 
@@ -187,7 +196,6 @@ def fastapply_dataset(
             "card": dg.MetadataValue.md(card.split("---\n", 2)[-1]),
         },
     )
-    yield dg.Output(rejected, output_name="rejected_triples", metadata={"rows": rejected.height})
 
     offenders = {
         "no_repo_in_two_splits": repos_in_several_splits(parts.splits)
