@@ -19,6 +19,7 @@ import polars as pl
 from fastapply_pipeline.core.apply import apply_snippet
 from fastapply_pipeline.core.markers import contains_marker, is_marker_line
 from fastapply_pipeline.core.parsing import parses
+from fastapply_pipeline.core.triples import TRIPLE_SCHEMA
 
 # The columns people train on (compatible with the public Fast Apply dataset), then provenance.
 DATASET_COLUMNS = [
@@ -40,12 +41,9 @@ DATASET_COLUMNS = [
     "example_tokens",
 ]
 REJECTED_SCHEMA = {
-    "triple_id": pl.String,
-    "repo": pl.String,
-    "commit": pl.String,
-    "path": pl.String,
-    "language": pl.String,
-    "generator": pl.String,
+    **{
+        name: TRIPLE_SCHEMA[name] for name in ("triple_id", "repo", "commit", "path", "language", "generator")
+    },
     "edit_kind": pl.String,
     "stage": pl.String,  # validate | dedup
     "reason": pl.String,
