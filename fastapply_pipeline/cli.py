@@ -80,14 +80,21 @@ def apply_pools(instance: dg.DagsterInstance, config: FastApplyConfig) -> None:
             storage.set_concurrency_slots(pool, limit)
 
 
+# Everything except training: a data refresh should not start GPU work as a side effect.
+DEFAULT_SELECTION = "not group:training"
+
+
 @main.command()
 @config_option
 @click.option(
     "--select",
     "selection",
-    default="*",
+    default=DEFAULT_SELECTION,
     show_default=True,
-    help="Dagster asset selection, e.g. 'code_snippets', 'group:sources', '+code_snippets'.",
+    help=(
+        "Dagster asset selection, e.g. 'code_snippets', 'group:sources', 'lora_adapter'. The default is the "
+        "data pipeline; training (GPU work) runs only when selected."
+    ),
 )
 @click.option(
     "--partition",

@@ -470,6 +470,66 @@ class DatasetSettings(_Strict):
     push: PushSettings = Field(default_factory=PushSettings)
 
 
+class GpuJobSettings(_Strict):
+    """Where the training entrypoint runs (the GPU job resource)."""
+
+    backend: Literal["local", "kubernetes", "ecs"] = Field(
+        "local", description="local: a subprocess here (GPU if present); kubernetes / ecs: a GPU pod / task."
+    )
+    image: str | None = Field(
+        None, description="kubernetes / ecs: the training image (docker/Dockerfile.train)."
+    )
+    gpu_count: int = Field(1, ge=0, description="GPUs requested (nvidia.com/gpu on Kubernetes, GPU on ECS).")
+    env: dict[str, str] = Field(
+        default_factory=dict, description="Extra environment for the job (no secrets)."
+    )
+    namespace: str = Field("default", description="kubernetes: namespace of the pod.")
+    node_selector: dict[str, str] = Field(default_factory=dict, description="kubernetes: node selector.")
+    tolerations: list[dict] = Field(default_factory=list, description="kubernetes: pod tolerations.")
+    ecs_cluster: str | None = Field(None, description="ecs: cluster name or ARN.")
+    ecs_task_definition: str | None = Field(None, description="ecs: a task definition with a GPU container.")
+    ecs_container: str = Field("train", description="ecs: the container name in the task definition.")
+    ecs_subnets: list[str] = Field(default_factory=list, description="ecs: awsvpc subnets.")
+
+    @model_validator(mode="after")
+    def _complete(self) -> GpuJobSettings:
+        if self.backend == "kubernetes" and not self.image:
+            raise ValueError("training.gpu.image is required for the kubernetes backend")
+        if self.backend == "ecs" and not (self.ecs_cluster and self.ecs_task_definition):
+            raise ValueError(
+                "training.gpu.ecs_cluster and ecs_task_definition are required for the ecs backend"
+            )
+        return self
+
+
+class TrainingSettings(_Strict):
+    base_model: str = Field(
+        "tiny-qwen2.5",
+        description="tiny-qwen2.5 (a small Qwen2 from a config, offline), a local model folder, a .gguf file, or a hub id.",
+    )
+    allow_download: bool = Field(False, description="Let base_model be a hub id, downloaded at run time.")
+    preset: Literal["1.5b", "7b"] = Field("1.5b", description="LoRA rank/alpha of the reference pipeline.")
+    backend: Literal["auto", "hf", "unsloth"] = "auto"
+    r: int | None = Field(None, ge=1, description="LoRA rank; null = the preset's.")
+    alpha: int | None = Field(None, ge=1, description="LoRA alpha; null = the preset's.")
+    dropout: float = Field(0.0, ge=0, lt=1)
+    use_rslora: bool = True
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+    learning_rate: float = Field(1e-4, gt=0)
+    lr_scheduler: str = "cosine"
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int = Field(-1, description="Stop after this many steps; -1 = the epochs.")
+    batch_size: int = Field(1, ge=1)
+    gradient_accumulation_steps: int = Field(8, ge=1)
+    warmup_steps: int = Field(0, ge=0)
+    logging_steps: int = Field(10, ge=1)
+    save_steps: int = Field(200, ge=1)
+    load_in_4bit: bool = Field(True, description="On CUDA: QLoRA (4-bit base).")
+    gpu: GpuJobSettings = Field(default_factory=GpuJobSettings)
+
+
 class FastApplyConfig(_Strict):
     """The whole of fastapply.yaml."""
 
@@ -482,6 +542,7 @@ class FastApplyConfig(_Strict):
     snippets: SnippetSettings = Field(default_factory=SnippetSettings)
     triples: TripleSettings = Field(default_factory=TripleSettings)
     dataset: DatasetSettings = Field(default_factory=DatasetSettings)
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
     pools: dict[str, Annotated[int, Field(ge=1)]] = Field(
         default_factory=lambda: {"gpu": 1, "anthropic": 1, "openai": 1},
         description="Dagster concurrency pool limits applied to the instance by `fastapply run`.",

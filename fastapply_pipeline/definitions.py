@@ -10,6 +10,7 @@ from fastapply_pipeline.defs.resources import build_resources
 from fastapply_pipeline.defs.snippets.assets import code_snippets
 from fastapply_pipeline.defs.sources.assets import cloned_repo
 from fastapply_pipeline.defs.sources.sensors import PER_REPO_JOB, source_repos_sensor
+from fastapply_pipeline.defs.training.assets import lora_adapter
 from fastapply_pipeline.defs.triples.assets import edit_triples
 from fastapply_pipeline.defs.triples.llm_assets import anthropic_triples, openai_triples
 
@@ -35,6 +36,7 @@ def build_defs(path: str | os.PathLike[str] | None = None) -> dg.Definitions:
             openai_triples,
             edit_triples,
             fastapply_dataset,
+            lora_adapter,
         ],
         jobs=[per_repo_job],
         sensors=[source_repos_sensor],

@@ -5,6 +5,7 @@ import polars as pl
 from dagster_polars import PolarsParquetIOManager
 
 from fastapply_pipeline.config import FastApplyConfig, config_path, load_config
+from fastapply_pipeline.defs.training.resources import GPUJobResource
 
 
 class ParquetIOManager(PolarsParquetIOManager):
@@ -37,4 +38,6 @@ def build_resources(config: FastApplyConfig, path: str) -> dict[str, object]:
         # Small Python values (e.g. a repo snapshot) are pickled; tables are parquet written by polars.
         "io_manager": dg.FilesystemIOManager(base_dir=str(artifacts / "objects")),
         "parquet_io_manager": ParquetIOManager(base_dir=str(artifacts / "tables")),
+        # The training job's launcher, configured by fastapply.yaml's training.gpu section.
+        "gpu_job": GPUJobResource(**config.training.gpu.model_dump()),
     }

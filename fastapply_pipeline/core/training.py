@@ -1,0 +1,161 @@
+"""Training's pure parts: the job description, presets, examples with the loss on the answer only, batching.
+
+A `TrainJob` is everything the entrypoint (`python -m fastapply_pipeline.training.train`) needs, as JSON:
+the Dagster asset writes one and launches the entrypoint through Dagster Pipes; a user can write one
+by hand and run the entrypoint alone.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from fastapply_pipeline.core.chat import render_example
+
+PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+# The reference pipeline's QLoRA settings (rsLoRA, all projection modules, lr 1e-4, cosine, 1 epoch).
+PRESETS = {
+    "1.5b": {"r": 32, "alpha": 16},
+    "7b": {"r": 16, "alpha": 16},
+}
+TINY_MODEL = (
+    "tiny-qwen2.5"  # a small Qwen2 built from a config with the real Qwen2.5 tokenizer (tests, demos)
+)
+IGNORE_INDEX = -100
+
+
+@dataclass
+class TrainJob:
+    dataset_path: str  # a DatasetDict folder (save_to_disk)
+    output_dir: str
+    base_model: str = TINY_MODEL
+    backend: str = "auto"  # auto | hf | unsloth
+    r: int = 32
+    alpha: int = 16
+    dropout: float = 0.0
+    use_rslora: bool = True
+    target_modules: list[str] = field(default_factory=lambda: list(PROJECTIONS))
+    learning_rate: float = 1e-4
+    lr_scheduler: str = "cosine"
+    epochs: float = 1.0
+    max_steps: int = -1
+    batch_size: int = 1
+    gradient_accumulation_steps: int = 8
+    max_seq_length: int = 8192
+    warmup_steps: int = 0
+    logging_steps: int = 1
+    save_steps: int = 200
+    seed: int = 42
+    allow_download: bool = False
+    load_in_4bit: bool = True  # on CUDA: QLoRA (unsloth, or bitsandbytes with the hf backend)
+
+    def to_json(self, path: Path) -> None:
+        Path(path).write_text(json.dumps(asdict(self), indent=2, sort_keys=True), encoding="utf-8")
+
+    @classmethod
+    def from_json(cls, path: Path) -> TrainJob:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"{path}: unknown training settings {sorted(unknown)}")
+        return cls(**data)
+
+
+def choose_backend(requested: str, *, cuda: bool, unsloth_installed: bool) -> str:
+    """`auto` takes unsloth where a GPU and unsloth are both present, else transformers + peft."""
+    if requested == "unsloth" and not (cuda and unsloth_installed):
+        missing = "a CUDA GPU" if not cuda else "the unsloth package (the training image has it)"
+        raise RuntimeError(f"backend 'unsloth' needs {missing}; use backend 'hf' or 'auto'")
+    if requested == "auto":
+        return "unsloth" if cuda and unsloth_installed else "hf"
+    return requested
+
+
+@dataclass(frozen=True)
+class Encoded:
+    input_ids: list[int]
+    labels: list[int]
+
+    @property
+    def length(self) -> int:
+        return len(self.input_ids)
+
+
+def encode(tokenizer, original: str, snippet: str, final: str, max_seq_length: int) -> Encoded:
+    """One training example: the inference prompt through the chat template, the loss on the answer only.
+
+    Never truncated: an example longer than max_seq_length is an error (fastapply_dataset drops those)."""
+    rendered = render_example(tokenizer, original, snippet, final)
+    prompt_ids = tokenizer(rendered.prompt, add_special_tokens=False)["input_ids"]
+    ids = tokenizer(rendered.text, add_special_tokens=False)["input_ids"]
+    if ids[: len(prompt_ids)] != prompt_ids:
+        raise ValueError(
+            "the prompt's tokens are not a prefix of the example's: cannot mask the loss exactly"
+        )
+    if len(ids) > max_seq_length:
+        raise ValueError(
+            f"an example of {len(ids)} tokens exceeds max_seq_length {max_seq_length}; rebuild fastapply_dataset "
+            "with the same max_seq_length (it drops such rows) instead of truncating them"
+        )
+    return Encoded(ids, [IGNORE_INDEX] * len(prompt_ids) + ids[len(prompt_ids) :])
+
+
+class PaddingCollator:
+    """Pads a batch to its longest example; counts real and padded tokens (padding fraction)."""
+
+    def __init__(self, pad_token_id: int):
+        self.pad_token_id = pad_token_id
+        self.real_tokens = 0
+        self.padded_tokens = 0
+
+    def __call__(self, features: list[dict]) -> dict:
+        import torch
+
+        longest = max(len(f["input_ids"]) for f in features)
+        ids, labels, mask = [], [], []
+        for f in features:
+            gap = longest - len(f["input_ids"])
+            ids.append(list(f["input_ids"]) + [self.pad_token_id] * gap)
+            labels.append(list(f["labels"]) + [IGNORE_INDEX] * gap)
+            mask.append([1] * len(f["input_ids"]) + [0] * gap)
+            self.real_tokens += len(f["input_ids"])
+            self.padded_tokens += gap
+        return {
+            "input_ids": torch.tensor(ids),
+            "labels": torch.tensor(labels),
+            "attention_mask": torch.tensor(mask),
+        }
+
+    @property
+    def padding_fraction(self) -> float:
+        total = self.real_tokens + self.padded_tokens
+        return self.padded_tokens / total if total else 0.0
+
+
+def tiny_qwen2_config(vocab_size: int):
+    """A Qwen2 small enough to train on a CPU in seconds (for tests and demos), with the real vocabulary."""
+    from transformers import Qwen2Config
+
+    return Qwen2Config(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=32768,
+        tie_word_embeddings=True,
+    )
+
+
+def loss_sparkline(losses: list[float], width: int = 40) -> str:
+    """A one-line text plot of a loss curve (for logs and metadata)."""
+    if not losses:
+        return ""
+    bars = "▁▂▃▄▅▆▇█"
+    step = max(1, len(losses) // width)
+    points = [sum(losses[i : i + step]) / len(losses[i : i + step]) for i in range(0, len(losses), step)]
+    low, high = min(points), max(points)
+    span = (high - low) or 1.0
+    return "".join(bars[min(len(bars) - 1, int((p - low) / span * (len(bars) - 1)))] for p in points)

@@ -1,0 +1,1 @@
+"""Training outside Dagster: the entrypoint the GPU job resource launches through Pipes."""

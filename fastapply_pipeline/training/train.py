@@ -1,0 +1,328 @@
+"""The training entrypoint: a LoRA adapter of a Qwen2.5-Coder model on fastapply_dataset's train split.
+
+    python -m fastapply_pipeline.training.train --job job.json
+
+Runs on its own (logs to stderr) or launched by Dagster through Pipes (the lora_adapter asset's GPU job
+resource), when it reports logs, the loss every `logging_steps` and the materialization's metadata back.
+Backends: `unsloth` (FastLanguageModel, 4-bit, CUDA only; imported only here), `hf` (transformers + peft;
+bitsandbytes 4-bit QLoRA on CUDA, plain fp32 LoRA on CPU); `auto` picks unsloth where it can run.
+Output (`output_dir`): `adapter/` (adapter_config.json + adapter_model.safetensors + the tokenizer +
+README.md model card), `metrics.json` (the loss curve), `job.json`, and `checkpoints/` for resuming.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import logging
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+from fastapply_pipeline.core.training import (
+    TINY_MODEL,
+    PaddingCollator,
+    TrainJob,
+    choose_backend,
+    encode,
+    loss_sparkline,
+    tiny_qwen2_config,
+)
+
+log = logging.getLogger("fastapply.train")
+
+
+class Reporter:
+    """Where progress goes: Dagster Pipes when launched by Dagster, else the log."""
+
+    def __init__(self, pipes=None):
+        self.pipes = pipes
+
+    def info(self, message: str) -> None:
+        log.info(message)
+        if self.pipes is not None:
+            self.pipes.log.info(message)
+
+    def materialization(self, metadata: dict) -> None:
+        if self.pipes is not None:
+            self.pipes.report_asset_materialization(metadata=metadata)
+
+
+# -- models -------------------------------------------------------------------------------------------
+
+
+def load_hf(job: TrainJob, *, cuda: bool):
+    """(model with LoRA, tokenizer) with transformers + peft."""
+    import torch
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2ForCausalLM
+
+    from fastapply_pipeline.core.chat import load_training_tokenizer, trl_chat_template
+
+    dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32
+    quantization = None
+    if cuda and job.load_in_4bit and importlib.util.find_spec("bitsandbytes"):
+        from transformers import BitsAndBytesConfig
+
+        quantization = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=dtype,
+            bnb_4bit_use_double_quant=True,
+        )
+    base = job.base_model
+    if base == TINY_MODEL:
+        tokenizer = load_training_tokenizer()
+        torch.manual_seed(job.seed)
+        model = Qwen2ForCausalLM(tiny_qwen2_config(len(tokenizer)))
+        # Saved beside the adapter so that PeftModel.from_pretrained can find the base again.
+        base_dir = Path(job.output_dir) / "base"
+        model.save_pretrained(base_dir)
+        tokenizer.save_pretrained(base_dir)
+        model = AutoModelForCausalLM.from_pretrained(base_dir)
+    else:
+        path = Path(base).expanduser()
+        kwargs = {"dtype": dtype, "quantization_config": quantization}
+        if path.is_file() and path.suffix == ".gguf":
+            tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+            model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, **kwargs)
+        elif path.is_dir():
+            tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+            model = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, **kwargs)
+        elif job.allow_download:
+            tokenizer = AutoTokenizer.from_pretrained(base)
+            model = AutoModelForCausalLM.from_pretrained(base, **kwargs)
+        else:
+            raise FileNotFoundError(
+                f"base model {base!r} is not {TINY_MODEL!r}, a local folder or a .gguf file, and downloading "
+                "is off (training.allow_download: true to fetch it from the hub)"
+            )
+        if not tokenizer.chat_template:
+            tokenizer.chat_template = trl_chat_template("qwen2_5")
+    if quantization is not None:
+        model = prepare_model_for_kbit_training(model)
+    config = LoraConfig(
+        r=job.r,
+        lora_alpha=job.alpha,
+        lora_dropout=job.dropout,
+        use_rslora=job.use_rslora,
+        target_modules=job.target_modules,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config), tokenizer
+
+
+def load_unsloth(job: TrainJob):
+    """(model with LoRA, tokenizer) with unsloth: 4-bit base, its own LoRA kernels. CUDA only."""
+    from unsloth import FastLanguageModel  # imported only on this path: it needs a GPU
+
+    from fastapply_pipeline.core.chat import trl_chat_template
+
+    model, tokenizer = FastLanguageModel.from_pretrained(
+        model_name=job.base_model,
+        max_seq_length=job.max_seq_length,
+        load_in_4bit=job.load_in_4bit,
+        dtype=None,
+    )
+    model = FastLanguageModel.get_peft_model(
+        model,
+        r=job.r,
+        lora_alpha=job.alpha,
+        lora_dropout=job.dropout,
+        target_modules=job.target_modules,
+        use_rslora=job.use_rslora,
+        use_gradient_checkpointing="unsloth",
+        random_state=job.seed,
+        max_seq_length=job.max_seq_length,
+    )
+    if not getattr(tokenizer, "chat_template", None):
+        tokenizer.chat_template = trl_chat_template("qwen2_5")
+    return model, tokenizer
+
+
+# -- training -----------------------------------------------------------------------------------------
+
+
+def train(job: TrainJob, reporter: Reporter) -> dict:
+    import torch
+    from datasets import Dataset, load_from_disk
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+    from transformers.trainer_utils import get_last_checkpoint
+
+    cuda = torch.cuda.is_available()
+    backend = choose_backend(
+        job.backend, cuda=cuda, unsloth_installed=importlib.util.find_spec("unsloth") is not None
+    )
+    reporter.info(f"backend {backend} on {'CUDA' if cuda else 'CPU'}; base model {job.base_model}")
+    model, tokenizer = load_unsloth(job) if backend == "unsloth" else load_hf(job, cuda=cuda)
+
+    rows = load_from_disk(job.dataset_path)["train"]
+    encoded = [
+        encode(tokenizer, r["original_code"], r["update_snippet"], r["final_code"], job.max_seq_length)
+        for r in rows
+    ]
+    train_set = Dataset.from_dict(
+        {
+            "input_ids": [e.input_ids for e in encoded],
+            "labels": [e.labels for e in encoded],
+            "length": [e.length for e in encoded],
+        }
+    )
+    reporter.info(f"{len(encoded)} training examples, longest {max(e.length for e in encoded)} tokens")
+    collator = PaddingCollator(
+        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    )
+    losses: list[tuple[int, float]] = []
+
+    class Report(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                losses.append((state.global_step, float(logs["loss"])))
+                reporter.info(f"step {state.global_step}/{state.max_steps}: loss {logs['loss']:.4f}")
+
+    output = Path(job.output_dir)
+    checkpoints = output / "checkpoints"
+    args = TrainingArguments(
+        output_dir=str(checkpoints),
+        per_device_train_batch_size=job.batch_size,
+        gradient_accumulation_steps=job.gradient_accumulation_steps,
+        learning_rate=job.learning_rate,
+        lr_scheduler_type=job.lr_scheduler,
+        num_train_epochs=job.epochs,
+        max_steps=job.max_steps,
+        warmup_steps=job.warmup_steps,
+        logging_steps=job.logging_steps,
+        save_steps=job.save_steps,
+        save_total_limit=2,
+        seed=job.seed,
+        bf16=cuda and torch.cuda.is_bf16_supported(),
+        use_cpu=not cuda,
+        report_to=[],
+        remove_unused_columns=False,
+        train_sampling_strategy="group_by_length",  # batches of similar length: little padding
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
+    trainer = Trainer(
+        model=model, args=args, train_dataset=train_set, data_collator=collator, callbacks=[Report()]
+    )
+    resume = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    if resume:
+        reporter.info(f"resuming from {resume}")
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=resume)
+    seconds = time.perf_counter() - started
+
+    adapter_dir = output / "adapter"
+    model.save_pretrained(str(adapter_dir))
+    tokenizer.save_pretrained(str(adapter_dir))
+    peak = (
+        torch.cuda.max_memory_allocated()
+        if cuda
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    )
+    metrics = {
+        "backend": backend,
+        "device": torch.cuda.get_device_name() if cuda else "cpu",
+        "base_model": job.base_model,
+        "examples": len(encoded),
+        "steps": result.global_step,
+        "final_loss": losses[-1][1] if losses else float(result.training_loss),
+        "first_loss": losses[0][1] if losses else float(result.training_loss),
+        "train_seconds": round(seconds, 2),
+        "tokens_per_second": round(collator.real_tokens / seconds, 1) if seconds else 0.0,
+        "padding_fraction": round(collator.padding_fraction, 4),
+        "peak_memory_bytes": int(peak),
+        "loss_curve": losses,
+        "resumed_from": resume,
+    }
+    (output / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    job.to_json(output / "job.json")
+    (adapter_dir / "README.md").write_text(model_card(job, metrics), encoding="utf-8")
+    reporter.info(f"adapter saved to {adapter_dir}: final loss {metrics['final_loss']:.4f}")
+    reporter.materialization(
+        {
+            "adapter_path": {"raw_value": str(adapter_dir), "type": "path"},
+            "base_model": job.base_model,
+            "backend": backend,
+            "device": metrics["device"],
+            "steps": metrics["steps"],
+            "examples": metrics["examples"],
+            "first_loss": metrics["first_loss"],
+            "final_loss": metrics["final_loss"],
+            "tokens_per_second": metrics["tokens_per_second"],
+            "padding_fraction": metrics["padding_fraction"],
+            "peak_memory_mb": round(metrics["peak_memory_bytes"] / 2**20, 1),
+            "train_seconds": metrics["train_seconds"],
+            "loss_plot": {"raw_value": loss_plot(losses), "type": "md"},
+            "lora": f"r={job.r} alpha={job.alpha} rslora={job.use_rslora} modules={','.join(job.target_modules)}",
+        }
+    )
+    return metrics
+
+
+def loss_plot(losses: list[tuple[int, float]]) -> str:
+    """The loss curve as markdown: a sparkline and a bar per logged step."""
+    if not losses:
+        return "(no loss logged)"
+    top = max(loss for _, loss in losses) or 1.0
+    rows = "\n".join(
+        f"| {step} | {loss:.4f} | {'█' * max(1, round(30 * loss / top))} |" for step, loss in losses
+    )
+    return f"`{loss_sparkline([loss for _, loss in losses])}`\n\n| step | loss | |\n|---:|---:|---|\n{rows}"
+
+
+def model_card(job: TrainJob, metrics: dict) -> str:
+    return f"""---
+library_name: peft
+base_model: {job.base_model}
+tags: [fast-apply, code-editing, lora, qwen2.5-coder]
+---
+
+# Fast Apply LoRA adapter of {job.base_model}
+
+Merges lazy edit snippets into whole files. Trained by fastapply-pipeline on the train split of
+`{job.dataset_path}` with the inference prompt of the project (chat template of the base tokenizer), the
+loss on the answer `<updated-code>...</updated-code>` only.
+
+| setting | value |
+|---|---|
+| backend | {metrics["backend"]} ({metrics["device"]}) |
+| LoRA | r={job.r}, alpha={job.alpha}, dropout={job.dropout}, rsLoRA={job.use_rslora} |
+| modules | {", ".join(job.target_modules)} |
+| learning rate | {job.learning_rate} ({job.lr_scheduler}) |
+| epochs / max steps | {job.epochs} / {job.max_steps} |
+| batch | {job.batch_size} x {job.gradient_accumulation_steps} accumulation |
+| max_seq_length | {job.max_seq_length} |
+| examples / steps | {metrics["examples"]} / {metrics["steps"]} |
+| loss | {metrics["first_loss"]:.4f} -> {metrics["final_loss"]:.4f} |
+| tokens/s, padding | {metrics["tokens_per_second"]}, {metrics["padding_fraction"]:.1%} |
+
+Load it with `PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), "<this folder>")`,
+or serve it with vLLM's LoRA support (`--enable-lora --lora-modules fastapply=<this folder>`).
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--job", required=True, help="the TrainJob JSON file")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    job = TrainJob.from_json(Path(args.job))
+    if os.environ.get("DAGSTER_PIPES_CONTEXT"):
+        from dagster_pipes import open_dagster_pipes
+
+        with open_dagster_pipes() as pipes:
+            train(job, Reporter(pipes))
+    else:
+        train(job, Reporter())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,293 @@
+"""Training: examples and loss masking, the unsloth path, the GPU job resource, lora_adapter through Pipes."""
+
+import json
+import sys
+import types
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from fastapply_pipeline.core.chat import load_training_tokenizer, render_example
+from fastapply_pipeline.core.dataset import write_dataset
+from fastapply_pipeline.core.training import (
+    IGNORE_INDEX,
+    PaddingCollator,
+    TrainJob,
+    choose_backend,
+    encode,
+    tiny_qwen2_config,
+)
+from fastapply_pipeline.definitions import build_defs
+from fastapply_pipeline.defs.training.resources import GPUJobResource, ecs_run_task_params, k8s_pod_spec
+from fastapply_pipeline_tests.conftest import python_module
+
+ORIGINAL = "def area(w, h):\n    return w * h\n"
+SNIPPET = "def area(w, h):\n    # ... existing code ...\n    return max(w, 0) * max(h, 0)\n"
+FINAL = "def area(w, h):\n    return max(w, 0) * max(h, 0)\n"
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return load_training_tokenizer()
+
+
+def test_the_loss_is_on_the_answer_only_and_the_text_is_prompt_plus_target(tokenizer):
+    example = encode(tokenizer, ORIGINAL, SNIPPET, FINAL, 4096)
+    rendered = render_example(tokenizer, ORIGINAL, SNIPPET, FINAL)
+    assert tokenizer.decode(example.input_ids) == rendered.text
+    answer = [t for t, label in zip(example.input_ids, example.labels, strict=True) if label != IGNORE_INDEX]
+    prompt = [t for t, label in zip(example.input_ids, example.labels, strict=True) if label == IGNORE_INDEX]
+    assert tokenizer.decode(prompt) == rendered.prompt
+    assert tokenizer.decode(answer) == "<updated-code>" + FINAL + "</updated-code><|im_end|>\n"
+    assert example.labels[len(prompt) :] == example.input_ids[len(prompt) :]
+    with pytest.raises(ValueError, match="exceeds max_seq_length 50; rebuild fastapply_dataset"):
+        encode(tokenizer, ORIGINAL, SNIPPET, FINAL, 50)  # never truncated
+
+
+def test_collator_pads_to_the_longest_and_counts_padding():
+    collator = PaddingCollator(pad_token_id=0)
+    batch = collator([{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, {"input_ids": [8], "labels": [8]}])
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
+    assert batch["labels"].tolist() == [[-100, 6, 7], [8, -100, -100]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert collator.padding_fraction == pytest.approx(2 / 6)
+
+
+def test_backend_choice():
+    assert choose_backend("auto", cuda=True, unsloth_installed=True) == "unsloth"
+    assert choose_backend("auto", cuda=True, unsloth_installed=False) == "hf"
+    assert choose_backend("auto", cuda=False, unsloth_installed=True) == "hf"
+    with pytest.raises(RuntimeError, match="needs a CUDA GPU"):
+        choose_backend("unsloth", cuda=False, unsloth_installed=True)
+
+
+def test_unsloth_path_makes_the_expected_calls(tokenizer, monkeypatch, tmp_path):
+    """No GPU here, and unsloth cannot be imported without one: this is the one place a fake module is
+    used. It records the calls load_unsloth makes and returns a tiny model, so the rest is real."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import Qwen2ForCausalLM
+
+    from fastapply_pipeline.training.train import load_unsloth
+
+    calls = []
+
+    class FastLanguageModel:
+        @staticmethod
+        def from_pretrained(**kwargs):
+            calls.append(("from_pretrained", kwargs))
+            return Qwen2ForCausalLM(tiny_qwen2_config(len(tokenizer))), tokenizer
+
+        @staticmethod
+        def get_peft_model(model, **kwargs):
+            calls.append(("get_peft_model", kwargs))
+            config = LoraConfig(
+                r=kwargs["r"], lora_alpha=kwargs["lora_alpha"], target_modules=kwargs["target_modules"]
+            )
+            return get_peft_model(model, config)
+
+    monkeypatch.setitem(sys.modules, "unsloth", types.SimpleNamespace(FastLanguageModel=FastLanguageModel))
+    job = TrainJob(
+        dataset_path="-",
+        output_dir=str(tmp_path),
+        base_model="unsloth/Qwen2.5-Coder-1.5B-Instruct",
+        r=32,
+        alpha=16,
+    )
+    model, tok = load_unsloth(job)
+    assert calls[0] == (
+        "from_pretrained",
+        {
+            "model_name": "unsloth/Qwen2.5-Coder-1.5B-Instruct",
+            "max_seq_length": 8192,
+            "load_in_4bit": True,
+            "dtype": None,
+        },
+    )
+    assert calls[1][1] == {
+        "r": 32,
+        "lora_alpha": 16,
+        "lora_dropout": 0.0,
+        "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        "use_rslora": True,
+        "use_gradient_checkpointing": "unsloth",
+        "random_state": 42,
+        "max_seq_length": 8192,
+    }
+    assert model.peft_config["default"].r == 32 and tok.chat_template
+
+
+# -- the GPU job resource at its clients' boundary ------------------------------------------------------
+
+
+class RecordingClient:
+    def __init__(self):
+        self.kwargs = None
+
+    def run(self, **kwargs):
+        self.kwargs = kwargs
+        return "invocation"
+
+
+def test_kubernetes_backend_asks_for_gpus_on_the_chosen_nodes():
+    from dagster_k8s.pipes import build_pod_body
+
+    resource = GPUJobResource(
+        backend="kubernetes",
+        image="ghcr.io/me/fastapply-train:1",
+        gpu_count=2,
+        env={"HF_HOME": "/cache"},
+        namespace="ml",
+        node_selector={"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
+        tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+    )
+    client = RecordingClient()
+    assert resource.run(context=None, command=["python", "-m", "x"], client=client) == "invocation"
+    kwargs = client.kwargs
+    assert kwargs["image"] == "ghcr.io/me/fastapply-train:1" and kwargs["namespace"] == "ml"
+    assert kwargs["command"] == ["python", "-m", "x"] and kwargs["env"] == {"HF_HOME": "/cache"}
+    # The pod dagster-k8s builds from it (its own function, as PipesK8sClient.run calls it).
+    pod = build_pod_body(
+        "train-1",
+        kwargs["image"],
+        kwargs["command"],
+        {"DAGSTER_PIPES_CONTEXT": "x"},
+        None,
+        kwargs["base_pod_spec"],
+    )
+    (container,) = pod.spec.containers
+    assert container.resources.limits == {"nvidia.com/gpu": "2"} and container.image == kwargs["image"]
+    assert pod.spec.node_selector == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+    assert pod.spec.tolerations[0].key == "nvidia.com/gpu" and pod.spec.restart_policy == "Never"
+    assert {e.name for e in container.env} >= {"DAGSTER_PIPES_CONTEXT"}
+
+
+def test_ecs_backend_runs_a_gpu_task_with_overrides():
+    params = ecs_run_task_params(
+        cluster="ml",
+        task_definition="fastapply-train:3",
+        container="train",
+        command=["python", "-m", "x"],
+        env={"B": "2", "A": "1"},
+        gpu_count=1,
+        subnets=["subnet-1"],
+    )
+    (override,) = params["overrides"]["containerOverrides"]
+    assert override == {
+        "name": "train",
+        "command": ["python", "-m", "x"],
+        "environment": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}],
+        "resourceRequirements": [{"type": "GPU", "value": "1"}],
+    }
+    assert params["cluster"] == "ml" and params["taskDefinition"] == "fastapply-train:3"
+    assert params["networkConfiguration"]["awsvpcConfiguration"]["subnets"] == ["subnet-1"]
+    resource = GPUJobResource(
+        backend="ecs", ecs_cluster="ml", ecs_task_definition="fastapply-train:3", gpu_count=1
+    )
+    client = RecordingClient()
+    resource.run(context=None, command=["python", "-m", "x"], client=client)
+    assert client.kwargs["pipes_container_name"] == "train"
+    assert client.kwargs["run_task_params"]["overrides"]["containerOverrides"][0]["resourceRequirements"] == [
+        {"type": "GPU", "value": "1"}
+    ]
+    assert k8s_pod_spec(gpu_count=0, node_selector={}, tolerations=[])["containers"][0]["resources"] == {
+        "limits": {}
+    }
+
+
+# -- lora_adapter, for real ------------------------------------------------------------------------------
+
+
+def small_dataset(folder):
+    rows = []
+    for i in range(6):
+        original = python_module(f"m{i}", 2)
+        final = original.replace("* scale", "* scale + 1", 1)
+        snippet = (
+            "# ... existing code ...\n"
+            + "\n".join(line for line in final.splitlines() if "+ 1" in line)
+            + "\n# ... existing code ...\n"
+        )
+        rows.append(
+            {
+                "original_code": original,
+                "update_snippet": snippet,
+                "final_code": final,
+                "triple_id": f"t{i}",
+                "repo": "r",
+                "commit": "c",
+                "path": f"m{i}.py",
+                "language": "python",
+                "generator": "structural",
+                "edit_kind": "modify_function",
+                "model": None,
+                "bucket": "100-399",
+                "original_tokens": 100,
+                "snippet_tokens": 20,
+                "final_tokens": 100,
+                "example_tokens": 300,
+            }
+        )
+    frame = pl.DataFrame(rows)
+    write_dataset(folder, {"train": frame.head(5), "test": frame.tail(1)}, "card")
+
+
+def test_lora_adapter_trains_through_pipes_and_reloads(make_config, mixed_repo, instance, tmp_path):
+    path, config = make_config(
+        [{"path": str(mixed_repo), "name": "mixed"}],
+        training={
+            "max_steps": 6,
+            "batch_size": 2,
+            "gradient_accumulation_steps": 1,
+            "learning_rate": 0.02,
+            "logging_steps": 1,
+            "save_steps": 3,
+            "r": 8,
+            "alpha": 16,
+        },
+    )
+    small_dataset(config.artifacts_dir / "dataset")
+    defs = build_defs(path)
+    result = dg.materialize(
+        defs.assets, instance=instance, resources=defs.resources, selection=["lora_adapter"]
+    )
+    assert result.success
+    (event,) = result.get_asset_materialization_events()
+    meta = {k: v.value for k, v in event.materialization.metadata.items()}
+    assert meta["backend"] == "hf" and meta["device"] == "cpu" and meta["steps"] == 6
+    assert meta["final_loss"] < meta["first_loss"]  # it learns
+    assert meta["tokens_per_second"] > 0 and 0 <= meta["padding_fraction"] < 0.5
+    assert "| 6 |" in meta["loss_plot"] and meta["lora"].startswith("r=8 alpha=16 rslora=True")
+    adapter = config.artifacts_dir / "adapters" / "lora_adapter" / "adapter"
+    assert meta["adapter_path"] == str(adapter)
+    logs = [e.message for e in instance.all_logs(result.run_id) if "loss" in (e.message or "")]
+    assert any("step 6/6: loss" in message for message in logs)  # the subprocess's log came over Pipes
+
+    # A standard PEFT adapter: reloads on its base and generates.
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    settings = json.loads((adapter / "adapter_config.json").read_text())
+    assert (
+        settings["r"] == 8
+        and settings["use_rslora"] is True
+        and (adapter / "adapter_model.safetensors").is_file()
+    )
+    model = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(settings["base_model_name_or_path"]), str(adapter)
+    )
+    tokenizer = load_training_tokenizer()
+    prompt = render_example(tokenizer, ORIGINAL, SNIPPET, FINAL).prompt
+    inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+    out = model.generate(**inputs, max_new_tokens=5, do_sample=False)
+    assert out.shape[1] == inputs["input_ids"].shape[1] + 5
+    assert "library_name: peft" in (adapter / "README.md").read_text()
+
+    # The entrypoint also runs on its own, and resumes from its last checkpoint.
+    from fastapply_pipeline.training.train import main
+
+    job = json.loads((adapter.parent / "job.json").read_text()) | {"max_steps": 8}
+    (tmp_path / "job.json").write_text(json.dumps(job))
+    assert main(["--job", str(tmp_path / "job.json")]) == 0
+    metrics = json.loads((adapter.parent / "metrics.json").read_text())
+    assert metrics["resumed_from"].endswith("checkpoint-6") and metrics["steps"] == 8
