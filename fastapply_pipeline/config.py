@@ -527,6 +527,7 @@ class TrainingSettings(_Strict):
     logging_steps: int = Field(10, ge=1)
     save_steps: int = Field(200, ge=1)
     load_in_4bit: bool = Field(True, description="On CUDA: QLoRA (4-bit base).")
+    gradient_checkpointing: bool = Field(True, description="Recompute activations: much less memory.")
     gpu: GpuJobSettings = Field(default_factory=GpuJobSettings)
 
 

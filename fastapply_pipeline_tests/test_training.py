@@ -291,3 +291,16 @@ def test_lora_adapter_trains_through_pipes_and_reloads(make_config, mixed_repo, 
     assert main(["--job", str(tmp_path / "job.json")]) == 0
     metrics = json.loads((adapter.parent / "metrics.json").read_text())
     assert metrics["resumed_from"].endswith("checkpoint-6") and metrics["steps"] == 8
+
+
+def test_checkpoints_are_reused_only_by_the_same_job_on_the_same_data():
+    from fastapply_pipeline.training.train import run_key
+
+    job = TrainJob(dataset_path="d", output_dir="o")
+    same = run_key(job, "data-1")
+    assert (
+        run_key(TrainJob(dataset_path="d", output_dir="elsewhere", max_steps=99, epochs=2), "data-1") == same
+    )
+    assert run_key(job, "data-2") != same  # the dataset changed
+    assert run_key(TrainJob(dataset_path="d", output_dir="o", learning_rate=2e-4), "data-1") != same
+    assert run_key(TrainJob(dataset_path="d", output_dir="o", r=8), "data-1") != same

@@ -49,6 +49,7 @@ class TrainJob:
     seed: int = 42
     allow_download: bool = False
     load_in_4bit: bool = True  # on CUDA: QLoRA (unsloth, or bitsandbytes with the hf backend)
+    gradient_checkpointing: bool = True  # recompute activations: far less memory for some more compute
 
     def to_json(self, path: Path) -> None:
         Path(path).write_text(json.dumps(asdict(self), indent=2, sort_keys=True), encoding="utf-8")

@@ -13,6 +13,7 @@ README.md model card), `metrics.json` (the loss curve), `job.json`, and `checkpo
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.util
 import json
 import logging
@@ -20,6 +21,7 @@ import os
 import resource
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from fastapply_pipeline.core.training import (
@@ -33,6 +35,8 @@ from fastapply_pipeline.core.training import (
 )
 
 log = logging.getLogger("fastapply.train")
+# Settings that may change between a run and its resumption.
+RESUMABLE_CHANGES = {"output_dir", "max_steps", "epochs", "save_steps", "logging_steps"}
 
 
 class Reporter:
@@ -103,7 +107,9 @@ def load_hf(job: TrainJob, *, cuda: bool):
         if not tokenizer.chat_template:
             tokenizer.chat_template = trl_chat_template("qwen2_5")
     if quantization is not None:
-        model = prepare_model_for_kbit_training(model)
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=job.gradient_checkpointing)
+    elif job.gradient_checkpointing:
+        model.enable_input_require_grads()  # checkpointing with frozen embeddings needs grads at the input
     config = LoraConfig(
         r=job.r,
         lora_alpha=job.alpha,
@@ -184,7 +190,9 @@ def train(job: TrainJob, reporter: Reporter) -> dict:
                 reporter.info(f"step {state.global_step}/{state.max_steps}: loss {logs['loss']:.4f}")
 
     output = Path(job.output_dir)
-    checkpoints = output / "checkpoints"
+    # Checkpoints of this job on this data only: a changed dataset or setting starts afresh, while a
+    # killed run (or a longer max_steps) resumes.
+    checkpoints = output / "checkpoints" / run_key(job, rows._fingerprint)
     args = TrainingArguments(
         output_dir=str(checkpoints),
         per_device_train_batch_size=job.batch_size,
@@ -205,6 +213,8 @@ def train(job: TrainJob, reporter: Reporter) -> dict:
         train_sampling_strategy="group_by_length",  # batches of similar length: little padding
         dataloader_num_workers=0,
         disable_tqdm=True,
+        # unsloth checkpoints its own way; transformers renamed the argument in 5.x
+        **{checkpointing_argument(TrainingArguments): job.gradient_checkpointing and backend == "hf"},
     )
     trainer = Trainer(
         model=model, args=args, train_dataset=train_set, data_collator=collator, callbacks=[Report()]
@@ -262,6 +272,18 @@ def train(job: TrainJob, reporter: Reporter) -> dict:
         }
     )
     return metrics
+
+
+def checkpointing_argument(arguments_class) -> str:
+    fields = getattr(arguments_class, "__dataclass_fields__", {})
+    return "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
+
+
+def run_key(job: TrainJob, data_fingerprint: str) -> str:
+    """What makes checkpoints reusable: the data and every setting but the length of training."""
+    settings = {k: v for k, v in asdict(job).items() if k not in RESUMABLE_CHANGES}
+    payload = json.dumps({"data": data_fingerprint, "settings": settings}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 def loss_plot(losses: list[tuple[int, float]]) -> str:

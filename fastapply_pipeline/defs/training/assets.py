@@ -53,6 +53,7 @@ def lora_adapter(
         seed=config.seed,
         allow_download=settings.allow_download,
         load_in_4bit=settings.load_in_4bit,
+        gradient_checkpointing=settings.gradient_checkpointing,
     )
     job_file = output / "job.json"
     job.to_json(job_file)
