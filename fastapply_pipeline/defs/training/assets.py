@@ -30,30 +30,16 @@ def lora_adapter(
     preset = PRESETS[settings.preset]
     output = config.artifacts_dir / "adapters" / "lora_adapter"
     output.mkdir(parents=True, exist_ok=True)
+    # Every training setting of fastapply.yaml that the job knows, then what comes from elsewhere.
+    same_name = settings.model_dump(include=set(TrainJob.__dataclass_fields__) - {"r", "alpha"})
     job = TrainJob(
+        **same_name,
         dataset_path=str(config.artifacts_dir / "dataset" / "hf"),
         output_dir=str(output),
-        base_model=settings.base_model,
-        backend=settings.backend,
         r=settings.r or preset["r"],
         alpha=settings.alpha or preset["alpha"],
-        dropout=settings.dropout,
-        use_rslora=settings.use_rslora,
-        target_modules=list(settings.target_modules),
-        learning_rate=settings.learning_rate,
-        lr_scheduler=settings.lr_scheduler,
-        epochs=settings.epochs,
-        max_steps=settings.max_steps,
-        batch_size=settings.batch_size,
-        gradient_accumulation_steps=settings.gradient_accumulation_steps,
         max_seq_length=config.dataset.max_seq_length,
-        warmup_steps=settings.warmup_steps,
-        logging_steps=settings.logging_steps,
-        save_steps=settings.save_steps,
         seed=config.seed,
-        allow_download=settings.allow_download,
-        load_in_4bit=settings.load_in_4bit,
-        gradient_checkpointing=settings.gradient_checkpointing,
     )
     job_file = output / "job.json"
     job.to_json(job_file)
