@@ -79,3 +79,44 @@ def test_aggregate_by_group():
     assert applier["examples"] == 2 and applier["exact"] == 0.5 and applier["parses"] == 0.5
     identity = table.row(1, named=True)
     assert identity["exact"] == 0.0 and identity["dropped_lines"] == 1.0 and identity["extra_lines"] == 1.0
+
+
+def test_applier_and_identity_candidates_on_test_rows():
+    from fastapply_pipeline.core.evaluate import applier_candidate, evaluate, identity_candidate
+
+    # An anchor below the change: new lines with no anchor after them would be inserted, not substituted.
+    snippet = "def area(w, h):\n    return max(w, 0) * max(h, 0)\n\n\ndef perimeter(w, h):\n# ... existing code ...\n"
+    rows = [
+        {
+            "triple_id": "good",
+            "original_code": ORIGINAL,
+            "update_snippet": snippet,
+            "final_code": REFERENCE,
+            "language": "python",
+            "generator": "structural",
+            "edit_kind": "modify_function",
+        },
+        {
+            "triple_id": "refused",
+            "original_code": ORIGINAL,
+            "update_snippet": "# ... existing code ...\nnowhere()\n# ... existing code ...\n",
+            "final_code": REFERENCE,
+            "language": "python",
+            "generator": "anthropic",
+            "edit_kind": "add_feature",
+        },
+    ]
+    results = evaluate({"applier": applier_candidate, "identity": identity_candidate}, rows)
+    assert results.height == 4
+    applier = {
+        r["triple_id"]: r for r in results.filter(pl.col("candidate") == "applier").iter_rows(named=True)
+    }
+    assert (
+        applier["good"]["exact"]
+        and applier["refused"]["exact"] is False
+        and applier["refused"]["parses"] is False
+    )
+    identity = results.filter(pl.col("candidate") == "identity")
+    assert not identity["exact"].any() and (identity["dropped_lines"] == 1).all()
+    summary = aggregate(results, ["candidate"])
+    assert summary.filter(pl.col("candidate") == "applier")["exact"][0] == 0.5
