@@ -80,8 +80,8 @@ def apply_pools(instance: dg.DagsterInstance, config: FastApplyConfig) -> None:
             storage.set_concurrency_slots(pool, limit)
 
 
-# Everything except training: a data refresh should not start GPU work as a side effect.
-DEFAULT_SELECTION = "not group:training"
+# Everything except training and evaluation: a data refresh should not start GPU work as a side effect.
+DEFAULT_SELECTION = "not group:training and not group:eval"
 
 
 @main.command()

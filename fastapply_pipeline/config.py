@@ -531,6 +531,16 @@ class TrainingSettings(_Strict):
     gpu: GpuJobSettings = Field(default_factory=GpuJobSettings)
 
 
+class EvalSettings(_Strict):
+    candidates: list[Literal["adapter", "base", "applier", "identity"]] = Field(
+        default_factory=lambda: ["adapter", "base", "applier", "identity"], min_length=1
+    )
+    max_examples: int | None = Field(50, ge=1, description="Test rows evaluated (seeded sample); null = all.")
+    prompt_lookup: int | None = Field(
+        10, ge=1, description="Prompt-lookup draft length for local models; null = plain greedy decoding."
+    )
+
+
 class FastApplyConfig(_Strict):
     """The whole of fastapply.yaml."""
 
@@ -544,6 +554,7 @@ class FastApplyConfig(_Strict):
     triples: TripleSettings = Field(default_factory=TripleSettings)
     dataset: DatasetSettings = Field(default_factory=DatasetSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
+    eval: EvalSettings = Field(default_factory=EvalSettings)
     pools: dict[str, Annotated[int, Field(ge=1)]] = Field(
         default_factory=lambda: {"gpu": 1, "anthropic": 1, "openai": 1},
         description="Dagster concurrency pool limits applied to the instance by `fastapply run`.",

@@ -6,6 +6,7 @@ import dagster as dg
 
 from fastapply_pipeline.config import config_path, load_config
 from fastapply_pipeline.defs.dataset.assets import fastapply_dataset
+from fastapply_pipeline.defs.eval.assets import eval_scores
 from fastapply_pipeline.defs.resources import build_resources
 from fastapply_pipeline.defs.snippets.assets import code_snippets
 from fastapply_pipeline.defs.sources.assets import cloned_repo
@@ -37,6 +38,7 @@ def build_defs(path: str | os.PathLike[str] | None = None) -> dg.Definitions:
             edit_triples,
             fastapply_dataset,
             lora_adapter,
+            eval_scores,
         ],
         jobs=[per_repo_job],
         sensors=[source_repos_sensor],

@@ -304,3 +304,28 @@ def test_checkpoints_are_reused_only_by_the_same_job_on_the_same_data():
     assert run_key(job, "data-2") != same  # the dataset changed
     assert run_key(TrainJob(dataset_path="d", output_dir="o", learning_rate=2e-4), "data-1") != same
     assert run_key(TrainJob(dataset_path="d", output_dir="o", r=8), "data-1") != same
+
+
+def test_eval_scores_compares_the_adapter_with_its_base_and_the_baselines(make_config, mixed_repo, instance):
+    path, config = make_config(
+        [{"path": str(mixed_repo), "name": "mixed"}],
+        training={"max_steps": 2, "batch_size": 2, "gradient_accumulation_steps": 1, "r": 4, "alpha": 8},
+        eval={"max_examples": 1, "prompt_lookup": 10},
+    )
+    small_dataset(config.artifacts_dir / "dataset")
+    defs = build_defs(path)
+    result = dg.materialize(
+        defs.assets, instance=instance, resources=defs.resources, selection=["lora_adapter", "eval_scores"]
+    )
+    assert result.success
+    scores = pl.read_parquet(config.artifacts_dir / "tables" / "eval_scores.parquet")
+    assert scores["candidate"].to_list() == ["adapter", "base", "applier", "identity"]
+    identity = scores.filter(pl.col("candidate") == "identity").row(0, named=True)
+    assert identity["exact"] is False and identity["output"] is not None and identity["dropped_lines"] == 1
+    models = scores.filter(pl.col("candidate").is_in(["adapter", "base"]))
+    assert (models["output_tokens"] > 0).all() and models["missing_tags"].all()  # 2 steps teach no tags
+    (check,) = result.get_asset_check_evaluations()
+    assert check.check_name == "adapter_beats_base" and check.passed is False  # a WARN, not a failure
+    (event,) = [e for e in result.get_asset_materialization_events() if e.asset_key.path == ["eval_scores"]]
+    table = event.materialization.metadata["scores"].value
+    assert all(f"| {name} |" in table for name in ("adapter", "base", "applier", "identity"))

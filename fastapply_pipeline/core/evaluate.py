@@ -65,6 +65,7 @@ def evaluate(candidates: dict[str, Candidate], rows: Iterable[dict]) -> pl.DataF
                     "latency_seconds": seconds,
                     "output_tokens": tokens,
                     "output_tokens_per_second": (tokens / seconds) if tokens and seconds else None,
+                    "output": merged,
                 }
             )
     return pl.DataFrame(records)
