@@ -9,7 +9,7 @@ import dagster as dg
 import polars as pl
 
 from fastapply_pipeline.core.evaluate import applier_candidate, evaluate, identity_candidate, model_candidate
-from fastapply_pipeline.core.metrics import aggregate
+from fastapply_pipeline.core.metrics import METRIC_COLUMNS, aggregate
 from fastapply_pipeline.defs.reporting import markdown_table
 from fastapply_pipeline.defs.resources import FastApplyResource
 
@@ -75,19 +75,7 @@ def eval_scores(context: dg.AssetExecutionContext, fastapply: FastApplyResource)
     results = evaluate({name: candidates[name] for name in wanted}, test)
 
     summary = aggregate(results, ["candidate"])
-    columns = [
-        "candidate",
-        "examples",
-        "exact",
-        "normalized",
-        "sorted_lines",
-        "chrf",
-        "dropped_lines",
-        "extra_lines",
-        "marker_leak",
-        "missing_tags",
-        "parses",
-    ]
+    columns = ["candidate", "examples", *METRIC_COLUMNS]
     table_rows = [
         [row[c] if not isinstance(row[c], float) else round(row[c], 3) for c in columns]
         for row in summary.select(columns).iter_rows(named=True)
