@@ -25,7 +25,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
 from fastapply_pipeline.core.llm.cache import BatchStore, ResponseCache, batch_id_for
@@ -299,14 +299,10 @@ class RunLog:
 
     cached: int = 0
     sent: int = 0
-    batches_created: list[str] | None = None
-    batches_resumed: list[str] | None = None
+    batches_created: list[str] = field(default_factory=list)
+    batches_resumed: list[str] = field(default_factory=list)
     rate_limit_wait_seconds: float = 0.0
     unexpected_results: int = 0
-
-    def __post_init__(self):
-        self.batches_created = self.batches_created or []
-        self.batches_resumed = self.batches_resumed or []
 
 
 def complete_all(

@@ -99,11 +99,17 @@ def edit_triples(
             failures[f"{generator}: {reason}"] = n
         kept = llm_table.filter(pl.col("status") != "rejected").rename({"reason": "flag"})
         llm_tables.append(kept.select([name for name in TRIPLE_SCHEMA if name in kept.columns]))
-    table = pl.concat([offline, *llm_tables], how="diagonal_relaxed").select(list(TRIPLE_SCHEMA))
-    before = table.height
-    table = table.unique("triple_id", keep="first", maintain_order=True)
-    if table.height < before:
-        failures["llm: duplicate_triple"] = before - table.height
+    # Two edit goals can lead an LLM to the same final: an LLM row repeating a triple already made
+    # (offline, or by an earlier request) is counted and dropped. Offline rows are left to the
+    # unique_triple_ids check.
+    llm_rows = pl.concat(llm_tables, how="diagonal_relaxed")
+    ids = llm_rows["triple_id"]
+    repeated = ids.is_in(offline["triple_id"].implode()) | ~ids.is_first_distinct()
+    for generator, n in Counter(llm_rows.filter(repeated)["generator"]).items():
+        failures[f"{generator}: duplicate_triple"] = n
+    table = pl.concat([offline, llm_rows.filter(~repeated)], how="diagonal_relaxed").select(
+        list(TRIPLE_SCHEMA)
+    )
     counter = get_token_counter(config.snippets.tokenizer)
     table = with_token_counts(table, counter.count_batch).sort("generator", "path", "edit_kind", "triple_id")
 
