@@ -199,40 +199,282 @@ def run(
 EXIT_REFUSED = 3
 
 
+def _read_text(path: str) -> str:
+    try:
+        return (
+            click.get_text_stream("stdin").read() if path == "-" else Path(path).read_text(encoding="utf-8")
+        )
+    except UnicodeDecodeError:
+        raise click.UsageError(f"{path} is not UTF-8 text") from None
+
+
+def _endpoint(base_url: str, model: str, api_key_env: str | None, **extra):
+    from pydantic import ValidationError
+
+    from fastapply_pipeline.config import EndpointSettings, JudgeSettings
+
+    kind = JudgeSettings if "batch_size" in extra else EndpointSettings
+    try:
+        return kind(base_url=base_url, model=model, api_key_env=api_key_env, **extra)
+    except ValidationError as err:
+        raise click.UsageError(err.errors()[0]["msg"]) from None
+
+
+model_options = [
+    click.option(
+        "--model",
+        "model_name",
+        default=None,
+        help="A local model folder (or, with --base-url, the model an OpenAI-compatible server serves).",
+    ),
+    click.option(
+        "--adapter", type=click.Path(exists=True, file_okay=False), help="A LoRA adapter folder on --model."
+    ),
+    click.option(
+        "--base-url", default=None, help="An OpenAI-compatible endpoint serving --model (vLLM, Fireworks)."
+    ),
+    click.option(
+        "--api-key-env",
+        default=None,
+        help="Environment variable holding the endpoint's key (default: none sent).",
+    ),
+    click.option(
+        "--prompt-lookup",
+        type=click.IntRange(min=0),
+        default=10,
+        show_default=True,
+        help="Prompt-lookup draft tokens for local models; 0 = plain greedy decoding.",
+    ),
+    click.option("--allow-download", is_flag=True, help="Let --model be a hub id, downloaded now."),
+]
+
+
+def _with_model_options(command):
+    for option in reversed(model_options):
+        command = option(command)
+    return command
+
+
 @main.command()
 @click.argument("original", type=click.Path(exists=True, dir_okay=False))
 @click.argument("snippet", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
 @click.option(
     "-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write the merged file here."
 )
-def apply(original: str, snippet: str, output: str | None) -> None:
-    """Merge a lazy SNIPPET into ORIGINAL with the deterministic applier.
+@_with_model_options
+def apply(
+    original: str,
+    snippet: str,
+    output: str | None,
+    model_name: str | None,
+    adapter: str | None,
+    base_url: str | None,
+    api_key_env: str | None,
+    prompt_lookup: int,
+    allow_download: bool,
+) -> None:
+    """Merge a lazy SNIPPET into ORIGINAL: with the deterministic applier, or with --model.
 
-    Prints the merged file (or writes it to -o). Exit 0: merged; exit 3: refused, with the reason
-    (ambiguous_anchor, no_anchor, missing_leading_marker, missing_trailing_marker, drops_most_of_file,
-    empty_snippet) and what to change; exit 2: a usage or file error.
+    Prints the merged file (or writes it to -o). Exit 0: merged; exit 3: refused, with the reason (the
+    applier: ambiguous_anchor, no_anchor, missing_leading_marker, missing_trailing_marker,
+    drops_most_of_file, empty_snippet, and what to change; a model: its answer had no
+    <updated-code> tags); exit 2: a usage or file error.
     """
-    from fastapply_pipeline.core.apply import apply_snippet
+    if model_name is None and (adapter or base_url):
+        raise click.UsageError("--adapter and --base-url need --model")
+    original_text, snippet_text = _read_text(original), _read_text(snippet)
+    if model_name is None:
+        from fastapply_pipeline.core.apply import apply_snippet
 
-    def read(path: str) -> str:
-        try:
-            return (
-                click.get_text_stream("stdin").read()
-                if path == "-"
-                else Path(path).read_text(encoding="utf-8")
-            )
-        except UnicodeDecodeError:
-            raise click.UsageError(f"{path} is not UTF-8 text") from None
-
-    result = apply_snippet(read(original), read(snippet))
-    if not result.ok:
-        click.echo(f"refused: {result.reason}: {result.detail}", err=True)
-        sys.exit(EXIT_REFUSED)
-    if output:
-        Path(output).write_text(result.merged, encoding="utf-8", newline="")
-        click.echo(f"merged into {output} ({len(result.spans)} region(s))", err=True)
+        result = apply_snippet(original_text, snippet_text)
+        if not result.ok:
+            click.echo(f"refused: {result.reason}: {result.detail}", err=True)
+            sys.exit(EXIT_REFUSED)
+        merged, summary = result.merged, f"{len(result.spans)} region(s)"
     else:
-        click.echo(result.merged, nl=False)
+        merged, summary = _model_merge(
+            original_text,
+            snippet_text,
+            model_name,
+            adapter,
+            base_url,
+            api_key_env,
+            prompt_lookup,
+            allow_download,
+        )
+    if output:
+        Path(output).write_text(merged, encoding="utf-8", newline="")
+        click.echo(f"merged into {output} ({summary})", err=True)
+    else:
+        click.echo(merged, nl=False)
+
+
+def _model_merge(
+    original, snippet, model_name, adapter, base_url, api_key_env, prompt_lookup, allow_download
+):
+    """(merged file, a short summary) from a local model or an endpoint; exit 3 when the answer has no tags."""
+    from fastapply_pipeline.core.endpoints import EndpointError
+    from fastapply_pipeline.core.evaluate import endpoint_candidate, model_candidate
+
+    if base_url:
+        if adapter:
+            raise click.UsageError("--adapter applies to a local model, not to --base-url")
+        runner = endpoint_candidate(_endpoint(base_url, model_name, api_key_env), "--base-url")
+    else:
+        runner = model_candidate(
+            *_load_local(model_name, adapter, allow_download), prompt_lookup=prompt_lookup or None
+        )
+    row = {"original_code": original, "update_snippet": snippet}
+    try:
+        (merge,) = runner([row], lambda: None)
+    except EndpointError as err:
+        raise click.ClickException(str(err)) from None
+    if merge.output is None:
+        click.echo(
+            f"refused: the model's answer has no complete <updated-code> tags ({merge.error})", err=True
+        )
+        sys.exit(EXIT_REFUSED)
+    rate = (
+        f", {merge.output_tokens / merge.seconds:.1f} tokens/s"
+        if merge.output_tokens and merge.seconds
+        else ""
+    )
+    return merge.output, f"{merge.output_tokens} tokens in {merge.seconds:.1f} s{rate}"
+
+
+def _load_local(model_name: str, adapter: str | None, allow_download: bool):
+    from fastapply_pipeline.core.inference import load_model
+
+    try:
+        return load_model(model_name, adapter=adapter, allow_download=allow_download)
+    except (FileNotFoundError, OSError, ValueError) as err:
+        raise click.ClickException(f"cannot load {model_name}: {err}") from None
+
+
+@main.command("eval")
+@_with_model_options
+@click.option(
+    "--data",
+    required=True,
+    type=click.Path(exists=True),
+    help="A dataset folder (save_to_disk, or the pipeline's artifacts/dataset), .parquet or .jsonl.",
+)
+@click.option("--split", default="test", show_default=True, help="The split of a dataset folder.")
+@click.option(
+    "--max-examples", type=click.IntRange(min=1), default=None, help="A seeded sample of this many rows."
+)
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option(
+    "--baselines/--no-baselines", default=True, show_default=True, help="Also score applier and identity."
+)
+@click.option(
+    "--speed-examples",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Also decode this many examples without prompt lookup: speedup and identical outputs (local models).",
+)
+@click.option("--judge-model", default=None, help="An LLM judge for non-exact outputs (OpenAI-compatible).")
+@click.option("--judge-base-url", default=None, help="The judge's endpoint.")
+@click.option("--judge-api-key-env", default=None, help="Environment variable holding the judge's key.")
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False), help="Write the per-example results (.parquet)."
+)
+def eval_command(
+    model_name: str | None,
+    adapter: str | None,
+    base_url: str | None,
+    api_key_env: str | None,
+    prompt_lookup: int,
+    allow_download: bool,
+    data: str,
+    split: str,
+    max_examples: int | None,
+    seed: int,
+    baselines: bool,
+    speed_examples: int,
+    judge_model: str | None,
+    judge_base_url: str | None,
+    judge_api_key_env: str | None,
+    output: str | None,
+) -> None:
+    """Score --model (with --adapter: the adapter and its base) on --data, beside the applier and identity.
+
+    Prints the candidates x metrics table that eval_scores shows in Dagster, with a progress bar.
+    """
+    import random
+
+    from tqdm import tqdm
+
+    from fastapply_pipeline.core.endpoints import EndpointError
+    from fastapply_pipeline.core.evaluate import (
+        applier_candidate,
+        endpoint_candidate,
+        evaluate,
+        identity_candidate,
+        judge,
+        load_rows,
+        model_candidate,
+        summary_table,
+    )
+    from fastapply_pipeline.defs.reporting import markdown_table
+
+    if model_name is None and (adapter or base_url):
+        raise click.UsageError("--adapter and --base-url need --model")
+    if model_name is None and not baselines:
+        raise click.UsageError("nothing to evaluate: give --model, or leave the baselines on")
+    if bool(judge_model) != bool(judge_base_url):
+        raise click.UsageError("--judge-model and --judge-base-url go together")
+    try:
+        rows = load_rows(data, split)
+    except ValueError as err:
+        raise click.ClickException(str(err)) from None
+    if max_examples is not None and len(rows) > max_examples:
+        rows = random.Random(seed).sample(rows, max_examples)
+    runners, local = {}, {}
+    if model_name is not None and base_url:
+        if adapter:
+            raise click.UsageError("--adapter applies to a local model, not to --base-url")
+        runners["endpoint"] = endpoint_candidate(_endpoint(base_url, model_name, api_key_env), "--base-url")
+    elif model_name is not None:
+        names = {"adapter": adapter, "base": None} if adapter else {"model": None}
+        for name, adapter_dir in names.items():
+            local[name] = _load_local(model_name, adapter_dir, allow_download)
+            runners[name] = model_candidate(*local[name], prompt_lookup=prompt_lookup or None)
+    if baselines:
+        runners.update(applier=applier_candidate, identity=identity_candidate)
+    bars = {name: tqdm(total=len(rows), desc=name, unit="ex", leave=True) for name in runners}
+    try:
+        results = evaluate(runners, rows, progress=lambda name: bars[name].update())
+    except EndpointError as err:
+        raise click.ClickException(str(err)) from None
+    finally:
+        for bar in bars.values():
+            bar.close()
+    if judge_model:
+        settings = _endpoint(judge_base_url, judge_model, judge_api_key_env, batch_size=4)
+        try:
+            results, counts = judge(results, rows, settings, seed=seed)
+        except EndpointError as err:
+            raise click.ClickException(str(err)) from None
+        click.echo("judge: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())), err=True)
+    columns, table = summary_table(results)
+    click.echo(markdown_table(columns, table).value)
+    if speed_examples and prompt_lookup and local:
+        from fastapply_pipeline.core.inference import measure_speedup, speedup
+
+        pairs = [(r["original_code"], r["update_snippet"]) for r in rows[:speed_examples]]
+        click.echo("")
+        for name, (model, tokenizer) in local.items():
+            samples = measure_speedup(model, tokenizer, pairs, prompt_lookup=prompt_lookup)
+            same = sum(s.identical for s in samples)
+            click.echo(
+                f"{name}: prompt lookup {speedup(samples):.2f}x faster than plain greedy over {len(samples)} "
+                f"example(s); identical outputs {same}/{len(samples)}"
+            )
+    if output:
+        results.write_parquet(output)
+        click.echo(f"per-example results: {output}", err=True)
 
 
 @main.group()

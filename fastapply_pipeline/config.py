@@ -531,14 +531,82 @@ class TrainingSettings(_Strict):
     gpu: GpuJobSettings = Field(default_factory=GpuJobSettings)
 
 
-class EvalSettings(_Strict):
-    candidates: list[Literal["adapter", "base", "applier", "identity"]] = Field(
-        default_factory=lambda: ["adapter", "base", "applier", "identity"], min_length=1
+BUILTIN_CANDIDATES = ("adapter", "base", "applier", "identity")
+
+
+class EndpointSettings(_Strict):
+    """An OpenAI-compatible chat endpoint (a served Fast Apply model, vLLM, Fireworks, OpenAI)."""
+
+    base_url: str = Field(..., description="e.g. http://127.0.0.1:8000/v1 for vLLM.")
+    model: str = Field(..., min_length=1, description="The model name the endpoint serves.")
+    api_key_env: str | None = Field(
+        "OPENAI_API_KEY",
+        description="Environment variable holding the key (read only from the environment); null: no key.",
     )
+    temperature: float | None = Field(0.0, ge=0, le=2, description="null leaves it out of the request.")
+    max_tokens: int | None = Field(
+        None,
+        ge=16,
+        description="Output budget; null: sized to the file ((original + snippet characters) / 3 + 256).",
+    )
+    max_tokens_param: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
+    concurrency: int = Field(4, ge=1, le=256, description="Requests in flight at once.")
+    timeout_seconds: float = Field(300, gt=0)
+    max_retries: int = Field(3, ge=0, le=50, description="The SDK's retries of 408/409/429/5xx and timeouts.")
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"base_url must start with http:// or https:// (got {url!r})")
+        return url
+
+
+class JudgeSettings(EndpointSettings):
+    """An LLM that grades non-exact outputs: shown original, snippet, reference and the OUTPUT."""
+
+    max_tokens: int | None = Field(2048, ge=16, description="Budget of one reply (verdicts for a batch).")
+    batch_size: int = Field(4, ge=1, le=32, description="Outputs graded per request (paired back by id).")
+
+
+class EvalSettings(_Strict):
+    candidates: list[str] = Field(
+        default_factory=lambda: list(BUILTIN_CANDIDATES),
+        min_length=1,
+        description="adapter, base, applier, identity, and names from eval.endpoints.",
+    )
+    endpoints: dict[str, EndpointSettings] = Field(
+        default_factory=dict, description="OpenAI-compatible endpoints evaluated as candidates, by name."
+    )
+    judge: JudgeSettings | None = Field(None, description="Optional LLM judge of non-exact outputs.")
     max_examples: int | None = Field(50, ge=1, description="Test rows evaluated (seeded sample); null = all.")
     prompt_lookup: int | None = Field(
         10, ge=1, description="Prompt-lookup draft length for local models; null = plain greedy decoding."
     )
+    speed_examples: int = Field(
+        5,
+        ge=0,
+        description=(
+            "Local models also decode this many examples without prompt lookup, to report the speedup and "
+            "check the outputs are identical; 0 = skip."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _known_candidates(self) -> EvalSettings:
+        clash = sorted(set(self.endpoints) & set(BUILTIN_CANDIDATES))
+        if clash:
+            raise ValueError(f"eval.endpoints {clash} reuse built-in candidate names; rename them")
+        known = [*BUILTIN_CANDIDATES, *self.endpoints]
+        for name in self.candidates:
+            if name not in known:
+                raise ValueError(
+                    f"eval.candidates has {name!r}: not one of {', '.join(known)} "
+                    "(an endpoint must be defined under eval.endpoints first)"
+                )
+        if len(set(self.candidates)) != len(self.candidates):
+            raise ValueError("eval.candidates lists a candidate twice")
+        return self
 
 
 class FastApplyConfig(_Strict):

@@ -7,7 +7,9 @@ The real `anthropic` and `openai` clients are pointed at it with `base_url`.
 
 Its "model" reads the original file and the marker line from our generation prompt and makes a small,
 real edit: a comment line inserted after a unique line near the middle, with a lazy snippet anchored
-around it. It records every request, and injects faults chosen by a seeded hash of the request body:
+around it. Given THE inference prompt it answers as a served Fast Apply model (the deterministic
+applier's merge, in tags); given the evaluation judge's prompt it grades each OUTPUT against its
+reference and answers the verdicts out of order, plus one for an id it was never shown. It records every request, and injects faults chosen by a seeded hash of the request body:
 - transient, first attempt only (the SDK's retry then succeeds): 429 with Retry-After, 500, 529
   (Anthropic) / 503 (OpenAI), and slow responses that outlast the client's timeout;
 - in the answer: truncated (stop reason max_tokens / finish_reason length), malformed (no tags), and
@@ -154,10 +156,52 @@ class StandIn:
             return fault
         if fault == "malformed":
             return "Sure! I changed the file as asked; let me know if you need anything else.", False
-        text = edit_answer(prompt, tag=identity[:8], disagree=fault == "disagree")
+        if prompt.startswith(MERGE_PROMPT_START):
+            text = merge_answer(prompt)
+        elif prompt.startswith(JUDGE_PROMPT_START):
+            text = judge_answer(prompt)
+        else:
+            text = edit_answer(prompt, tag=identity[:8], disagree=fault == "disagree")
         if fault == "truncated":
             return text[: len(text) // 2], True
         return text, False
+
+
+MERGE_PROMPT_START = "Merge all changes from the <update> snippet"  # THE inference prompt (a served model)
+JUDGE_PROMPT_START = "Grade these"  # the evaluation judge
+
+
+def merge_answer(prompt: str) -> str:
+    """What the stand-in Fast Apply model answers: the deterministic applier's merge (the original where
+    the applier refuses), in the contract's tags."""
+    from fastapply_pipeline.core.apply import apply_snippet
+
+    original = prompt.split("\n<code>", 1)[1].split("</code>\n\n<update>", 1)[0]
+    snippet = prompt.split("</code>\n\n<update>", 1)[1].rsplit("</update>\n\nProvide", 1)[0]
+    result = apply_snippet(original, snippet)
+    return "<updated-code>" + (result.merged if result.ok else original) + "</updated-code>"
+
+
+_JUDGE_EXAMPLE = re.compile(
+    r'<example id="([^"]+)">.*?<reference>\n(.*?)\n</reference>\n<output>\n(.*?)\n</output>\n</example>',
+    re.DOTALL,
+)
+
+
+def judge_answer(prompt: str) -> str:
+    """What the stand-in judge answers: "correct" when the OUTPUT equals the reference up to whitespace,
+    as a JSON array in reverse order of the examples, with one verdict for an id it was never shown."""
+    verdicts = [
+        {
+            "id": key,
+            "verdict": "correct" if output.split() == reference.split() else "incorrect",
+            "reason": "same code up to whitespace" if output.split() == reference.split() else "differs",
+        }
+        for key, reference, output in _JUDGE_EXAMPLE.findall(prompt)
+    ]
+    verdicts.reverse()
+    verdicts.append({"id": "x-invented", "verdict": "correct", "reason": "an id the judge made up"})
+    return "Here are my verdicts:\n```json\n" + json.dumps(verdicts, indent=1) + "\n```"
 
 
 def edit_answer(prompt: str, *, tag: str, disagree: bool = False) -> str:

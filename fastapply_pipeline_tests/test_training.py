@@ -21,6 +21,7 @@ from fastapply_pipeline.core.training import (
 from fastapply_pipeline.definitions import build_defs
 from fastapply_pipeline.defs.training.resources import GPUJobResource, ecs_run_task_params, k8s_pod_spec
 from fastapply_pipeline_tests.conftest import python_module
+from fastapply_pipeline_tests.standin import StandIn
 
 ORIGINAL = "def area(w, h):\n    return w * h\n"
 SNIPPET = "def area(w, h):\n    # ... existing code ...\n    return max(w, 0) * max(h, 0)\n"
@@ -307,25 +308,56 @@ def test_checkpoints_are_reused_only_by_the_same_job_on_the_same_data():
 
 
 def test_eval_scores_compares_the_adapter_with_its_base_and_the_baselines(make_config, mixed_repo, instance):
-    path, config = make_config(
-        [{"path": str(mixed_repo), "name": "mixed"}],
-        training={"max_steps": 2, "batch_size": 2, "gradient_accumulation_steps": 1, "r": 4, "alpha": 8},
-        eval={"max_examples": 1, "prompt_lookup": 10},
-    )
-    small_dataset(config.artifacts_dir / "dataset")
-    defs = build_defs(path)
-    result = dg.materialize(
-        defs.assets, instance=instance, resources=defs.resources, selection=["lora_adapter", "eval_scores"]
-    )
+    with StandIn() as server:  # a served Fast Apply model and the judge, both OpenAI-compatible
+        endpoint = {"base_url": server.openai_url, "model": "fast-apply", "api_key_env": None}
+        path, config = make_config(
+            [{"path": str(mixed_repo), "name": "mixed"}],
+            training={"max_steps": 2, "batch_size": 2, "gradient_accumulation_steps": 1, "r": 4, "alpha": 8},
+            eval={
+                "max_examples": 1,
+                "prompt_lookup": 10,
+                "speed_examples": 1,
+                "candidates": ["adapter", "base", "applier", "identity", "served"],
+                "endpoints": {"served": endpoint},
+                "judge": {**endpoint, "model": "judge"},
+            },
+        )
+        small_dataset(config.artifacts_dir / "dataset")
+        defs = build_defs(path)
+        result = dg.materialize(
+            defs.assets,
+            instance=instance,
+            resources=defs.resources,
+            selection=["lora_adapter", "eval_scores"],
+        )
+        judge_prompts = [r for r in server.calls("POST", r"/v1/chat/completions") if b"Grade these" in r.body]
     assert result.success
     scores = pl.read_parquet(config.artifacts_dir / "tables" / "eval_scores.parquet")
-    assert scores["candidate"].to_list() == ["adapter", "base", "applier", "identity"]
+    assert scores["candidate"].to_list() == ["adapter", "base", "applier", "identity", "served"]
     identity = scores.filter(pl.col("candidate") == "identity").row(0, named=True)
     assert identity["exact"] is False and identity["output"] is not None and identity["dropped_lines"] == 1
+    assert (
+        identity["judge_correct"] is False and len(judge_prompts) == 1
+    )  # only identity's output needed a judge
     models = scores.filter(pl.col("candidate").is_in(["adapter", "base"]))
     assert (models["output_tokens"] > 0).all() and models["missing_tags"].all()  # 2 steps teach no tags
+    served = scores.filter(pl.col("candidate") == "served").row(0, named=True)
+    applier = scores.filter(pl.col("candidate") == "applier").row(0, named=True)
+    # The stand-in serves the applier's merge, or the original where the applier refuses.
+    assert served["output"] == (applier["output"] or identity["output"]) and served["output_tokens"] > 0
     (check,) = result.get_asset_check_evaluations()
     assert check.check_name == "adapter_beats_base" and check.passed is False  # a WARN, not a failure
     (event,) = [e for e in result.get_asset_materialization_events() if e.asset_key.path == ["eval_scores"]]
-    table = event.materialization.metadata["scores"].value
-    assert all(f"| {name} |" in table for name in ("adapter", "base", "applier", "identity"))
+    metadata = event.materialization.metadata
+    table = metadata["scores"].value
+    assert all(f"| {name} |" in table for name in ("adapter", "base", "applier", "identity", "served"))
+    assert "judge_correct" in table and "| python |" in metadata["scores_by_language"].value
+    assert "| structural |" in metadata["scores_by_generator"].value
+    assert "| modify_function |" in metadata["scores_by_edit_kind"].value
+    speed = metadata["prompt_lookup_speedup"].value
+    assert "| adapter | 1 |" in speed and "| 1/1 |" in speed  # identical answers with and without drafts
+    assert metadata["chart"].value.startswith(
+        "![exact match and tokens/s per candidate](data:image/png;base64,"
+    )
+    assert (config.artifacts_dir / "eval" / "scores.png").read_bytes().startswith(b"\x89PNG")
+    assert metadata["exact/applier"].value == applier["exact"] * 1.0

@@ -1,59 +1,131 @@
 """Candidates on test rows: each candidate merges (original, snippet); every output is scored.
 
-Candidates so far: `applier` (the deterministic applier: a refusal is an example it fails), `identity`
-(output = original: the floor every candidate must beat), and a local model (with or without an
-adapter) through `merge_with_model`.
+Candidates: `applier` (the deterministic applier: a refusal is an example it fails), `identity` (output =
+original: the floor every candidate must beat), a local model (with or without an adapter) through
+`merge_with_model`, and any OpenAI-compatible endpoint (THE inference prompt, greedy). A candidate is a
+runner: rows in, one `Merge` per row out, in order, calling `tick()` as each example finishes (progress).
+`judge` adds an LLM judge's verdicts on the outputs that are not exact matches.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 
 import polars as pl
 
 from fastapply_pipeline.core.apply import apply_snippet
-from fastapply_pipeline.core.metrics import score_example
-
-# A candidate: (original, snippet) -> (merged file or None, missing tags?, output tokens or None)
-Candidate = Callable[[str, str], tuple[str | None, bool, int | None]]
+from fastapply_pipeline.core.metrics import METRIC_COLUMNS, aggregate, score_example
 
 
-def applier_candidate(original: str, snippet: str) -> tuple[str | None, bool, int | None]:
-    result = apply_snippet(original, snippet)
-    return (result.merged if result.ok else None), False, None
+@dataclass(frozen=True)
+class Merge:
+    output: str | None  # the merged file; None: no file (refused, tags missing, request failed)
+    missing_tags: bool = False  # a model answered without a closed <updated-code> tag
+    output_tokens: int | None = None
+    seconds: float | None = None  # None: timed around the call by `per_example`
+    error: str | None = None  # why there is no output, where a reason is known
 
 
-def identity_candidate(original: str, snippet: str) -> tuple[str | None, bool, int | None]:
-    return original, False, None
+Runner = Callable[[Sequence[dict], Callable[[], None]], list[Merge]]
 
 
-def model_candidate(model, tokenizer, *, prompt_lookup: int | None = 10) -> Candidate:
-    from fastapply_pipeline.core.inference import merge_with_model
+def per_example(merge: Callable[[str, str], Merge]) -> Runner:
+    """A runner from a function of one (original, snippet), timing each call."""
 
-    def merge(original: str, snippet: str) -> tuple[str | None, bool, int | None]:
-        result = merge_with_model(model, tokenizer, original, snippet, prompt_lookup=prompt_lookup)
-        return result.merged, result.merged is None, result.new_tokens
-
-    return merge
-
-
-def evaluate(candidates: dict[str, Candidate], rows: Iterable[dict]) -> pl.DataFrame:
-    """One row per (candidate, example): provenance, the metrics, latency and output tokens."""
-    rows = list(rows)
-    records = []
-    for name, candidate in candidates.items():
+    def run(rows: Sequence[dict], tick: Callable[[], None]) -> list[Merge]:
+        merges = []
         for row in rows:
             started = time.perf_counter()
-            merged, missing_tags, tokens = candidate(row["original_code"], row["update_snippet"])
-            seconds = time.perf_counter() - started
+            result = merge(row["original_code"], row["update_snippet"])
+            if result.seconds is None:
+                result = replace(result, seconds=time.perf_counter() - started)
+            merges.append(result)
+            tick()
+        return merges
+
+    return run
+
+
+def _applier(original: str, snippet: str) -> Merge:
+    result = apply_snippet(original, snippet)
+    return Merge(result.merged) if result.ok else Merge(None, error=f"applier_refused:{result.reason}")
+
+
+applier_candidate = per_example(_applier)
+identity_candidate = per_example(lambda original, snippet: Merge(original))
+
+
+def model_candidate(model, tokenizer, *, prompt_lookup: int | None = 10) -> Runner:
+    from fastapply_pipeline.core.inference import merge_with_model
+
+    def merge(original: str, snippet: str) -> Merge:
+        result = merge_with_model(model, tokenizer, original, snippet, prompt_lookup=prompt_lookup)
+        return Merge(result.merged, result.merged is None, result.new_tokens, result.seconds)
+
+    return per_example(merge)
+
+
+def endpoint_budget(original: str, snippet: str) -> int:
+    """Output tokens to allow when none is configured: a generous count of the file, plus room."""
+    return (len(original) + len(snippet)) // 3 + 256
+
+
+def endpoint_candidate(settings, name: str) -> Runner:
+    """An OpenAI-compatible endpoint (`settings`: EndpointSettings), `settings.concurrency` at a time."""
+    from fastapply_pipeline.core.endpoints import chat_all
+    from fastapply_pipeline.core.prompt import inference_messages, parse_answer
+
+    def run(rows: Sequence[dict], tick: Callable[[], None]) -> list[Merge]:
+        keys = [f"{i:06d}" for i in range(len(rows))]
+        requests = {
+            k: inference_messages(r["original_code"], r["update_snippet"])
+            for k, r in zip(keys, rows, strict=True)
+        }
+        budget = {
+            k: settings.max_tokens or endpoint_budget(r["original_code"], r["update_snippet"])
+            for k, r in zip(keys, rows, strict=True)
+        }
+        replies = chat_all(
+            settings, requests, max_tokens=budget, what=f"eval.endpoints.{name}", on_reply=lambda k, r: tick()
+        )
+        merges = []
+        for k in keys:
+            reply = replies[k]
+            if reply.error is not None:
+                merges.append(Merge(None, False, None, reply.seconds, error=reply.error))
+                continue
+            merged = parse_answer(reply.text)
+            error = None if merged is not None else ("truncated" if reply.truncated else "missing_tags")
+            merges.append(Merge(merged, merged is None, reply.output_tokens, reply.seconds, error))
+        return merges
+
+    return run
+
+
+def evaluate(
+    candidates: dict[str, Runner],
+    rows: Iterable[dict],
+    *,
+    progress: Callable[[str], None] = lambda candidate: None,
+) -> pl.DataFrame:
+    """One row per (candidate, example): provenance, the metrics, latency, output tokens and the output."""
+    rows = list(rows)
+    records = []
+    for name, runner in candidates.items():
+        merges = runner(rows, lambda name=name: progress(name))
+        if len(merges) != len(rows):
+            raise RuntimeError(f"candidate {name!r} returned {len(merges)} merges for {len(rows)} rows")
+        for row, merge in zip(rows, merges, strict=True):
             scores = score_example(
-                merged,
+                merge.output,
                 reference=row["final_code"],
                 original=row["original_code"],
                 language=row["language"],
-                missing_tags=missing_tags,
+                missing_tags=merge.missing_tags,
             )
+            tokens, seconds = merge.output_tokens, merge.seconds
             records.append(
                 {
                     "candidate": name,
@@ -65,7 +137,116 @@ def evaluate(candidates: dict[str, Candidate], rows: Iterable[dict]) -> pl.DataF
                     "latency_seconds": seconds,
                     "output_tokens": tokens,
                     "output_tokens_per_second": (tokens / seconds) if tokens and seconds else None,
-                    "output": merged,
+                    "error": merge.error,
+                    "output": merge.output,
                 }
             )
-    return pl.DataFrame(records)
+    return pl.DataFrame(records, schema_overrides={"output_tokens": pl.Int64, "error": pl.String})
+
+
+def judge(results: pl.DataFrame, rows: Iterable[dict], settings, *, seed: int = 0, on_reply=None):
+    """`results` with `judge_correct` and `judge_reason`, and the judge's counts.
+
+    Exact matches are correct without asking; an example with no output is incorrect without asking;
+    every other output is shown to the judge (settings: JudgeSettings) next to original, snippet and
+    reference, and its verdict is paired back by the example's id.
+    """
+    from fastapply_pipeline.core.judge import JudgeItem, item_id, judge_outputs
+
+    by_id = {row["triple_id"]: row for row in rows}
+    items = []
+    for record in results.iter_rows(named=True):
+        if record["exact"] or record["output"] is None:
+            continue
+        row = by_id[record["triple_id"]]
+        items.append(
+            JudgeItem(
+                id=item_id(record["candidate"], record["triple_id"]),
+                language=row["language"],
+                original=row["original_code"],
+                snippet=row["update_snippet"],
+                reference=row["final_code"],
+                output=record["output"],
+            )
+        )
+    options = {"on_reply": on_reply} if on_reply else {}
+    verdicts, stats = judge_outputs(settings, items, seed=seed, **options) if items else ({}, {})
+    correct, reasons = [], []
+    for record in results.iter_rows(named=True):
+        if record["exact"]:
+            correct.append(True)
+            reasons.append("exact match")
+        elif record["output"] is None:
+            correct.append(False)
+            reasons.append(f"no output ({record['error'] or 'missing tags'})")
+        else:
+            verdict = verdicts[item_id(record["candidate"], record["triple_id"])]
+            correct.append(verdict.correct)
+            reasons.append(verdict.reason)
+    judged = results.with_columns(
+        pl.Series("judge_correct", correct, dtype=pl.Boolean),
+        pl.Series("judge_reason", reasons, dtype=pl.String),
+    )
+    return judged, dict(stats)
+
+
+def summary_table(results: pl.DataFrame, by: Sequence[str] = ("candidate",)) -> tuple[list[str], list[list]]:
+    """(headers, rows) of the metrics per group, numbers rounded: the table the asset and the CLI show."""
+    summary = aggregate(results, list(by))
+    metrics = [*METRIC_COLUMNS, *(["judge_correct"] if "judge_correct" in summary.columns else [])]
+    columns = [*by, "examples", *metrics, "latency_s", "tokens_per_s"]
+
+    def cell(value):
+        if value is None:
+            return "-"
+        return round(value, 3) if isinstance(value, float) else value
+
+    return columns, [[cell(row[c]) for c in columns] for row in summary.iter_rows(named=True)]
+
+
+REQUIRED_COLUMNS = ("original_code", "update_snippet", "final_code")
+
+
+def load_rows(path: str, split: str = "test") -> list[dict]:
+    """Evaluation rows from a dataset: a `save_to_disk` folder (its `split`; the pipeline's dataset folder,
+    holding hf/, works too), a .parquet file, or a .jsonl file. Needs original_code, update_snippet and
+    final_code; triple_id, language, generator and edit_kind are filled in where missing."""
+    from pathlib import Path
+
+    source = Path(path).expanduser()
+    if source.is_dir():
+        from datasets import DatasetDict, load_from_disk
+
+        if (source / "hf").is_dir():
+            source = source / "hf"
+        try:
+            data = load_from_disk(str(source))
+        except FileNotFoundError as err:
+            raise ValueError(f"{path} is not a dataset folder written by save_to_disk ({err})") from None
+        if isinstance(data, DatasetDict):
+            if split not in data:
+                raise ValueError(f"{path} has no {split!r} split (it has {', '.join(data)}); pass --split")
+            data = data[split]
+        rows = data.to_list()
+    elif source.suffix == ".parquet":
+        rows = pl.read_parquet(source).to_dicts()
+    elif source.suffix in (".jsonl", ".ndjson"):
+        rows = pl.read_ndjson(source).to_dicts()
+    else:
+        raise ValueError(f"{path}: expected a dataset folder, a .parquet file or a .jsonl file")
+    if not rows:
+        raise ValueError(f"{path} holds no rows")
+    missing = [c for c in REQUIRED_COLUMNS if c not in rows[0]]
+    if missing:
+        raise ValueError(
+            f"{path} lacks the column(s) {', '.join(missing)} (a row needs {', '.join(REQUIRED_COLUMNS)})"
+        )
+    defaults = {"language": "unknown", "generator": "unknown", "edit_kind": "unknown"}
+    return [
+        {
+            **defaults,
+            **{k: v for k, v in row.items() if v is not None},
+            "triple_id": str(row.get("triple_id") or i),
+        }
+        for i, row in enumerate(rows)
+    ]

@@ -58,3 +58,73 @@ def merge_with_model(
     new = output[0, inputs["input_ids"].shape[1] :]
     answer = tokenizer.decode(new, skip_special_tokens=True)
     return ModelMerge(answer, parse_answer(answer), int(new.shape[0]), seconds)
+
+
+@dataclass(frozen=True)
+class SpeedSample:
+    new_tokens: int
+    plain_seconds: float
+    lookup_seconds: float
+    identical: bool  # the same answer with and without drafts (greedy decoding: it must be)
+
+
+def measure_speedup(model, tokenizer, pairs, *, prompt_lookup: int = 10) -> list[SpeedSample]:
+    """Each (original, snippet) decoded twice, plain greedy and with prompt-lookup drafts.
+
+    One short warm-up call first (the first generate pays one-off costs); then the two runs alternate
+    which goes first, so that neither always meets a warm cache.
+    """
+    pairs = list(pairs)
+    if pairs:
+        merge_with_model(model, tokenizer, *pairs[0], prompt_lookup=None, max_new_tokens=4)
+    samples = []
+    for i, (original, snippet) in enumerate(pairs):
+        order = (None, prompt_lookup) if i % 2 == 0 else (prompt_lookup, None)
+        runs = {k: merge_with_model(model, tokenizer, original, snippet, prompt_lookup=k) for k in order}
+        plain, drafted = runs[None], runs[prompt_lookup]
+        samples.append(
+            SpeedSample(plain.new_tokens, plain.seconds, drafted.seconds, plain.answer == drafted.answer)
+        )
+    return samples
+
+
+def speedup(samples: list[SpeedSample]) -> float | None:
+    """Plain decoding time over prompt-lookup time, over all samples (None without samples)."""
+    lookup = sum(s.lookup_seconds for s in samples)
+    return sum(s.plain_seconds for s in samples) / lookup if samples and lookup else None
+
+
+def load_model(name_or_path: str, *, adapter: str | None = None, allow_download: bool = False):
+    """(model, tokenizer) in eval mode: a local folder (or a hub id when allowed), with a LoRA adapter on
+    top when `adapter` is given. The tokenizer comes from the adapter's folder when it has one (training
+    saves it there), else from the model's; a tokenizer without a chat template gets trl's Qwen2.5 one."""
+    from pathlib import Path
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from fastapply_pipeline.core.chat import trl_chat_template
+
+    local = Path(name_or_path).expanduser()
+    if not local.is_dir() and not allow_download:
+        raise FileNotFoundError(
+            f"model {name_or_path!r} is not a local folder, and downloading is off "
+            "(pass a folder with config.json and weights, or allow downloads to fetch it from the hub)"
+        )
+    source = str(local) if local.is_dir() else name_or_path
+    offline = {"local_files_only": True} if local.is_dir() else {}
+    tokenizer_source = source
+    if adapter is not None:
+        adapter_dir = Path(adapter).expanduser()
+        if not (adapter_dir / "adapter_config.json").is_file():
+            raise FileNotFoundError(f"adapter {adapter!r} has no adapter_config.json (a peft LoRA folder)")
+        if (adapter_dir / "tokenizer_config.json").is_file():
+            tokenizer_source = str(adapter_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, **offline)
+    if not tokenizer.chat_template:
+        tokenizer.chat_template = trl_chat_template("qwen2_5")
+    model = AutoModelForCausalLM.from_pretrained(source, **offline)
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(Path(adapter).expanduser()))
+    return model.eval(), tokenizer

@@ -62,11 +62,19 @@ def chrf(output: str, reference: str) -> float:
     return float(CHRF().sentence_score(output, [reference]).score)
 
 
+def _parses(text: str, language: str) -> bool | None:
+    """Whether the text parses; None for a language without a grammar here (no parse check)."""
+    try:
+        return parses(text, language)
+    except ValueError:
+        return None
+
+
 def score_example(
     output: str | None, *, reference: str, original: str, language: str, missing_tags: bool = False
 ) -> ExampleScore:
     """Scores of one output (None: the candidate produced no file, e.g. the applier refused)."""
-    original_parses = parses(original, language)
+    original_parses = _parses(original, language)
     if output is None:
         dropped, _ = line_differences("", reference)
         return ExampleScore(
@@ -83,16 +91,28 @@ def score_example(
         extra_lines=extra,
         marker_leak=contains_marker(output),
         missing_tags=missing_tags,
-        parses=parses(output, language) if original_parses else None,
+        parses=_parses(output, language) if original_parses else None,
     )
 
 
 def aggregate(scores: pl.DataFrame, by: list[str]) -> pl.DataFrame:
-    """Per group: examples, the share of exact / normalized / sorted-line matches, marker leaks, missing
-    tags and parsing outputs, mean chrF, and mean dropped / extra lines."""
-    rates = [
-        pl.col(name).cast(pl.Float64).mean().alias(name)
-        for name in ("exact", "normalized", "sorted_lines", "marker_leak", "missing_tags", "parses")
-    ]
+    """Per group (in order of first appearance): examples, the share of exact / normalized / sorted-line
+    matches, marker leaks, missing tags and parsing outputs (and of judged-correct ones, where judged),
+    mean chrF, mean dropped / extra lines, median latency and output tokens per second (all tokens over
+    all seconds, where the candidate reports tokens)."""
+    flags = ["exact", "normalized", "sorted_lines", "marker_leak", "missing_tags", "parses"]
+    if "judge_correct" in scores.columns:
+        flags.append("judge_correct")
+    rates = [pl.col(name).cast(pl.Float64).mean().alias(name) for name in flags]
     means = [pl.col(name).mean().alias(name) for name in ("chrf", "dropped_lines", "extra_lines")]
-    return scores.group_by(by).agg(pl.len().alias("examples"), *rates, *means).sort(by)
+    if "latency_seconds" not in scores.columns:  # scores alone, not candidate runs
+        return scores.group_by(by, maintain_order=True).agg(pl.len().alias("examples"), *rates, *means)
+    timed = pl.col("output_tokens").is_not_null() & pl.col("latency_seconds").is_not_null()
+    speed = [
+        pl.col("latency_seconds").median().alias("latency_s"),
+        pl.when(timed.any())
+        .then(pl.col("output_tokens").filter(timed).sum() / pl.col("latency_seconds").filter(timed).sum())
+        .otherwise(None)
+        .alias("tokens_per_s"),
+    ]
+    return scores.group_by(by, maintain_order=True).agg(pl.len().alias("examples"), *rates, *means, *speed)

@@ -1,33 +1,28 @@
-"""eval_scores: candidates x metrics on the dataset's test split (the start of the evaluation stage)."""
+"""eval_scores: every candidate on the dataset's test split, scored, judged (optionally) and timed."""
 
+import base64
 import difflib
 import json
 import random
-from pathlib import Path
+from collections import defaultdict
 
 import dagster as dg
 import polars as pl
 
-from fastapply_pipeline.core.evaluate import applier_candidate, evaluate, identity_candidate, model_candidate
-from fastapply_pipeline.core.metrics import METRIC_COLUMNS, aggregate
-from fastapply_pipeline.defs.reporting import markdown_table
+from fastapply_pipeline.core.evaluate import (
+    applier_candidate,
+    endpoint_candidate,
+    evaluate,
+    identity_candidate,
+    judge,
+    model_candidate,
+    summary_table,
+)
+from fastapply_pipeline.core.metrics import aggregate
+from fastapply_pipeline.defs.reporting import count_table, markdown_table
 from fastapply_pipeline.defs.resources import FastApplyResource
 
-
-def _local_models(adapter_dir: Path, wanted: list[str]) -> dict:
-    """The base model named by the adapter's config, and the adapter on it (only those wanted)."""
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    base_path = json.loads((adapter_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
-    tokenizer = AutoTokenizer.from_pretrained(str(adapter_dir), local_files_only=True)
-    models = {}
-    if "base" in wanted:
-        models["base"] = AutoModelForCausalLM.from_pretrained(base_path, local_files_only=True).eval()
-    if "adapter" in wanted:
-        base = AutoModelForCausalLM.from_pretrained(base_path, local_files_only=True)
-        models["adapter"] = PeftModel.from_pretrained(base, str(adapter_dir)).eval()
-    return {name: (model, tokenizer) for name, model in models.items()}
+LOCAL_MODELS = ("adapter", "base")
 
 
 @dg.asset(
@@ -36,6 +31,7 @@ def _local_models(adapter_dir: Path, wanted: list[str]) -> dict:
     deps=["lora_adapter", "fastapply_dataset"],
     pool="gpu",
     io_manager_key="parquet_io_manager",
+    owners=["team:fastapply"],
     check_specs=[
         dg.AssetCheckSpec(
             "adapter_beats_base",
@@ -45,10 +41,12 @@ def _local_models(adapter_dir: Path, wanted: list[str]) -> dict:
     ],
     description=(
         "Every candidate (the trained adapter, its base model, the deterministic applier, the identity "
-        "baseline) merges the test split's (original, snippet) pairs with THE inference prompt (local models: "
-        "greedy, prompt-lookup drafts); each output is scored: exact, whitespace-normalized and sorted-line "
-        "match, chrF, dropped and extra lines, marker leak, missing tags, parse validity, latency, tokens/s. "
-        "One row per (candidate, example)."
+        "baseline, and any OpenAI-compatible endpoint in eval.endpoints) merges the test split's (original, "
+        "snippet) pairs with THE inference prompt (greedy; local models with prompt-lookup drafts); each "
+        "output is scored: exact, whitespace-normalized and sorted-line match, chrF, dropped and extra lines, "
+        "marker leak, missing tags, parse validity, latency, tokens/s; optionally graded by an LLM judge. "
+        "Metadata: tables by candidate, language, generator and edit kind, a chart, the prompt-lookup "
+        "speedup, the worst diffs. One row per (candidate, example)."
     ),
 )
 def eval_scores(context: dg.AssetExecutionContext, fastapply: FastApplyResource):
@@ -57,70 +55,172 @@ def eval_scores(context: dg.AssetExecutionContext, fastapply: FastApplyResource)
     from datasets import load_from_disk
 
     test = load_from_disk(str(config.artifacts_dir / "dataset" / "hf"))["test"].to_list()
+    if not test:
+        raise dg.Failure(
+            "the dataset's test split is empty: nothing to evaluate (see fastapply_dataset's split)"
+        )
     if settings.max_examples is not None and len(test) > settings.max_examples:
         test = random.Random(config.seed).sample(test, settings.max_examples)
-    candidates = {}
     wanted = list(settings.candidates)
-    adapter_dir = config.artifacts_dir / "adapters" / "lora_adapter" / "adapter"
-    if {"adapter", "base"} & set(wanted):
-        if not (adapter_dir / "adapter_config.json").is_file():
-            raise dg.Failure(f"no adapter at {adapter_dir}: materialize lora_adapter first")
-        for name, (model, tokenizer) in _local_models(adapter_dir, wanted).items():
-            candidates[name] = model_candidate(model, tokenizer, prompt_lookup=settings.prompt_lookup)
-    if "applier" in wanted:
-        candidates["applier"] = applier_candidate
-    if "identity" in wanted:
-        candidates["identity"] = identity_candidate
-    context.log.info(f"{len(candidates)} candidate(s) on {len(test)} test example(s)")
-    results = evaluate({name: candidates[name] for name in wanted}, test)
+    local = _local_models(config, [name for name in wanted if name in LOCAL_MODELS])
+    runners = {}
+    for name in wanted:
+        if name in local:
+            model, tokenizer = local[name]
+            runners[name] = model_candidate(model, tokenizer, prompt_lookup=settings.prompt_lookup)
+        elif name == "applier":
+            runners[name] = applier_candidate
+        elif name == "identity":
+            runners[name] = identity_candidate
+        else:
+            runners[name] = endpoint_candidate(settings.endpoints[name], name)
+    context.log.info(f"{len(runners)} candidate(s) on {len(test)} test example(s): {', '.join(runners)}")
+    done: dict[str, int] = defaultdict(int)
+    step = max(1, len(test) // 5)
 
-    summary = aggregate(results, ["candidate"])
-    columns = ["candidate", "examples", *METRIC_COLUMNS]
-    table_rows = [
-        [row[c] if not isinstance(row[c], float) else round(row[c], 3) for c in columns]
-        for row in summary.select(columns).iter_rows(named=True)
-    ]
-    by_language = aggregate(results, ["candidate", "language"])
-    rates = {row["candidate"]: row for row in summary.iter_rows(named=True)}
-    check = None
-    if "adapter" in rates and "base" in rates:
-        adapter, base = rates["adapter"], rates["base"]
-        passed = adapter["exact"] > base["exact"] and (adapter["parses"] or 0) >= (base["parses"] or 0)
-        check = dg.AssetCheckResult(
-            check_name="adapter_beats_base",
-            passed=passed,
-            severity=dg.AssetCheckSeverity.WARN,
-            metadata={
-                "adapter_exact": adapter["exact"],
-                "base_exact": base["exact"],
-                "adapter_parses": adapter["parses"] or 0.0,
-                "base_parses": base["parses"] or 0.0,
-            },
+    def progress(candidate: str) -> None:
+        done[candidate] += 1
+        if done[candidate] % step == 0 or done[candidate] == len(test):
+            context.log.info(f"{candidate}: {done[candidate]}/{len(test)} examples")
+
+    results = evaluate(runners, test, progress=progress)
+    metadata = {"examples": len(test), "candidates": ", ".join(runners)}
+    if settings.judge is not None:
+        results, judge_counts = judge(results, test, settings.judge, seed=config.seed)
+        metadata["judge"] = count_table("judge", judge_counts)
+        metadata["judge_model"] = settings.judge.model
+
+    columns, rows = summary_table(results)
+    metadata["scores"] = markdown_table(columns, rows)
+    for group in ("language", "generator", "edit_kind"):
+        group_columns, group_rows = summary_table(results, ("candidate", group))
+        keep = [group_columns.index(c) for c in _GROUP_COLUMNS if c in group_columns]
+        metadata[f"scores_by_{group}"] = markdown_table(
+            [group_columns[i] for i in keep], [[row[i] for i in keep] for row in group_rows]
         )
-    yield dg.Output(
-        results,
-        metadata={
-            "examples": len(test),
-            "scores": markdown_table(columns, table_rows),
-            "scores_by_language": markdown_table(
-                ["candidate", "language", "examples", "exact", "chrf"],
-                [
-                    (r["candidate"], r["language"], r["examples"], round(r["exact"], 3), round(r["chrf"], 1))
-                    for r in by_language.iter_rows(named=True)
-                ],
-            ),
-            "worst_examples": dg.MetadataValue.md(_worst(results, test)),
-        },
+    summary = aggregate(results, ["candidate"])
+    chart = _chart(summary, config.artifacts_dir / "eval" / "scores.png")
+    metadata["chart"] = dg.MetadataValue.md(
+        f"![exact match and tokens/s per candidate](data:image/png;base64,{chart})"
     )
-    if check is not None:
-        yield check
-    else:
-        yield dg.AssetCheckResult(
+    metadata["chart_path"] = dg.MetadataValue.path(str(config.artifacts_dir / "eval" / "scores.png"))
+    for row in summary.iter_rows(named=True):  # numbers Dagster plots across materializations
+        metadata[f"exact/{row['candidate']}"] = float(row["exact"])
+    speed = _speed(context, local, test, settings)
+    if speed:
+        metadata["prompt_lookup_speedup"] = markdown_table(
+            ["candidate", "examples", "output tokens", "plain tok/s", "lookup tok/s", "speedup", "identical"],
+            speed,
+        )
+    errors = results.filter(pl.col("error").is_not_null()).group_by("candidate", "error").len()
+    if errors.height:
+        metadata["no_output"] = count_table(
+            "candidate: reason",
+            {f"{r['candidate']}: {r['error']}": r["len"] for r in errors.iter_rows(named=True)},
+        )
+    metadata["worst_examples"] = dg.MetadataValue.md(_worst(results, test))
+    yield dg.Output(results, metadata=metadata)
+    yield _adapter_check(summary)
+
+
+_GROUP_COLUMNS = (
+    "candidate",
+    "language",
+    "generator",
+    "edit_kind",
+    "examples",
+    "exact",
+    "judge_correct",
+    "chrf",
+    "parses",
+)
+
+
+def _local_models(config, wanted: list[str]) -> dict:
+    """The adapter and/or its base model (the one named by the adapter's config), each (model, tokenizer)."""
+    if not wanted:
+        return {}
+    from fastapply_pipeline.core.inference import load_model
+
+    adapter_dir = config.artifacts_dir / "adapters" / "lora_adapter" / "adapter"
+    if not (adapter_dir / "adapter_config.json").is_file():
+        raise dg.Failure(
+            f"no adapter at {adapter_dir}: materialize lora_adapter first, or leave adapter and base out of "
+            "eval.candidates"
+        )
+    base = json.loads((adapter_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
+    download = config.training.allow_download
+    models = {}
+    for name in wanted:  # loaded apart: peft adds its layers to the model it is given
+        adapter = str(adapter_dir) if name == "adapter" else None
+        models[name] = load_model(base, adapter=adapter, allow_download=download)
+    return models
+
+
+def _speed(context, local: dict, test: list[dict], settings) -> list[list]:
+    """Plain greedy vs prompt lookup for each local model, on the first `speed_examples` examples."""
+    from fastapply_pipeline.core.inference import measure_speedup, speedup
+
+    if not settings.prompt_lookup or not settings.speed_examples:
+        return []
+    pairs = [(row["original_code"], row["update_snippet"]) for row in test[: settings.speed_examples]]
+    table = []
+    for name, (model, tokenizer) in local.items():
+        samples = measure_speedup(model, tokenizer, pairs, prompt_lookup=settings.prompt_lookup)
+        tokens = sum(s.new_tokens for s in samples)
+        plain = sum(s.plain_seconds for s in samples)
+        lookup = sum(s.lookup_seconds for s in samples)
+        identical = sum(s.identical for s in samples)
+        if identical < len(samples):
+            context.log.warning(f"{name}: {len(samples) - identical} answer(s) differ with prompt lookup")
+        ratio = speedup(samples)
+        context.log.info(f"{name}: prompt lookup speedup {ratio:.2f}x over {len(samples)} example(s)")
+        table.append(
+            [
+                name,
+                len(samples),
+                tokens,
+                round(tokens / plain, 1),
+                round(tokens / lookup, 1),
+                round(ratio, 2),
+                f"{identical}/{len(samples)}",
+            ]
+        )
+    return table
+
+
+def _chart(summary: pl.DataFrame, path) -> str:
+    """The chart written beside the other eval artifacts; returned base64-encoded for the metadata."""
+    from fastapply_pipeline.core.plots import candidate_chart
+
+    png = candidate_chart(summary)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(png)
+    return base64.b64encode(png).decode()
+
+
+def _adapter_check(summary: pl.DataFrame) -> dg.AssetCheckResult:
+    rates = {row["candidate"]: row for row in summary.iter_rows(named=True)}
+    if "adapter" not in rates or "base" not in rates:
+        return dg.AssetCheckResult(
             check_name="adapter_beats_base",
             passed=True,
             severity=dg.AssetCheckSeverity.WARN,
             metadata={"skipped": "adapter and base are not both candidates"},
         )
+    adapter, base = rates["adapter"], rates["base"]
+    passed = adapter["exact"] > base["exact"] and (adapter["parses"] or 0) >= (base["parses"] or 0)
+    return dg.AssetCheckResult(
+        check_name="adapter_beats_base",
+        passed=passed,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "adapter_exact": adapter["exact"],
+            "base_exact": base["exact"],
+            "adapter_parses": adapter["parses"] or 0.0,
+            "base_parses": base["parses"] or 0.0,
+        },
+    )
 
 
 def _worst(results: pl.DataFrame, test: list[dict], count: int = 3) -> str:

@@ -1,0 +1,99 @@
+"""`fastapply eval` and `fastapply apply --model`: a tiny local model built from a config, and a served
+model on the local OpenAI-compatible stand-in."""
+
+import polars as pl
+import pytest
+import torch
+from click.testing import CliRunner
+from transformers import Qwen2ForCausalLM
+
+from fastapply_pipeline.cli import main
+from fastapply_pipeline.core.chat import load_training_tokenizer
+from fastapply_pipeline.core.training import tiny_qwen2_config
+from fastapply_pipeline_tests.standin import StandIn
+from fastapply_pipeline_tests.test_evaluate import ROWS
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny-model")
+    tokenizer = load_training_tokenizer()
+    torch.manual_seed(0)
+    Qwen2ForCausalLM(tiny_qwen2_config(len(tokenizer))).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def data(tmp_path):
+    path = tmp_path / "test.parquet"
+    pl.DataFrame(ROWS[:3]).write_parquet(path)
+    return path
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_eval_with_a_local_model_prints_the_table_and_the_speedup(tiny_model, data, tmp_path):
+    out = tmp_path / "results.parquet"
+    result = invoke(
+        "eval",
+        "--model",
+        tiny_model,
+        "--data",
+        data,
+        "--speed-examples",
+        "1",
+        "-o",
+        out,
+        "--max-examples",
+        "2",
+    )
+    assert result.exit_code == 0, result.output
+    assert "| candidate | examples | exact |" in result.stdout
+    assert "| model | 2 |" in result.stdout and "| applier | 2 | 1.0 |" in result.stdout
+    assert "| identity | 2 | 0.0 |" in result.stdout
+    assert "model: prompt lookup" in result.stdout and "identical outputs 1/1" in result.stdout
+    assert "applier: 100%" in result.stderr  # the progress bars
+    results = pl.read_parquet(out)
+    assert results.height == 6 and (results.filter(pl.col("candidate") == "model")["output_tokens"] > 0).all()
+
+
+def test_eval_against_a_served_model_with_a_judge(data):
+    with StandIn() as server:
+        result = invoke(
+            "eval", "--model", "fast-apply-7b", "--base-url", server.openai_url, "--data", data,
+            "--judge-model", "judge-1", "--judge-base-url", server.openai_url,
+        )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "| endpoint | 3 | 1.0 |" in result.stdout and "judge_correct" in result.stdout
+    assert "judge: asked 3" in result.stderr  # identity's three outputs are the only non-exact ones
+
+
+def test_apply_with_a_model(tiny_model, tmp_path):
+    row = ROWS[0]
+    original, snippet = tmp_path / "m.py", tmp_path / "edit.py"
+    original.write_text(row["original_code"])
+    snippet.write_text(row["update_snippet"])
+    with StandIn() as server:
+        served = invoke(
+            "apply", "--model", "fast-apply-7b", "--base-url", server.openai_url, original, snippet
+        )
+    assert served.exit_code == 0 and served.stdout == row["final_code"]
+    untrained = invoke("apply", "--model", tiny_model, original, snippet)  # random weights write no tags
+    assert untrained.exit_code == 3
+    assert "refused: the model's answer has no complete <updated-code> tags" in untrained.stderr
+
+
+def test_eval_and_apply_name_bad_input(tmp_path, data):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"original_code": "x = 1\\n"}\n')
+    result = invoke("eval", "--data", bad)
+    assert result.exit_code == 1 and "lacks the column(s) update_snippet, final_code" in result.stderr
+    result = invoke("eval", "--model", tmp_path / "nowhere", "--data", data)
+    assert result.exit_code == 1 and "is not a local folder, and downloading is off" in result.stderr
+    result = invoke("eval", "--data", data, "--judge-model", "j")
+    assert result.exit_code == 2 and "--judge-model and --judge-base-url go together" in result.stderr
+    result = invoke("apply", "--adapter", tmp_path, data, data)
+    assert result.exit_code == 2 and "--adapter and --base-url need --model" in result.stderr
