@@ -1,5 +1,6 @@
 """The `fastapply` command line: run the pipeline in the local Dagster instance, manage sources."""
 
+import contextlib
 import os
 import shutil
 import sys
@@ -32,6 +33,14 @@ def ensure_dagster_home(config: FastApplyConfig) -> Path:
     if not instance_yaml.exists() and project_yaml.is_file() and project_yaml.resolve() != instance_yaml:
         shutil.copyfile(project_yaml, instance_yaml)
     return home_path
+
+
+@contextlib.contextmanager
+def local_instance(config: FastApplyConfig):
+    """(DAGSTER_HOME, the instance there), disposed on exit (which also restores Dagster's context)."""
+    home = ensure_dagster_home(config)
+    with dg.DagsterInstance.get() as instance:
+        yield home, instance
 
 
 def root_message(error) -> str:
@@ -109,43 +118,49 @@ def run(
 ) -> None:
     """Register the configured sources and materialize the asset graph in the local Dagster instance."""
     config = _load(config_file)
-    home = ensure_dagster_home(config)
-    from fastapply_pipeline.definitions import build_defs
+    with local_instance(config) as (home, instance):
+        from fastapply_pipeline.definitions import build_defs
 
-    defs = build_defs(config_path(config_file))
-    graph = defs.resolve_asset_graph()
-    try:
-        keys = dg.AssetSelection.from_string(selection).resolve(graph)
-    except Exception as err:  # Dagster raises several types for a bad selection string
-        raise click.ClickException(f"--select {selection!r} is not a valid asset selection: {err}") from None
-    if not keys:
-        raise click.ClickException(f"--select {selection!r} matches no asset; see `dagster asset list`")
+        defs = build_defs(config_path(config_file))
+        graph = defs.resolve_asset_graph()
+        try:
+            keys = dg.AssetSelection.from_string(selection).resolve(graph)
+        except Exception as err:  # Dagster raises several types for a bad selection string
+            raise click.ClickException(
+                f"--select {selection!r} is not a valid asset selection: {err}"
+            ) from None
+        if not keys:
+            raise click.ClickException(f"--select {selection!r} matches no asset; see `dagster asset list`")
 
-    instance = dg.DagsterInstance.get()
-    apply_pools(instance, config)
-    added, orphaned = register_sources(instance, config)
-    click.echo(f"Dagster instance: {home}")
-    if added:
-        click.echo(f"Registered source_repo partitions: {', '.join(added)}")
-    if orphaned:
-        click.echo(f"Partitions with no source in the settings (kept): {', '.join(orphaned)}", err=True)
+        apply_pools(instance, config)
+        added, orphaned = register_sources(instance, config)
+        click.echo(f"Dagster instance: {home}")
+        if added:
+            click.echo(f"Registered source_repo partitions: {', '.join(added)}")
+        if orphaned:
+            click.echo(f"Partitions with no source in the settings (kept): {', '.join(orphaned)}", err=True)
 
-    configured = [s.key for s in config.sources]
-    unknown = [p for p in partitions if p not in configured]
-    if unknown:
-        raise click.ClickException(
-            f"--partition {', '.join(unknown)}: no such source; known: {', '.join(configured)}"
-        )
-    repo_keys = list(partitions) or configured
+        configured = [s.key for s in config.sources]
+        unknown = [p for p in partitions if p not in configured]
+        if unknown:
+            raise click.ClickException(
+                f"--partition {', '.join(unknown)}: no such source; known: {', '.join(configured)}"
+            )
+        repo_keys = list(partitions) or configured
 
-    per_repo = sorted(k for k in keys if graph.get(k).partitions_def is not None)
-    whole = sorted(k for k in keys if graph.get(k).partitions_def is None)
-    plan: list[tuple[str | None, list[dg.AssetKey]]] = []
-    if per_repo:
-        plan += [(repo, per_repo) for repo in repo_keys]
-    if whole:
-        plan.append((None, whole))
+        per_repo = sorted(k for k in keys if graph.get(k).partitions_def is not None)
+        whole = sorted(k for k in keys if graph.get(k).partitions_def is None)
+        plan: list[tuple[str | None, list[dg.AssetKey]]] = []
+        if per_repo:
+            plan += [(repo, per_repo) for repo in repo_keys]
+        if whole:
+            plan.append((None, whole))
 
+        _execute(defs, instance, plan, verbose=verbose, quiet=quiet)
+
+
+def _execute(defs, instance, plan, *, verbose: int, quiet: bool, tags: dict | None = None) -> None:
+    """Materialize each (partition, asset keys) of the plan in its own run; exit 1 if any step failed."""
     level = "WARNING" if quiet else LOG_LEVELS[min(verbose + 1, 2)]
     run_config = {"loggers": {"console": {"config": {"log_level": level}}}}
     failures = []
@@ -162,7 +177,7 @@ def run(
             partition_key=partition,
             selection=asset_keys,
             raise_on_error=False,
-            tags={RUN_TAG: "run", **({"fastapply/source": partition} if partition else {})},
+            tags={RUN_TAG: "run", **(tags or {}), **({"fastapply/source": partition} if partition else {})},
             run_config=run_config,
         )
         seconds = time.monotonic() - t0
@@ -194,6 +209,48 @@ def run(
     click.echo(
         f"\nDone: {len(plan)} run(s) in {total:.1f} s. See them with `fastapply ui` (or `dagster dev`)."
     )
+
+
+@main.command()
+@config_option
+@click.option(
+    "--dataset/--no-dataset",
+    default=True,
+    show_default=True,
+    help="Rebuild fastapply_dataset once the new partitions are built.",
+)
+@click.option("-v", "--verbose", count=True, help="-v: Dagster's step events too; -vv: debug logs.")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings, errors and the summary.")
+def backfill(config_file: str | None, dataset: bool, verbose: int, quiet: bool) -> None:
+    """Build only the sources never built yet (e.g. just added to fastapply.yaml), then the dataset.
+
+    A source counts as built once its edit_triples partition has been materialized; every other
+    partition is left alone (no refetch, no LLM calls).
+    """
+    config = _load(config_file)
+    from fastapply_pipeline.definitions import PER_REPO, build_defs
+
+    with local_instance(config) as (home, instance):
+        defs = build_defs(config_path(config_file))
+        apply_pools(instance, config)
+        added, _ = register_sources(instance, config)
+        click.echo(f"Dagster instance: {home}")
+        if added:
+            click.echo(f"Registered source_repo partitions: {', '.join(added)}")
+        built = instance.get_materialized_partitions(dg.AssetKey("edit_triples"))
+        todo = [s.key for s in config.sources if s.key not in built]
+        if not todo:
+            click.echo(
+                "Nothing to backfill: every source has been built (`fastapply run` rebuilds them all)."
+            )
+            return
+        click.echo(f"Backfilling {len(todo)} source(s): {', '.join(todo)} (already built: {len(built)})")
+        graph = defs.resolve_asset_graph()
+        per_repo = sorted(PER_REPO.resolve(graph))
+        plan: list[tuple[str | None, list[dg.AssetKey]]] = [(key, per_repo) for key in todo]
+        if dataset:
+            plan.append((None, [dg.AssetKey("fastapply_dataset"), dg.AssetKey("rejected_triples")]))
+        _execute(defs, instance, plan, verbose=verbose, quiet=quiet, tags={"fastapply/backfill": "cli"})
 
 
 EXIT_REFUSED = 3

@@ -145,9 +145,78 @@ class Source(_Strict):
         return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:12]
 
 
+DEPLOYMENT_ENV_VAR = "FASTAPPLY_ENV"  # local (default) | prod
+
+
+def deployment() -> str:
+    """`local` (artifacts in a folder) or `prod` (artifacts in S3), from $FASTAPPLY_ENV."""
+    value = os.environ.get(DEPLOYMENT_ENV_VAR, "local").strip().lower() or "local"
+    if value not in ("local", "prod"):
+        raise ConfigError(f"{DEPLOYMENT_ENV_VAR}={value!r}: use local (the default) or prod")
+    return value
+
+
+class S3Settings(_Strict):
+    """Where artifacts go when FASTAPPLY_ENV=prod. Credentials come only from the environment (the AWS
+    SDK's chain: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, a profile, or the pod's / task's role)."""
+
+    bucket: str = Field(..., min_length=3, description="The S3 bucket.")
+    prefix: str = Field("fastapply", description="Key prefix under which every artifact lives.")
+    endpoint_url: str | None = Field(
+        None, description="Another S3 endpoint (MinIO, a moto server); null: AWS (or $AWS_ENDPOINT_URL)."
+    )
+    region: str | None = Field(None, description="null: the SDK's default ($AWS_REGION).")
+
+    @field_validator("prefix")
+    @classmethod
+    def _clean_prefix(cls, prefix: str) -> str:
+        return prefix.strip("/")
+
+
 class StorageSettings(_Strict):
-    cache_dir: str = Field(".fastapply/cache", description="Git mirrors and content caches.")
-    artifacts_dir: str = Field(".fastapply/artifacts", description="Asset outputs (parquet, datasets, ...).")
+    cache_dir: str = Field(".fastapply/cache", description="Git mirrors and content caches (per machine).")
+    artifacts_dir: str = Field(
+        ".fastapply/artifacts",
+        description="Asset outputs (parquet, datasets, adapters); with FASTAPPLY_ENV=prod, the local staging copy.",
+    )
+    s3: S3Settings | None = Field(None, description="The artifact store of FASTAPPLY_ENV=prod.")
+
+
+_CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,\-?]+$")
+_CRON_ALIASES = {"@hourly", "@daily", "@weekly", "@monthly", "@yearly"}
+
+
+def _check_cron(value: str | None) -> str | None:
+    if value is None or value.strip() in _CRON_ALIASES:
+        return value
+    fields = value.split()
+    if len(fields) != 5 or not all(_CRON_FIELD.match(f) for f in fields):
+        raise ValueError(
+            f"{value!r} is not a cron schedule: five fields (minute hour day month weekday), e.g. '0 3 * * 1'"
+        )
+    return value
+
+
+class AutomationSettings(_Strict):
+    """When work starts by itself (the Dagster daemon runs schedules and automation conditions)."""
+
+    refresh_cron: str | None = Field(
+        "0 3 * * 1",
+        description=(
+            "The dataset refresh: each source's ref is resolved again; sources whose commit changed get new "
+            "snippets and triples, and the dataset is rebuilt once any of them changed. null = off."
+        ),
+    )
+    timezone: str = Field("UTC", description="Timezone of every cron here.")
+    train_cron: str | None = Field(
+        None, description="A schedule for lora_adapter (pool gpu); null = launch by hand."
+    )
+    eval_cron: str | None = Field(None, description="A schedule for eval_scores; null = launch by hand.")
+
+    @field_validator("refresh_cron", "train_cron", "eval_cron")
+    @classmethod
+    def _valid_cron(cls, value: str | None) -> str | None:
+        return _check_cron(value)
 
 
 class CloneSettings(_Strict):
@@ -623,6 +692,7 @@ class FastApplyConfig(_Strict):
     dataset: DatasetSettings = Field(default_factory=DatasetSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     eval: EvalSettings = Field(default_factory=EvalSettings)
+    automation: AutomationSettings = Field(default_factory=AutomationSettings)
     pools: dict[str, Annotated[int, Field(ge=1)]] = Field(
         default_factory=lambda: {"gpu": 1, "anthropic": 1, "openai": 1},
         description="Dagster concurrency pool limits applied to the instance by `fastapply run`.",

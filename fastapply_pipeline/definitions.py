@@ -5,6 +5,14 @@ import os
 import dagster as dg
 
 from fastapply_pipeline.config import config_path, load_config
+from fastapply_pipeline.defs.automation import (
+    automate,
+    automation_sensor,
+    eval_job,
+    job_schedules,
+    refresh_schedule,
+    train_job,
+)
 from fastapply_pipeline.defs.dataset.assets import fastapply_dataset
 from fastapply_pipeline.defs.eval.assets import eval_scores
 from fastapply_pipeline.defs.resources import build_resources
@@ -25,24 +33,32 @@ per_repo_job = dg.define_asset_job(
 )
 
 
-def build_defs(path: str | os.PathLike[str] | None = None) -> dg.Definitions:
-    """All definitions, with resources for the settings file at `path` (default: $FASTAPPLY_CONFIG or ./)."""
+ASSETS = [
+    cloned_repo,
+    code_snippets,
+    anthropic_triples,
+    openai_triples,
+    edit_triples,
+    fastapply_dataset,
+    lora_adapter,
+    eval_scores,
+]
+
+
+def build_defs(path: str | os.PathLike[str] | None = None, *, env: str | None = None) -> dg.Definitions:
+    """All definitions for the settings file at `path` (default: $FASTAPPLY_CONFIG or ./), with the
+    resources of the deployment `env` (default: $FASTAPPLY_ENV, else local)."""
     file = config_path(path)
     config = load_config(file)  # fail at load time with the field and the fix, not at the first run
+    schedules = job_schedules(config)
+    if config.automation.refresh_cron:
+        schedules.append(refresh_schedule(config))
     return dg.Definitions(
-        assets=[
-            cloned_repo,
-            code_snippets,
-            anthropic_triples,
-            openai_triples,
-            edit_triples,
-            fastapply_dataset,
-            lora_adapter,
-            eval_scores,
-        ],
-        jobs=[per_repo_job],
-        sensors=[source_repos_sensor],
-        resources=build_resources(config, str(file)),
+        assets=automate(ASSETS, config),
+        jobs=[per_repo_job, train_job, eval_job],
+        schedules=schedules,
+        sensors=[source_repos_sensor, automation_sensor],
+        resources=build_resources(config, str(file), env),
     )
 
 

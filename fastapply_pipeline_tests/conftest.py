@@ -268,3 +268,19 @@ def instance(tmp_path):
     home.mkdir()
     with dg.instance_for_test(temp_dir=str(home)) as instance:
         yield instance
+
+
+@pytest.fixture(autouse=True)
+def _isolate_dagster_defs_state_context():
+    """Each test starts without a current defs-state storage.
+
+    A DagsterInstance publishes its defs-state storage in a context variable that later definition loads
+    read; an instance a test leaves undisposed (tests here create many) leaves that variable pointing at
+    a collected instance, and the next test's `get_repository_def()` fails with "undefined DagsterInstance
+    weakref". Resetting the variable around each test (Dagster's own setter, a private module) keeps
+    tests independent of each other's order.
+    """
+    from dagster._core.storage.defs_state.base import set_defs_state_storage
+
+    with set_defs_state_storage(None):
+        yield

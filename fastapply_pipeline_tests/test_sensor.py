@@ -22,7 +22,7 @@ def evaluate(instance, config_path):
     return source_repos_sensor(context)
 
 
-def test_new_sources_become_partitions_with_one_run_each(instance, make_config):
+def test_new_sources_become_partitions(instance, make_config):
     path, _ = make_config(
         [{"url": "https://github.com/vercel/next.js"}, {"path": "/srv/repo", "name": "local"}]
     )
@@ -30,8 +30,7 @@ def test_new_sources_become_partitions_with_one_run_each(instance, make_config):
     (request,) = result.dynamic_partitions_requests
     assert request.partitions_def_name == SOURCE_REPO_PARTITIONS
     assert list(request.partition_keys) == ["next.js", "local"]
-    assert [r.partition_key for r in result.run_requests] == ["next.js", "local"]
-    assert all(r.run_key.startswith(f"{r.partition_key}:") for r in result.run_requests)
+    assert not result.run_requests  # building them is the automation sensor's job (on_missing)
 
 
 def test_existing_partitions_are_skipped_and_orphans_kept(instance, make_config):
@@ -43,7 +42,6 @@ def test_existing_partitions_are_skipped_and_orphans_kept(instance, make_config)
     (request,) = result.dynamic_partitions_requests
     assert isinstance(request, dg.AddDynamicPartitionsRequest)
     assert list(request.partition_keys) == ["new-one"]
-    assert [r.partition_key for r in result.run_requests] == ["new-one"]
 
     instance.add_dynamic_partitions(SOURCE_REPO_PARTITIONS, ["new-one"])
     again = evaluate(instance, path)
@@ -56,13 +54,6 @@ def test_existing_partitions_are_skipped_and_orphans_kept(instance, make_config)
     }
 
 
-def test_an_edited_source_gets_a_new_run_key(instance, make_config):
-    path, _ = make_config([{"url": "https://github.com/vercel/next.js"}])
-    first = evaluate(instance, path).run_requests[0].run_key
-    path, _ = make_config([{"url": "https://github.com/vercel/next.js", "ref": "canary"}])
-    assert evaluate(instance, path).run_requests[0].run_key != first
-
-
 def test_an_invalid_settings_file_fails_the_tick_with_the_field(instance, tmp_path):
     bad = tmp_path / "fastapply.yaml"
     bad.write_text("sources:\n  - url: ext::sh\n")
@@ -70,11 +61,9 @@ def test_an_invalid_settings_file_fails_the_tick_with_the_field(instance, tmp_pa
         evaluate(instance, bad)
 
 
-def test_sensor_targets_the_per_repository_job(make_config):
+def test_per_repository_job_holds_the_per_repository_assets(make_config):
     path, _ = make_config([{"url": "https://github.com/vercel/next.js"}])
-    defs = build_defs(path)
-    sensor = defs.resolve_sensor_def("source_repos_sensor")
-    job = defs.resolve_job_def(sensor.job_name)
+    job = build_defs(path).resolve_job_def("source_repo_job")
     assert job.partitions_def.name == SOURCE_REPO_PARTITIONS
     assert {k.to_user_string() for k in job.asset_layer.executable_asset_keys} == {
         "cloned_repo",

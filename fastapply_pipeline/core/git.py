@@ -121,6 +121,32 @@ def sync_mirror(
     return SyncResult(commit=commit_sha, fetched=True)
 
 
+def remote_commit(location: str, ref: str | None, *, timeout: float, what: str) -> str:
+    """The commit `ref` (default HEAD) of `location` points at now, without fetching (`git ls-remote`).
+
+    A full SHA is its own answer. A branch wins over a tag of the same name; an annotated tag resolves to
+    its commit (the peeled `^{}` line).
+    """
+    if ref and _SHA_RE.match(ref):
+        return ref
+    target = ref or "HEAD"
+    patterns = [target] if target == "HEAD" else [target, f"{target}^{{}}"]
+    lines = (
+        run_git(["ls-remote", "--", location, *patterns], timeout=timeout, what=what).decode().splitlines()
+    )
+    found = dict(reversed(line.split("\t", 1)) for line in lines if "\t" in line)
+    for name in (
+        "HEAD" if target == "HEAD" else None,
+        target if target.startswith("refs/") else None,
+        f"refs/heads/{target}",
+        f"refs/tags/{target}^{{}}",
+        f"refs/tags/{target}",
+    ):
+        if name and name in found:
+            return found[name]
+    raise GitError(f"`git ls-remote`{f' for {what}' if what else ''}: {location} has no ref {target!r}")
+
+
 def _has_commit(mirror: Path, sha: str) -> bool:
     try:
         run_git(["cat-file", "-e", f"{sha}^{{commit}}"], git_dir=mirror, timeout=60)

@@ -66,6 +66,7 @@ class SpeedSample:
     plain_seconds: float
     lookup_seconds: float
     identical: bool  # the same answer with and without drafts (greedy decoding: it must be)
+    answer: str = ""  # the answer with drafts
 
 
 def measure_speedup(model, tokenizer, pairs, *, prompt_lookup: int = 10) -> list[SpeedSample]:
@@ -83,7 +84,13 @@ def measure_speedup(model, tokenizer, pairs, *, prompt_lookup: int = 10) -> list
         runs = {k: merge_with_model(model, tokenizer, original, snippet, prompt_lookup=k) for k in order}
         plain, drafted = runs[None], runs[prompt_lookup]
         samples.append(
-            SpeedSample(plain.new_tokens, plain.seconds, drafted.seconds, plain.answer == drafted.answer)
+            SpeedSample(
+                plain.new_tokens,
+                plain.seconds,
+                drafted.seconds,
+                plain.answer == drafted.answer,
+                drafted.answer,
+            )
         )
     return samples
 

@@ -50,16 +50,37 @@ class TrainJob:
     allow_download: bool = False
     load_in_4bit: bool = True  # on CUDA: QLoRA (unsloth, or bitsandbytes with the hf backend)
     gradient_checkpointing: bool = True  # recompute activations: far less memory for some more compute
+    # Production: the artifact store (bucket, prefix, endpoint_url, region). The job fetches the dataset
+    # folder from it into `artifacts_root` first and publishes `output_dir` to it at the end, so it runs
+    # the same on the Dagster machine, a Kubernetes pod or an ECS task.
+    s3: dict | None = None
+    artifacts_root: str | None = None
+
+    def store(self):
+        """The S3Store of a production job (None locally)."""
+        if not self.s3:
+            return None
+        from fastapply_pipeline.core.artifacts import S3Store
+
+        if not self.artifacts_root:
+            raise ValueError("a job with s3 settings needs artifacts_root")
+        return S3Store(root=Path(self.artifacts_root), **self.s3)
+
+    def artifact_name(self, path: str) -> str:
+        return Path(path).resolve().relative_to(Path(self.artifacts_root).resolve()).as_posix()
 
     def to_json(self, path: Path) -> None:
         Path(path).write_text(json.dumps(asdict(self), indent=2, sort_keys=True), encoding="utf-8")
 
     @classmethod
     def from_json(cls, path: Path) -> TrainJob:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")), what=str(path))
+
+    @classmethod
+    def from_dict(cls, data: dict, what: str = "the job") -> TrainJob:
         unknown = set(data) - set(cls.__dataclass_fields__)
         if unknown:
-            raise ValueError(f"{path}: unknown training settings {sorted(unknown)}")
+            raise ValueError(f"{what}: unknown training settings {sorted(unknown)}")
         return cls(**data)
 
 

@@ -1,10 +1,14 @@
 """Resources shared by every stage: the settings file and where artifacts are stored."""
 
+import os
+from pathlib import Path
+
 import dagster as dg
 import polars as pl
 from dagster_polars import PolarsParquetIOManager
 
-from fastapply_pipeline.config import FastApplyConfig, config_path, load_config
+from fastapply_pipeline.config import ConfigError, FastApplyConfig, config_path, deployment, load_config
+from fastapply_pipeline.core.artifacts import LocalStore, S3Store
 from fastapply_pipeline.defs.training.resources import GPUJobResource
 
 
@@ -30,14 +34,82 @@ class FastApplyResource(dg.ConfigurableResource):
         return load_config(self.config_path)
 
 
-def build_resources(config: FastApplyConfig, path: str) -> dict[str, object]:
-    """The resources of the local (embedded) deployment: artifacts in a local folder."""
+class ArtifactsResource(dg.ConfigurableResource):
+    """Folders of artifacts (dataset, adapters, eval charts): the local folder, or S3 in production."""
+
+    root: str
+    bucket: str | None = None
+    prefix: str = "fastapply"
+    endpoint_url: str | None = None
+    region: str | None = None
+
+    def store(self) -> LocalStore | S3Store:
+        if self.bucket is None:
+            return LocalStore(Path(self.root))
+        return S3Store(Path(self.root), self.bucket, self.prefix, self.endpoint_url, self.region)
+
+    def s3_settings(self) -> dict | None:
+        """What a training job needs to reach the same store (None locally)."""
+        if self.bucket is None:
+            return None
+        return {
+            "bucket": self.bucket,
+            "prefix": self.prefix,
+            "endpoint_url": self.endpoint_url,
+            "region": self.region,
+        }
+
+
+def build_resources(config: FastApplyConfig, path: str, env: str | None = None) -> dict[str, object]:
+    """The resources of a deployment, chosen by FASTAPPLY_ENV (or `env`); asset code is the same in both.
+
+    local: artifacts, tables and pickled values under `storage.artifacts_dir`.
+    prod: tables as parquet and small values as pickles in S3 (`storage.s3`), artifact folders published
+    to S3 by their producer and fetched by their consumers; `artifacts_dir` is each machine's staging copy.
+    """
+    env = env or deployment()
     artifacts = config.artifacts_dir
-    return {
+    common = {
         "fastapply": FastApplyResource(config_path=str(config_path(path))),
-        # Small Python values (e.g. a repo snapshot) are pickled; tables are parquet written by polars.
-        "io_manager": dg.FilesystemIOManager(base_dir=str(artifacts / "objects")),
-        "parquet_io_manager": ParquetIOManager(base_dir=str(artifacts / "tables")),
         # The training job's launcher, configured by fastapply.yaml's training.gpu section.
         "gpu_job": GPUJobResource(**config.training.gpu.model_dump()),
+    }
+    if env == "local":
+        return {
+            **common,
+            "artifacts": ArtifactsResource(root=str(artifacts)),
+            # Small Python values (e.g. a repo snapshot) are pickled; tables are parquet written by polars.
+            "io_manager": dg.FilesystemIOManager(base_dir=str(artifacts / "objects")),
+            "parquet_io_manager": ParquetIOManager(base_dir=str(artifacts / "tables")),
+        }
+    s3 = config.storage.s3
+    if s3 is None:
+        raise ConfigError(
+            "FASTAPPLY_ENV=prod stores artifacts in S3: add storage.s3 (bucket, prefix, optionally endpoint_url "
+            "and region) to fastapply.yaml, or unset FASTAPPLY_ENV for local storage"
+        )
+    from dagster_aws.s3 import S3PickleIOManager, S3Resource
+
+    client = {k: v for k, v in {"endpoint_url": s3.endpoint_url, "region_name": s3.region}.items() if v}
+    # fsspec-shaped (s3fs writes); dagster-polars maps client_kwargs to polars' object_store keys for reads.
+    storage_options: dict = {"client_kwargs": client} if client else {}
+    if s3.endpoint_url and s3.endpoint_url.startswith("http://"):
+        # polars' object_store refuses plain HTTP (MinIO, a moto server) unless told, and the key cannot go
+        # in storage_options (s3fs rejects it): its environment variable is the one channel both accept.
+        os.environ.setdefault("AWS_ALLOW_HTTP", "true")
+    return {
+        **common,
+        "artifacts": ArtifactsResource(
+            root=str(artifacts),
+            bucket=s3.bucket,
+            prefix=s3.prefix,
+            endpoint_url=s3.endpoint_url,
+            region=s3.region,
+        ),
+        "io_manager": S3PickleIOManager(
+            s3_resource=S3Resource(**client), s3_bucket=s3.bucket, s3_prefix=f"{s3.prefix}/objects"
+        ),
+        "parquet_io_manager": ParquetIOManager(
+            base_dir=f"s3://{s3.bucket}/{s3.prefix}/tables", storage_options=storage_options or None
+        ),
     }

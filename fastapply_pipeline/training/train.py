@@ -36,7 +36,16 @@ from fastapply_pipeline.core.training import (
 
 log = logging.getLogger("fastapply.train")
 # Settings that may change between a run and its resumption.
-RESUMABLE_CHANGES = {"output_dir", "max_steps", "epochs", "save_steps", "logging_steps"}
+# Settings that change neither the data nor the optimization: a run with other values resumes the checkpoints.
+RESUMABLE_CHANGES = {
+    "output_dir",
+    "max_steps",
+    "epochs",
+    "save_steps",
+    "logging_steps",
+    "s3",
+    "artifacts_root",
+}
 
 
 class Reporter:
@@ -332,18 +341,34 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--job", required=True, help="the TrainJob JSON file")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--job", help="the TrainJob JSON file")
+    source.add_argument("--job-json", help="the TrainJob as JSON text (how remote GPU jobs get it)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
-    job = TrainJob.from_json(Path(args.job))
+    job = TrainJob.from_json(Path(args.job)) if args.job else TrainJob.from_dict(json.loads(args.job_json))
     if os.environ.get("DAGSTER_PIPES_CONTEXT"):
         from dagster_pipes import open_dagster_pipes
 
         with open_dagster_pipes() as pipes:
-            train(job, Reporter(pipes))
+            run_job(job, Reporter(pipes))
     else:
-        train(job, Reporter())
+        run_job(job, Reporter())
     return 0
+
+
+def run_job(job: TrainJob, reporter: Reporter) -> dict:
+    """Train; in production, with the dataset fetched from the artifact store first and the adapter
+    folder published to it after."""
+    store = job.store()
+    if store is not None:
+        name = job.artifact_name(str(Path(job.dataset_path).parent))
+        store.fetch(name)
+        reporter.info(f"fetched {store.uri(name)}")
+    metrics = train(job, reporter)
+    if store is not None:
+        reporter.info(f"published {store.publish(job.artifact_name(job.output_dir))}")
+    return metrics
 
 
 if __name__ == "__main__":

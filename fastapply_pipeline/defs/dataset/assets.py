@@ -22,7 +22,7 @@ from fastapply_pipeline.core.markers import contains_marker
 from fastapply_pipeline.core.parsing import parses
 from fastapply_pipeline.core.sources import redact_url
 from fastapply_pipeline.defs.reporting import count_table, markdown_table
-from fastapply_pipeline.defs.resources import FastApplyResource
+from fastapply_pipeline.defs.resources import ArtifactsResource, FastApplyResource
 
 DATASET_CHECKS = {
     "no_repo_in_two_splits": "No repository (or, with one repository, no file) appears in two splits.",
@@ -66,6 +66,7 @@ HF_TOKEN_ENV = "HF_TOKEN"
 def fastapply_dataset(
     context: dg.AssetExecutionContext,
     fastapply: FastApplyResource,
+    artifacts: ArtifactsResource,
     edit_triples,
     cloned_repo,
 ) -> Iterator[dg.Output | dg.AssetCheckResult]:
@@ -155,7 +156,8 @@ def fastapply_dataset(
     )
     folder = config.artifacts_dir / "dataset"
     write_dataset(folder, parts.splits, card)
-    context.log.info(f"dataset written to {folder}: {kept_rows} rows kept, {rejected.height} dropped")
+    stored_at = artifacts.store().publish("dataset")  # the folder itself locally; S3 in production
+    context.log.info(f"dataset written to {stored_at}: {kept_rows} rows kept, {rejected.height} dropped")
 
     pushed = "off (set dataset.push.repo_id)"
     if settings.push.repo_id:
@@ -171,10 +173,10 @@ def fastapply_dataset(
     all_rows = pl.concat(list(parts.splits.values()))
     split_rows = [(name, frame.height, frame["repo"].n_unique()) for name, frame in parts.splits.items()]
     yield dg.Output(
-        {"path": str(folder), "splits": {name: frame.height for name, frame in parts.splits.items()}},
+        {"path": stored_at, "splits": {name: frame.height for name, frame in parts.splits.items()}},
         output_name="fastapply_dataset",
         metadata={
-            "path": dg.MetadataValue.path(str(folder)),
+            "path": dg.MetadataValue.path(stored_at),
             "rows": kept_rows,
             "rows_in": table.height,
             "rejected": rejected.height,

@@ -20,7 +20,7 @@ from fastapply_pipeline.core.evaluate import (
 )
 from fastapply_pipeline.core.metrics import aggregate
 from fastapply_pipeline.defs.reporting import count_table, markdown_table
-from fastapply_pipeline.defs.resources import FastApplyResource
+from fastapply_pipeline.defs.resources import ArtifactsResource, FastApplyResource
 
 LOCAL_MODELS = ("adapter", "base")
 
@@ -31,7 +31,6 @@ LOCAL_MODELS = ("adapter", "base")
     deps=["lora_adapter", "fastapply_dataset"],
     pool="gpu",
     io_manager_key="parquet_io_manager",
-    owners=["team:fastapply"],
     check_specs=[
         dg.AssetCheckSpec(
             "adapter_beats_base",
@@ -49,12 +48,15 @@ LOCAL_MODELS = ("adapter", "base")
         "speedup, the worst diffs. One row per (candidate, example)."
     ),
 )
-def eval_scores(context: dg.AssetExecutionContext, fastapply: FastApplyResource):
+def eval_scores(
+    context: dg.AssetExecutionContext, fastapply: FastApplyResource, artifacts: ArtifactsResource
+):
     config = fastapply.load()
     settings = config.eval
     from datasets import load_from_disk
 
-    test = load_from_disk(str(config.artifacts_dir / "dataset" / "hf"))["test"].to_list()
+    store = artifacts.store()
+    test = load_from_disk(str(store.fetch("dataset") / "hf"))["test"].to_list()
     if not test:
         raise dg.Failure(
             "the dataset's test split is empty: nothing to evaluate (see fastapply_dataset's split)"
@@ -62,6 +64,8 @@ def eval_scores(context: dg.AssetExecutionContext, fastapply: FastApplyResource)
     if settings.max_examples is not None and len(test) > settings.max_examples:
         test = random.Random(config.seed).sample(test, settings.max_examples)
     wanted = list(settings.candidates)
+    if any(name in LOCAL_MODELS for name in wanted):
+        store.fetch("adapters/lora_adapter")
     local = _local_models(config, [name for name in wanted if name in LOCAL_MODELS])
     runners = {}
     for name in wanted:
@@ -103,7 +107,7 @@ def eval_scores(context: dg.AssetExecutionContext, fastapply: FastApplyResource)
     metadata["chart"] = dg.MetadataValue.md(
         f"![exact match and tokens/s per candidate](data:image/png;base64,{chart})"
     )
-    metadata["chart_path"] = dg.MetadataValue.path(str(config.artifacts_dir / "eval" / "scores.png"))
+    metadata["chart_path"] = dg.MetadataValue.path(store.publish("eval"))
     for row in summary.iter_rows(named=True):  # numbers Dagster plots across materializations
         metadata[f"exact/{row['candidate']}"] = float(row["exact"])
     speed = _speed(context, local, test, settings)

@@ -1,4 +1,8 @@
-"""The sensor that turns sources in fastapply.yaml into source_repo partitions and runs for them."""
+"""The sensor that turns sources in fastapply.yaml into source_repo partitions.
+
+It only registers partitions: building them is declarative automation's job (the per-repository assets
+are `on_missing`, see defs/automation.py), so a new source is built once, by one mechanism.
+"""
 
 import dagster as dg
 
@@ -9,13 +13,12 @@ PER_REPO_JOB = "source_repo_job"
 
 
 @dg.sensor(
-    job_name=PER_REPO_JOB,
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
-        "Adds a source_repo partition for each new source in fastapply.yaml and requests a run of the "
-        "per-repository assets for it. Sources removed from the file are reported, never deleted: "
-        "remove their partitions explicitly with `fastapply sources remove KEY`."
+        "Adds a source_repo partition for each new source in fastapply.yaml; the automation sensor then "
+        "builds its per-repository assets (on_missing). Sources removed from the file are reported, never "
+        "deleted: remove their partitions explicitly with `fastapply sources remove KEY`."
     ),
 )
 def source_repos_sensor(context: dg.SensorEvaluationContext, fastapply: FastApplyResource) -> dg.SensorResult:
@@ -31,13 +34,4 @@ def source_repos_sensor(context: dg.SensorEvaluationContext, fastapply: FastAppl
         return dg.SensorResult(skip_reason=dg.SkipReason("every source already has a partition"))
     keys = [s.key for s in new_sources]
     context.log.info(f"adding source_repo partitions: {', '.join(keys)}")
-    return dg.SensorResult(
-        dynamic_partitions_requests=[source_repo_partitions.build_add_request(keys)],
-        run_requests=[
-            # The run key includes the source's fingerprint: re-adding an edited source runs again.
-            dg.RunRequest(
-                partition_key=s.key, run_key=f"{s.key}:{s.fingerprint()}", tags={"fastapply/source": s.key}
-            )
-            for s in new_sources
-        ],
-    )
+    return dg.SensorResult(dynamic_partitions_requests=[source_repo_partitions.build_add_request(keys)])

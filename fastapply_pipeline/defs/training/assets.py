@@ -1,11 +1,13 @@
 """lora_adapter: a LoRA adapter trained on fastapply_dataset by the GPU job resource, through Pipes."""
 
+import json
 import sys
+from dataclasses import asdict
 
 import dagster as dg
 
 from fastapply_pipeline.core.training import PRESETS, TrainJob
-from fastapply_pipeline.defs.resources import FastApplyResource
+from fastapply_pipeline.defs.resources import ArtifactsResource, FastApplyResource
 from fastapply_pipeline.defs.training.resources import GPUJobResource
 
 
@@ -23,7 +25,10 @@ from fastapply_pipeline.defs.training.resources import GPUJobResource
     ),
 )
 def lora_adapter(
-    context: dg.AssetExecutionContext, fastapply: FastApplyResource, gpu_job: GPUJobResource
+    context: dg.AssetExecutionContext,
+    fastapply: FastApplyResource,
+    gpu_job: GPUJobResource,
+    artifacts: ArtifactsResource,
 ) -> dg.MaterializeResult:
     config = fastapply.load()
     settings = config.training
@@ -40,9 +45,23 @@ def lora_adapter(
         alpha=settings.alpha or preset["alpha"],
         max_seq_length=config.dataset.max_seq_length,
         seed=config.seed,
+        # Production: the job fetches the dataset from S3 and publishes the adapter there itself, so it
+        # runs alike here, in a Kubernetes pod or in an ECS task.
+        s3=artifacts.s3_settings(),
+        artifacts_root=str(config.artifacts_dir) if artifacts.s3_settings() else None,
     )
     job_file = output / "job.json"
     job.to_json(job_file)
-    command = [sys.executable, "-m", "fastapply_pipeline.training.train", "--job", str(job_file)]
+    # The job travels inline: a remote GPU machine has no access to this machine's files.
+    command = [
+        sys.executable,
+        "-m",
+        "fastapply_pipeline.training.train",
+        "--job-json",
+        json.dumps(asdict(job)),
+    ]
     invocation = gpu_job.run(context, command, extras={"job": str(job_file)})
+    context.add_output_metadata(
+        {"stored_at": dg.MetadataValue.path(artifacts.store().uri("adapters/lora_adapter"))}
+    )
     return invocation.get_materialize_result()

@@ -1,0 +1,159 @@
+"""What starts work without a click: the dataset refresh schedule, declarative automation, GPU jobs.
+
+- `dataset_refresh` (cron `automation.refresh_cron`): resolves each registered source's ref again with
+  `git ls-remote` (no fetch) and requests the per-repository assets only for sources whose commit
+  differs from the one cloned_repo last recorded (its data version).
+- Per-repository assets: `on_missing`: a new source_repo partition (the sensor adds it when a source
+  appears in fastapply.yaml) is materialized once; nothing else re-runs.
+- fastapply_dataset: after each tick of the same cron, once any upstream partition was updated since it
+  was last built and no upstream run is still in flight, it is rebuilt, once. Not `eager`: eager would
+  rebuild after every single partition (and, with a new repository still missing, not at all).
+- Training and evaluation: jobs a user launches (`train_job`, `eval_job`), each step holding the `gpu`
+  pool; `automation.train_cron` / `eval_cron` add schedules for them.
+"""
+
+import dagster as dg
+
+from fastapply_pipeline.config import FastApplyConfig
+from fastapply_pipeline.core.git import GitError, remote_commit
+from fastapply_pipeline.defs.partitions import SOURCE_REPO_PARTITIONS
+from fastapply_pipeline.defs.resources import FastApplyResource
+from fastapply_pipeline.defs.sources.sensors import PER_REPO_JOB
+
+OWNERS = ["team:fastapply"]
+REFRESH_TAG = "fastapply/refresh"
+
+# Evaluates every asset's automation condition (on by default, unlike Dagster's implicit default sensor).
+automation_sensor = dg.AutomationConditionSensorDefinition(
+    "fastapply_automation",
+    target=dg.AssetSelection.all(),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=60,
+    description="Builds new source_repo partitions (on_missing) and rebuilds fastapply_dataset after refreshes.",
+)
+
+train_job = dg.define_asset_job(
+    "train_job",
+    selection=dg.AssetSelection.assets("lora_adapter"),
+    description="Trains lora_adapter on the current fastapply_dataset (pool gpu: one at a time).",
+)
+eval_job = dg.define_asset_job(
+    "eval_job",
+    selection=dg.AssetSelection.assets("eval_scores"),
+    description="Scores the current adapter, its base and the baselines on the test split (pool gpu).",
+)
+
+
+def per_repo_condition() -> dg.AutomationCondition:
+    return dg.AutomationCondition.on_missing()
+
+
+def dataset_condition(cron: str, timezone: str) -> dg.AutomationCondition:
+    """Once per cron tick, after any upstream update, when no upstream run is in flight."""
+    return (
+        dg.AutomationCondition.cron_tick_passed(cron, timezone).since_last_handled()
+        & dg.AutomationCondition.any_deps_updated()
+        .since_last_handled()
+        .with_label("any_deps_updated_since_built")
+        & ~dg.AutomationCondition.any_deps_in_progress()
+        & ~dg.AutomationCondition.in_progress()
+    ).with_label(f"on_cron({cron}) after any upstream update")
+
+
+def latest_commit(instance: dg.DagsterInstance, partition: str) -> str | None:
+    """The commit cloned_repo last recorded for a partition (its data version), or None."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("cloned_repo"), asset_partitions=[partition]), limit=1
+    ).records
+    if not records:
+        return None
+    materialization = records[0].asset_materialization
+    commit = materialization.metadata.get("commit") if materialization else None
+    return commit.value if commit is not None else None
+
+
+def refresh_schedule(config: FastApplyConfig) -> dg.ScheduleDefinition:
+    settings = config.automation
+
+    @dg.schedule(
+        name="dataset_refresh",
+        cron_schedule=settings.refresh_cron,
+        execution_timezone=settings.timezone,
+        job_name=PER_REPO_JOB,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description=(
+            "Resolves every source's ref again (git ls-remote, no fetch) and rebuilds the per-repository "
+            "assets of the sources whose commit changed; fastapply_dataset follows once they are done."
+        ),
+    )
+    def dataset_refresh(context: dg.ScheduleEvaluationContext, fastapply: FastApplyResource):
+        config = fastapply.load()
+        registered = set(context.instance.get_dynamic_partitions(SOURCE_REPO_PARTITIONS))
+        requests, unchanged, failed = [], [], []
+        for source in config.sources:
+            if source.key not in registered:
+                continue  # the sensor adds it (and on_missing builds it)
+            try:
+                now = remote_commit(
+                    config.source_location(source),
+                    source.ref,
+                    timeout=config.clone.timeout_seconds,
+                    what=f"source {source.key!r}",
+                )
+            except GitError as err:
+                failed.append(source.key)
+                context.log.warning(f"{source.key}: cannot resolve {source.ref or 'HEAD'}: {err}")
+                continue
+            before = latest_commit(context.instance, source.key)
+            if now == before:
+                unchanged.append(source.key)
+                continue
+            context.log.info(f"{source.key}: {(before or 'never built')[:12]} -> {now[:12]}")
+            requests.append(
+                dg.RunRequest(
+                    partition_key=source.key,
+                    run_key=f"refresh:{source.key}:{now}",
+                    tags={"fastapply/source": source.key, REFRESH_TAG: now},
+                )
+            )
+        summary = f"{len(requests)} changed, {len(unchanged)} unchanged, {len(failed)} unreachable"
+        context.log.info(summary)
+        if not requests:
+            return dg.SkipReason(f"no source changed ({summary})")
+        return requests
+
+    return dataset_refresh
+
+
+def job_schedules(config: FastApplyConfig) -> list[dg.ScheduleDefinition]:
+    settings = config.automation
+    schedules = []
+    for job, cron in ((train_job, settings.train_cron), (eval_job, settings.eval_cron)):
+        if cron:
+            schedules.append(
+                dg.ScheduleDefinition(
+                    name=f"{job.name}_schedule",
+                    job=job,
+                    cron_schedule=cron,
+                    execution_timezone=settings.timezone,
+                    default_status=dg.DefaultScheduleStatus.RUNNING,
+                )
+            )
+    return schedules
+
+
+def automate(assets: list, config: FastApplyConfig) -> list:
+    """The assets with their owners and automation conditions (those depend on fastapply.yaml)."""
+    settings = config.automation
+    per_repo = per_repo_condition()
+    dataset = dataset_condition(settings.refresh_cron, settings.timezone) if settings.refresh_cron else None
+
+    def spec(asset_spec: dg.AssetSpec) -> dg.AssetSpec:
+        condition = None
+        if asset_spec.partitions_def is not None:
+            condition = per_repo
+        elif asset_spec.key.to_user_string() in ("fastapply_dataset", "rejected_triples"):
+            condition = dataset
+        return asset_spec.replace_attributes(owners=OWNERS, automation_condition=condition)
+
+    return list(dg.map_asset_specs(spec, assets))
