@@ -298,7 +298,7 @@ model_options = [
     click.option(
         "--prompt-lookup",
         type=click.IntRange(min=0),
-        default=10,
+        default=40,
         show_default=True,
         help="Prompt-lookup draft tokens for local models; 0 = plain greedy decoding.",
     ),

@@ -650,7 +650,7 @@ class EvalSettings(_Strict):
     judge: JudgeSettings | None = Field(None, description="Optional LLM judge of non-exact outputs.")
     max_examples: int | None = Field(50, ge=1, description="Test rows evaluated (seeded sample); null = all.")
     prompt_lookup: int | None = Field(
-        10, ge=1, description="Prompt-lookup draft length for local models; null = plain greedy decoding."
+        40, ge=1, description="Prompt-lookup draft length for local models; null = plain greedy decoding."
     )
     speed_examples: int = Field(
         5,

@@ -211,3 +211,27 @@ def test_training_and_eval_are_jobs_with_optional_schedules(make_config):
 def test_a_bad_cron_names_the_field(make_config):
     with pytest.raises(Exception, match=r"automation\.train_cron.*is not a cron schedule"):
         make_config([{"url": "https://github.com/vercel/next.js"}], automation={"train_cron": "weekly"})
+
+
+def test_partitions_registered_before_the_first_evaluation_are_built_and_failures_not_retried(
+    tmp_path, instance
+):
+    sources = [
+        {"path": small_repo(tmp_path, "ok"), "name": "ok"},
+        {"path": str(tmp_path / "missing"), "name": "bad"},
+    ]
+    path = write_config(tmp_path / "fastapply.yaml", base_settings(tmp_path, sources))
+    defs = build_defs(path)
+    instance.add_dynamic_partitions(SOURCE_REPO_PARTITIONS, ["ok", "bad"])  # before automation ever ran
+    now = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+    first = dg.evaluate_automation_conditions(defs=defs, instance=instance, evaluation_time=now)
+    assert first.get_requested_partitions(dg.AssetKey("cloned_repo")) == {"ok", "bad"}
+    failed = dg.materialize(
+        defs.assets, instance=instance, resources=defs.resources, partition_key="bad", selection=["cloned_repo"],
+        raise_on_error=False,
+    )  # fmt: skip
+    assert not failed.success
+    later = dg.evaluate_automation_conditions(
+        defs=defs, instance=instance, evaluation_time=now + timedelta(minutes=1), cursor=first.cursor
+    )
+    assert "bad" not in later.get_requested_partitions(dg.AssetKey("cloned_repo"))  # no retry storm

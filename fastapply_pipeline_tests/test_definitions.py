@@ -29,11 +29,14 @@ def graph_summary() -> dict:
             "checks": sorted(c.name for c in node.check_keys),
             "pool": (node.pools and sorted(node.pools)) or None,
             "has_description": bool(node.description),
+            "owners": list(node.owners),
+            "automation": node.automation_condition.get_label() if node.automation_condition else None,
         }
     return {
         "assets": assets,
         "jobs": sorted(j.name for j in defs.resolve_all_job_defs() if not j.name.startswith("__")),
         "sensors": sorted(s.name for s in defs.sensors or []),
+        "schedules": sorted(s.name for s in defs.schedules or []),
     }
 
 
@@ -48,6 +51,7 @@ def test_asset_graph_matches_the_snapshot():
 def test_every_asset_explains_itself():
     for name, asset in graph_summary()["assets"].items():
         assert asset["has_description"] and asset["kinds"] and asset["group"] != "default", name
+        assert asset["owners"] == ["team:fastapply"], name
 
 
 def test_core_modules_do_not_import_dagster():

@@ -3,8 +3,8 @@
 - `dataset_refresh` (cron `automation.refresh_cron`): resolves each registered source's ref again with
   `git ls-remote` (no fetch) and requests the per-repository assets only for sources whose commit
   differs from the one cloned_repo last recorded (its data version).
-- Per-repository assets: `on_missing`: a new source_repo partition (the sensor adds it when a source
-  appears in fastapply.yaml) is materialized once; nothing else re-runs.
+- Per-repository assets: built when missing: a new source_repo partition (the sensor adds it when a
+  source appears in fastapply.yaml) is materialized once; nothing else re-runs.
 - fastapply_dataset: after each tick of the same cron, once any upstream partition was updated since it
   was last built and no upstream run is still in flight, it is rebuilt, once. Not `eager`: eager would
   rebuild after every single partition (and, with a new repository still missing, not at all).
@@ -28,7 +28,7 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
     "fastapply_automation",
     target=dg.AssetSelection.all(),
     default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=60,
+    minimum_interval_seconds=30,
     description="Builds new source_repo partitions (on_missing) and rebuilds fastapply_dataset after refreshes.",
 )
 
@@ -45,7 +45,19 @@ eval_job = dg.define_asset_job(
 
 
 def per_repo_condition() -> dg.AutomationCondition:
-    return dg.AutomationCondition.on_missing()
+    """Build a source_repo partition that was never built, once its upstream is there.
+
+    Dagster's `on_missing()` only reacts to partitions that go missing after its first evaluation, so
+    sources already registered when the daemon first looks (a fresh deployment, or the sensor winning
+    the race at start-up) would never be built. This is the same idea without that blind spot; a
+    partition whose last run failed is left alone (no retry storm) until someone runs it again.
+    """
+    return (
+        dg.AutomationCondition.missing()
+        & ~dg.AutomationCondition.any_deps_missing()
+        & ~dg.AutomationCondition.in_progress()
+        & ~dg.AutomationCondition.execution_failed()
+    ).with_label("on_missing (every never-built partition)")
 
 
 def dataset_condition(cron: str, timezone: str) -> dg.AutomationCondition:

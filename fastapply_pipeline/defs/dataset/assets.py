@@ -176,7 +176,7 @@ def fastapply_dataset(
         {"path": stored_at, "splits": {name: frame.height for name, frame in parts.splits.items()}},
         output_name="fastapply_dataset",
         metadata={
-            "path": dg.MetadataValue.path(stored_at),
+            "stored_at": dg.MetadataValue.path(stored_at),  # "path" is the IO manager's (the pickled value)
             "rows": kept_rows,
             "rows_in": table.height,
             "rejected": rejected.height,

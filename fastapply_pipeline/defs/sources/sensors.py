@@ -13,7 +13,7 @@ PER_REPO_JOB = "source_repo_job"
 
 
 @dg.sensor(
-    minimum_interval_seconds=60,
+    minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
         "Adds a source_repo partition for each new source in fastapply.yaml; the automation sensor then "
