@@ -1,10 +1,12 @@
 """The `fastapply` command line: run the pipeline in the local Dagster instance, manage sources."""
 
 import contextlib
+import functools
 import os
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -306,10 +308,52 @@ model_options = [
 ]
 
 
+@dataclass(frozen=True)
+class ModelChoice:
+    """The model options shared by `apply` and `eval`: a local model (with an adapter) or an endpoint."""
+
+    name: str | None
+    adapter: str | None
+    base_url: str | None
+    api_key_env: str | None
+    prompt_lookup: int | None  # None: plain greedy decoding
+    allow_download: bool
+
+    def validate(self) -> None:
+        if self.name is None and (self.adapter or self.base_url):
+            raise click.UsageError("--adapter and --base-url need --model")
+        if self.adapter and self.base_url:
+            raise click.UsageError("--adapter applies to a local model, not to --base-url")
+
+    def endpoint_runner(self):
+        from fastapply_pipeline.core.evaluate import endpoint_candidate
+
+        return endpoint_candidate(_endpoint(self.base_url, self.name, self.api_key_env), "--base-url")
+
+    def load(self, adapter: str | None):
+        """(model, tokenizer) of the local model, with `adapter` on top (or none)."""
+        from fastapply_pipeline.core.inference import load_model
+
+        try:
+            return load_model(self.name, adapter=adapter, allow_download=self.allow_download)
+        except (FileNotFoundError, OSError, ValueError) as err:
+            raise click.ClickException(f"cannot load {self.name}: {err}") from None
+
+
 def _with_model_options(command):
+    """Add the model options to a command, handed to it as one `model: ModelChoice` argument."""
+
+    @functools.wraps(command)
+    def wrapper(*args, model_name, adapter, base_url, api_key_env, prompt_lookup, allow_download, **kwargs):
+        choice = ModelChoice(
+            model_name, adapter, base_url, api_key_env, prompt_lookup or None, allow_download
+        )
+        choice.validate()
+        return command(*args, model=choice, **kwargs)
+
     for option in reversed(model_options):
-        command = option(command)
-    return command
+        wrapper = option(wrapper)
+    return wrapper
 
 
 @main.command()
@@ -319,17 +363,7 @@ def _with_model_options(command):
     "-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write the merged file here."
 )
 @_with_model_options
-def apply(
-    original: str,
-    snippet: str,
-    output: str | None,
-    model_name: str | None,
-    adapter: str | None,
-    base_url: str | None,
-    api_key_env: str | None,
-    prompt_lookup: int,
-    allow_download: bool,
-) -> None:
+def apply(original: str, snippet: str, output: str | None, model: ModelChoice) -> None:
     """Merge a lazy SNIPPET into ORIGINAL: with the deterministic applier, or with --model.
 
     Prints the merged file (or writes it to -o). Exit 0: merged; exit 3: refused, with the reason (the
@@ -337,10 +371,8 @@ def apply(
     drops_most_of_file, empty_snippet, and what to change; a model: its answer had no
     <updated-code> tags); exit 2: a usage or file error.
     """
-    if model_name is None and (adapter or base_url):
-        raise click.UsageError("--adapter and --base-url need --model")
     original_text, snippet_text = _read_text(original), _read_text(snippet)
-    if model_name is None:
+    if model.name is None:
         from fastapply_pipeline.core.apply import apply_snippet
 
         result = apply_snippet(original_text, snippet_text)
@@ -349,16 +381,7 @@ def apply(
             sys.exit(EXIT_REFUSED)
         merged, summary = result.merged, f"{len(result.spans)} region(s)"
     else:
-        merged, summary = _model_merge(
-            original_text,
-            snippet_text,
-            model_name,
-            adapter,
-            base_url,
-            api_key_env,
-            prompt_lookup,
-            allow_download,
-        )
+        merged, summary = _model_merge(original_text, snippet_text, model)
     if output:
         Path(output).write_text(merged, encoding="utf-8", newline="")
         click.echo(f"merged into {output} ({summary})", err=True)
@@ -366,21 +389,15 @@ def apply(
         click.echo(merged, nl=False)
 
 
-def _model_merge(
-    original, snippet, model_name, adapter, base_url, api_key_env, prompt_lookup, allow_download
-):
+def _model_merge(original: str, snippet: str, model: ModelChoice) -> tuple[str, str]:
     """(merged file, a short summary) from a local model or an endpoint; exit 3 when the answer has no tags."""
     from fastapply_pipeline.core.endpoints import EndpointError
-    from fastapply_pipeline.core.evaluate import endpoint_candidate, model_candidate
+    from fastapply_pipeline.core.evaluate import model_candidate
 
-    if base_url:
-        if adapter:
-            raise click.UsageError("--adapter applies to a local model, not to --base-url")
-        runner = endpoint_candidate(_endpoint(base_url, model_name, api_key_env), "--base-url")
+    if model.base_url:
+        runner = model.endpoint_runner()
     else:
-        runner = model_candidate(
-            *_load_local(model_name, adapter, allow_download), prompt_lookup=prompt_lookup or None
-        )
+        runner = model_candidate(*model.load(model.adapter), prompt_lookup=model.prompt_lookup)
     row = {"original_code": original, "update_snippet": snippet}
     try:
         (merge,) = runner([row], lambda: None)
@@ -397,15 +414,6 @@ def _model_merge(
         else ""
     )
     return merge.output, f"{merge.output_tokens} tokens in {merge.seconds:.1f} s{rate}"
-
-
-def _load_local(model_name: str, adapter: str | None, allow_download: bool):
-    from fastapply_pipeline.core.inference import load_model
-
-    try:
-        return load_model(model_name, adapter=adapter, allow_download=allow_download)
-    except (FileNotFoundError, OSError, ValueError) as err:
-        raise click.ClickException(f"cannot load {model_name}: {err}") from None
 
 
 @main.command("eval")
@@ -438,12 +446,7 @@ def _load_local(model_name: str, adapter: str | None, allow_download: bool):
     "-o", "--output", type=click.Path(dir_okay=False), help="Write the per-example results (.parquet)."
 )
 def eval_command(
-    model_name: str | None,
-    adapter: str | None,
-    base_url: str | None,
-    api_key_env: str | None,
-    prompt_lookup: int,
-    allow_download: bool,
+    model: ModelChoice,
     data: str,
     split: str,
     max_examples: int | None,
@@ -466,7 +469,6 @@ def eval_command(
     from fastapply_pipeline.core.endpoints import EndpointError
     from fastapply_pipeline.core.evaluate import (
         applier_candidate,
-        endpoint_candidate,
         evaluate,
         identity_candidate,
         judge,
@@ -476,9 +478,7 @@ def eval_command(
     )
     from fastapply_pipeline.defs.reporting import markdown_table
 
-    if model_name is None and (adapter or base_url):
-        raise click.UsageError("--adapter and --base-url need --model")
-    if model_name is None and not baselines:
+    if model.name is None and not baselines:
         raise click.UsageError("nothing to evaluate: give --model, or leave the baselines on")
     if bool(judge_model) != bool(judge_base_url):
         raise click.UsageError("--judge-model and --judge-base-url go together")
@@ -489,15 +489,13 @@ def eval_command(
     if max_examples is not None and len(rows) > max_examples:
         rows = random.Random(seed).sample(rows, max_examples)
     runners, local = {}, {}
-    if model_name is not None and base_url:
-        if adapter:
-            raise click.UsageError("--adapter applies to a local model, not to --base-url")
-        runners["endpoint"] = endpoint_candidate(_endpoint(base_url, model_name, api_key_env), "--base-url")
-    elif model_name is not None:
-        names = {"adapter": adapter, "base": None} if adapter else {"model": None}
+    if model.name is not None and model.base_url:
+        runners["endpoint"] = model.endpoint_runner()
+    elif model.name is not None:
+        names = {"adapter": model.adapter, "base": None} if model.adapter else {"model": None}
         for name, adapter_dir in names.items():
-            local[name] = _load_local(model_name, adapter_dir, allow_download)
-            runners[name] = model_candidate(*local[name], prompt_lookup=prompt_lookup or None)
+            local[name] = model.load(adapter_dir)
+            runners[name] = model_candidate(*local[name], prompt_lookup=model.prompt_lookup)
     if baselines:
         runners.update(applier=applier_candidate, identity=identity_candidate)
     bars = {name: tqdm(total=len(rows), desc=name, unit="ex", leave=True) for name in runners}
@@ -517,13 +515,13 @@ def eval_command(
         click.echo("judge: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())), err=True)
     columns, table = summary_table(results)
     click.echo(markdown_table(columns, table).value)
-    if speed_examples and prompt_lookup and local:
+    if speed_examples and model.prompt_lookup and local:
         from fastapply_pipeline.core.inference import measure_speedup, speedup
 
         pairs = [(r["original_code"], r["update_snippet"]) for r in rows[:speed_examples]]
         click.echo("")
-        for name, (model, tokenizer) in local.items():
-            samples = measure_speedup(model, tokenizer, pairs, prompt_lookup=prompt_lookup)
+        for name, (loaded, tokenizer) in local.items():
+            samples = measure_speedup(loaded, tokenizer, pairs, prompt_lookup=model.prompt_lookup)
             same = sum(s.identical for s in samples)
             click.echo(
                 f"{name}: prompt lookup {speedup(samples):.2f}x faster than plain greedy over {len(samples)} "

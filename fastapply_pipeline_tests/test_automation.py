@@ -122,33 +122,23 @@ def test_new_partitions_are_built_once_and_the_dataset_waits_for_the_cron_tick(t
     assert third.get_num_requested(dg.AssetKey("cloned_repo")) == 0
     assert third.get_num_requested(dg.AssetKey("fastapply_dataset")) == 0  # updated, but no tick yet
 
+    def at(when: datetime, previous):
+        return dg.evaluate_automation_conditions(
+            defs=defs, instance=instance, evaluation_time=when, cursor=previous.cursor
+        )
+
     # After Monday 03:00 the dataset is requested once (with rejected_triples, its other output) ...
-    tick = dg.evaluate_automation_conditions(
-        defs=defs,
-        instance=instance,
-        evaluation_time=datetime(2026, 11, 23, 3, 1, tzinfo=UTC),
-        cursor=third.cursor,
-    )
+    tick = at(datetime(2026, 11, 23, 3, 1, tzinfo=UTC), third)
     assert tick.get_num_requested(dg.AssetKey("fastapply_dataset")) == 1
     assert tick.get_num_requested(dg.AssetKey("rejected_triples")) == 1
     # ... and not again on the next evaluation (it was handled).
-    after = dg.evaluate_automation_conditions(
-        defs=defs,
-        instance=instance,
-        evaluation_time=datetime(2026, 11, 23, 3, 2, tzinfo=UTC),
-        cursor=tick.cursor,
-    )
+    after = at(datetime(2026, 11, 23, 3, 2, tzinfo=UTC), tick)
     assert after.get_num_requested(dg.AssetKey("fastapply_dataset")) == 0
 
     # Five new repositories: only their partitions are requested.
     new = [f"n{i}" for i in range(5)]
     instance.add_dynamic_partitions(SOURCE_REPO_PARTITIONS, new)
-    added = dg.evaluate_automation_conditions(
-        defs=defs,
-        instance=instance,
-        evaluation_time=datetime(2026, 11, 23, 4, 0, tzinfo=UTC),
-        cursor=after.cursor,
-    )
+    added = at(datetime(2026, 11, 23, 4, 0, tzinfo=UTC), after)
     assert added.get_requested_partitions(dg.AssetKey("cloned_repo")) == set(new)
 
 
