@@ -170,7 +170,10 @@ class S3Settings(_Strict):
     @field_validator("prefix")
     @classmethod
     def _clean_prefix(cls, prefix: str) -> str:
-        return prefix.strip("/")
+        cleaned = prefix.strip("/")
+        if not cleaned:
+            raise ValueError("prefix must name a folder in the bucket (e.g. fastapply), not be empty or '/'")
+        return cleaned
 
 
 class StorageSettings(_Strict):
@@ -207,13 +210,21 @@ class AutomationSettings(_Strict):
             "snippets and triples, and the dataset is rebuilt once any of them changed. null = off."
         ),
     )
+    dataset_cron: str | None = Field(
+        "0 6 * * 1",
+        description=(
+            "From this tick on, fastapply_dataset is rebuilt once any upstream partition changed and no "
+            "upstream run is in flight. Later than refresh_cron, so the refresh's runs exist by then. null = "
+            "rebuild by hand."
+        ),
+    )
     timezone: str = Field("UTC", description="Timezone of every cron here.")
     train_cron: str | None = Field(
         None, description="A schedule for lora_adapter (pool gpu); null = launch by hand."
     )
     eval_cron: str | None = Field(None, description="A schedule for eval_scores; null = launch by hand.")
 
-    @field_validator("refresh_cron", "train_cron", "eval_cron")
+    @field_validator("refresh_cron", "dataset_cron", "train_cron", "eval_cron")
     @classmethod
     def _valid_cron(cls, value: str | None) -> str | None:
         return _check_cron(value)
@@ -609,8 +620,11 @@ class EndpointSettings(_Strict):
     base_url: str = Field(..., description="e.g. http://127.0.0.1:8000/v1 for vLLM.")
     model: str = Field(..., min_length=1, description="The model name the endpoint serves.")
     api_key_env: str | None = Field(
-        "OPENAI_API_KEY",
-        description="Environment variable holding the key (read only from the environment); null: no key.",
+        None,
+        description=(
+            "Environment variable holding the key (read only from the environment), e.g. OPENAI_API_KEY; "
+            "null: no key is sent (a local vLLM). Never defaulted: a key goes only where you name it."
+        ),
     )
     temperature: float | None = Field(0.0, ge=0, le=2, description="null leaves it out of the request.")
     max_tokens: int | None = Field(
@@ -629,6 +643,19 @@ class EndpointSettings(_Strict):
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"base_url must start with http:// or https:// (got {url!r})")
         return url
+
+    @model_validator(mode="after")
+    def _no_key_in_the_clear(self) -> EndpointSettings:
+        from urllib.parse import urlparse
+
+        host = urlparse(self.base_url).hostname or ""
+        local = host in ("127.0.0.1", "localhost", "::1")
+        if self.api_key_env and self.base_url.startswith("http://") and not local:
+            raise ValueError(
+                f"{self.api_key_env} would be sent in the clear to {self.base_url}: use https://, or a server "
+                "on this machine"
+            )
+        return self
 
 
 class JudgeSettings(EndpointSettings):

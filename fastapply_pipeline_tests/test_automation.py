@@ -1,6 +1,7 @@
 """Operations: the refresh schedule, declarative automation and backfills, on a real SQLite instance with
 real git repositories."""
 
+import shutil
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -49,19 +50,23 @@ def refresh_tick(defs, instance, config_path, when: datetime):
     return schedule.evaluate_tick(context)
 
 
+PER_REPO = dg.AssetSelection.groups("sources", "snippets", "triples")
+
+
+def build(defs, instance, key: str, selection=PER_REPO) -> None:
+    assert dg.materialize(
+        defs.assets, instance=instance, resources=defs.resources, partition_key=key, selection=selection
+    ).success
+
+
 def test_the_refresh_tick_requests_runs_only_for_sources_whose_commit_changed(tmp_path, instance):
-    sources = [{"path": small_repo(tmp_path, n), "name": n} for n in ("alpha", "beta", "gamma")]
+    sources = [{"path": small_repo(tmp_path, n), "name": n} for n in ("alpha", "beta", "gamma", "delta")]
     path = write_config(tmp_path / "fastapply.yaml", base_settings(tmp_path, sources))
     defs = build_defs(path)
-    instance.add_dynamic_partitions(SOURCE_REPO_PARTITIONS, ["alpha", "beta"])  # gamma: not registered yet
-    for key in ("alpha", "beta"):
-        assert dg.materialize(
-            defs.assets,
-            instance=instance,
-            resources=defs.resources,
-            partition_key=key,
-            selection=["cloned_repo"],
-        ).success
+    # gamma: registered, never built (the automation sensor's job); delta: not registered yet.
+    instance.add_dynamic_partitions(SOURCE_REPO_PARTITIONS, ["alpha", "beta", "gamma"])
+    build(defs, instance, "alpha")
+    build(defs, instance, "beta")
     monday = datetime(2026, 11, 23, 3, 0, tzinfo=UTC)
     quiet = refresh_tick(defs, instance, path, monday)
     assert not quiet.run_requests and "no source changed (0 changed, 2 unchanged" in quiet.skip_message
@@ -70,37 +75,41 @@ def test_the_refresh_tick_requests_runs_only_for_sources_whose_commit_changed(tm
     head = commit_all(tmp_path / "beta", "second")
     tick = refresh_tick(defs, instance, path, monday + timedelta(days=7))
     (request,) = tick.run_requests
-    assert request.partition_key == "beta" and request.run_key == f"refresh:beta:{head}"
-    assert request.tags["fastapply/refresh"] == head
+    assert request.partition_key == "beta" and request.tags["fastapply/refresh"] == head
+    assert request.run_key.startswith(f"refresh:beta:{head}:")
     assert defs.resolve_schedule_def("dataset_refresh").job_name == "source_repo_job"
 
-    # Once beta's new commit is cloned, the next tick has nothing to do.
-    assert dg.materialize(
-        defs.assets,
-        instance=instance,
-        resources=defs.resources,
-        partition_key="beta",
-        selection=["cloned_repo"],
-    ).success
-    assert not refresh_tick(defs, instance, path, monday + timedelta(days=14)).run_requests
+    # A refresh that stopped half-way (cloned the new commit, triples never rebuilt) is tried again ...
+    build(defs, instance, "beta", selection=["cloned_repo"])
+    again = refresh_tick(defs, instance, path, monday + timedelta(days=14))
+    assert [r.partition_key for r in again.run_requests] == ["beta"]
+    assert again.run_requests[0].run_key != request.run_key  # a new tick: not deduplicated away
+    # ... and once the triples are rebuilt from it, the next tick has nothing to do.
+    build(defs, instance, "beta")
+    assert not refresh_tick(defs, instance, path, monday + timedelta(days=21)).run_requests
 
 
 def test_an_unreachable_source_is_reported_and_the_others_still_refresh(tmp_path, instance):
-    sources = [
-        {"path": small_repo(tmp_path, "alpha"), "name": "alpha"},
-        {"path": str(tmp_path / "gone"), "name": "gone"},
-    ]
+    alpha = small_repo(tmp_path, "alpha")
+    sources = [{"path": alpha, "name": "alpha"}, {"path": str(tmp_path / "gone"), "name": "gone"}]
     path = write_config(tmp_path / "fastapply.yaml", base_settings(tmp_path, sources))
+    defs = build_defs(path)
     instance.add_dynamic_partitions(SOURCE_REPO_PARTITIONS, ["alpha", "gone"])
-    tick = refresh_tick(build_defs(path), instance, path, datetime(2026, 11, 23, 3, 0, tzinfo=UTC))
-    assert [r.partition_key for r in tick.run_requests] == ["alpha"]  # never built: its commit is new
+    build(defs, instance, "alpha")
+    shutil.copytree(alpha, tmp_path / "gone")
+    build(defs, instance, "gone")
+    shutil.rmtree(tmp_path / "gone")  # the source disappears
+    write_files(tmp_path / "alpha", {"alpha/new.py": python_module("new", 1)})
+    commit_all(tmp_path / "alpha", "second")
+    tick = refresh_tick(defs, instance, path, datetime(2026, 11, 23, 3, 0, tzinfo=UTC))
+    assert [r.partition_key for r in tick.run_requests] == ["alpha"]
 
 
 def test_new_partitions_are_built_once_and_the_dataset_waits_for_the_cron_tick(tmp_path, instance):
     sources = [{"path": small_repo(tmp_path, f"r{i}"), "name": f"r{i}"} for i in range(2)]
     path = write_config(tmp_path / "fastapply.yaml", base_settings(tmp_path, sources))
     defs = build_defs(path)
-    start = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)  # a Friday: the weekly tick is Monday 03:00
+    start = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)  # a Friday: the weekly ticks are on Monday
     first = dg.evaluate_automation_conditions(defs=defs, instance=instance, evaluation_time=start)
     assert first.total_requested == 0  # no partitions yet
 
@@ -127,18 +136,21 @@ def test_new_partitions_are_built_once_and_the_dataset_waits_for_the_cron_tick(t
             defs=defs, instance=instance, evaluation_time=when, cursor=previous.cursor
         )
 
-    # After Monday 03:00 the dataset is requested once (with rejected_triples, its other output) ...
-    tick = at(datetime(2026, 11, 23, 3, 1, tzinfo=UTC), third)
+    # Not at the refresh's tick (Monday 03:00: its runs do not exist yet) ...
+    refresh = at(datetime(2026, 11, 23, 3, 1, tzinfo=UTC), third)
+    assert refresh.get_num_requested(dg.AssetKey("fastapply_dataset")) == 0
+    # ... but after dataset_cron's (06:00) the dataset is requested once (with rejected_triples) ...
+    tick = at(datetime(2026, 11, 23, 6, 1, tzinfo=UTC), refresh)
     assert tick.get_num_requested(dg.AssetKey("fastapply_dataset")) == 1
     assert tick.get_num_requested(dg.AssetKey("rejected_triples")) == 1
     # ... and not again on the next evaluation (it was handled).
-    after = at(datetime(2026, 11, 23, 3, 2, tzinfo=UTC), tick)
+    after = at(datetime(2026, 11, 23, 6, 2, tzinfo=UTC), tick)
     assert after.get_num_requested(dg.AssetKey("fastapply_dataset")) == 0
 
     # Five new repositories: only their partitions are requested.
     new = [f"n{i}" for i in range(5)]
     instance.add_dynamic_partitions(SOURCE_REPO_PARTITIONS, new)
-    added = at(datetime(2026, 11, 23, 4, 0, tzinfo=UTC), after)
+    added = at(datetime(2026, 11, 23, 7, 0, tzinfo=UTC), after)
     assert added.get_requested_partitions(dg.AssetKey("cloned_repo")) == set(new)
 
 
@@ -186,7 +198,12 @@ def test_training_and_eval_are_jobs_with_optional_schedules(make_config):
     assert {k.to_user_string() for k in train.asset_layer.executable_asset_keys} == {"lora_adapter"}
     path, _ = make_config(
         [{"url": "https://github.com/vercel/next.js"}],
-        automation={"refresh_cron": None, "train_cron": "0 5 * * 6", "eval_cron": "0 9 * * 6"},
+        automation={
+            "refresh_cron": None,
+            "dataset_cron": None,
+            "train_cron": "0 5 * * 6",
+            "eval_cron": "0 9 * * 6",
+        },
     )
     defs = build_defs(path)
     assert {s.name: s.cron_schedule for s in defs.schedules} == {

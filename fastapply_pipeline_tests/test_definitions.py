@@ -71,3 +71,24 @@ def test_core_modules_do_not_import_dagster():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.strip()
     assert out == "", f"core modules pulled in {out}"
+
+
+def test_constraints_pin_every_dependency():
+    """constraints.txt (the fast, known-good install) names a version for every dependency in
+    pyproject.toml, extras included, so a new dependency cannot slip in unpinned."""
+    import re
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = list(project["dependencies"]) + [
+        d for deps in project["optional-dependencies"].values() for d in deps
+    ]
+    names = {re.match(r"[A-Za-z0-9_.-]+", d).group(0).lower().replace("_", "-") for d in wanted}
+    names.discard("fastapply-pipeline")  # the extras that name other extras
+    pinned = {
+        line.split("==")[0].strip().lower().replace("_", "-")
+        for line in (ROOT / "constraints.txt").read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    }
+    assert sorted(names - pinned) == []
+    assert "torch" not in pinned  # the torch build is the user's choice, installed first

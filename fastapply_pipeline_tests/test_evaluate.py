@@ -177,6 +177,9 @@ def test_parse_verdicts_pairs_by_id_and_counts_what_is_wrong():
     assert verdicts["a"].correct is True and verdicts["b"].correct is False and "c" not in verdicts
     assert problems == {"repeated_id": 1, "unknown_id": 1, "unknown_verdict": 1, "malformed_entry": 1}
     assert parse_verdicts("I think they are all fine.", ["a"]) == ({}, {"unparseable_reply": 1})
+    # Brackets in the prose around the array do not hide it.
+    prose = 'Per the rubric [1], verdicts:\n[{"id": "a", "verdict": "correct"}]\nSee [2] for details.'
+    assert parse_verdicts(prose, ["a"])[0]["a"].correct is True
 
 
 def test_summary_table_and_chart():
@@ -196,6 +199,23 @@ def test_eval_settings_name_unknown_candidates():
         candidates=["applier", "served"],
         endpoints={"served": {"base_url": "http://127.0.0.1:8000/v1", "model": "m"}},
     )
-    assert settings.endpoints["served"].api_key_env == "OPENAI_API_KEY"
+    assert settings.endpoints["served"].api_key_env is None  # a key goes only where it is named
+    with pytest.raises(ValueError, match=r"OPENAI_API_KEY would be sent in the clear to http://10\.0\.0\.5"):
+        EndpointSettings(base_url="http://10.0.0.5:8000/v1", model="m", api_key_env="OPENAI_API_KEY")
+    assert EndpointSettings(base_url="http://127.0.0.1:8000/v1", model="m", api_key_env="OPENAI_API_KEY")
     with pytest.raises(ValueError, match="reuse built-in candidate names"):
         EvalSettings(endpoints={"applier": {"base_url": "http://127.0.0.1:8000/v1", "model": "m"}})
+
+
+def test_many_outputless_rows_before_the_first_output_still_make_a_table():
+    """An untrained model's missing outputs first (more than polars infers types from), then real ones."""
+    from fastapply_pipeline.core.evaluate import Merge
+
+    rows = [{**row, "triple_id": f"{row['triple_id']}-{i}"} for i in range(25) for row in ROWS]
+
+    def silent(batch, tick):
+        return [Merge(None, True) for _ in batch]
+
+    results = evaluate({"adapter": silent, "base": silent, "applier": applier_candidate}, rows)
+    assert results.height == 375 and results.filter(pl.col("candidate") == "applier")["exact"].all()
+    assert results["output"].null_count() == 250 and results.schema["parses"] == pl.Boolean

@@ -84,7 +84,9 @@ def dagster_dev(tmp_path_factory):
         except OSError:
             pass
         if process.poll() is not None or time.monotonic() > deadline:
-            os.killpg(process.pid, signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            log.close()
             pytest.fail(f"dagster dev did not come up: {(work / 'dagster-dev.log').read_text()[-3000:]}")
         time.sleep(1)
     yield url, browser, home

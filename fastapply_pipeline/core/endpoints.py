@@ -3,7 +3,8 @@
 `chat_all` sends many chat requests, `concurrency` at a time, with `AsyncOpenAI(base_url=...)`, and
 returns one `ChatReply` per request key with the measured latency and the output tokens the server
 reports. The SDK retries 408/409/429/5xx and timeouts; a request that still fails becomes a reply with
-its error (nothing is dropped). Nothing is cached: evaluation measures the endpoint as it is now.
+its error (nothing is dropped). Nothing is cached: evaluation measures the endpoint as it is now. The
+latency is the whole call, retries and their back-off included (set max_retries: 0 for pure timings).
 """
 
 from __future__ import annotations
@@ -86,11 +87,9 @@ async def _chat_all(settings, key, requests, max_tokens, on_reply) -> dict[str, 
     gate = asyncio.Semaphore(settings.concurrency)
 
     async def one(request_key: str, messages: list[dict[str, str]]) -> tuple[str, ChatReply]:
-        body = {
-            "model": settings.model,
-            "messages": messages,
-            settings.max_tokens_param: max_tokens[request_key],
-        }
+        body = {"model": settings.model, "messages": messages}
+        if max_tokens.get(request_key) is not None:
+            body[settings.max_tokens_param] = max_tokens[request_key]
         if settings.temperature is not None:
             body["temperature"] = settings.temperature
         async with gate:

@@ -104,6 +104,29 @@ def endpoint_candidate(settings, name: str) -> Runner:
     return run
 
 
+RESULT_SCHEMA = {
+    "candidate": pl.String,
+    "triple_id": pl.String,
+    "language": pl.String,
+    "generator": pl.String,
+    "edit_kind": pl.String,
+    "exact": pl.Boolean,
+    "normalized": pl.Boolean,
+    "sorted_lines": pl.Boolean,
+    "chrf": pl.Float64,
+    "dropped_lines": pl.Int64,
+    "extra_lines": pl.Int64,
+    "marker_leak": pl.Boolean,
+    "missing_tags": pl.Boolean,
+    "parses": pl.Boolean,
+    "latency_seconds": pl.Float64,
+    "output_tokens": pl.Int64,
+    "output_tokens_per_second": pl.Float64,
+    "error": pl.String,
+    "output": pl.String,
+}
+
+
 def evaluate(
     candidates: dict[str, Runner],
     rows: Iterable[dict],
@@ -141,7 +164,9 @@ def evaluate(
                     "output": merge.output,
                 }
             )
-    return pl.DataFrame(records, schema_overrides={"output_tokens": pl.Int64, "error": pl.String})
+    # Every column typed up front: a column can be all-null for many rows (an untrained model's outputs)
+    # and only then hold values; inference from the first rows would fail on them.
+    return pl.DataFrame(records, schema=RESULT_SCHEMA)
 
 
 def judge(results: pl.DataFrame, rows: Iterable[dict], settings, *, seed: int = 0, on_reply=None):
@@ -193,7 +218,10 @@ def judge(results: pl.DataFrame, rows: Iterable[dict], settings, *, seed: int = 
 def summary_table(results: pl.DataFrame, by: Sequence[str] = ("candidate",)) -> tuple[list[str], list[list]]:
     """(headers, rows) of the metrics per group, numbers rounded: the table the asset and the CLI show."""
     summary = aggregate(results, list(by))
-    metrics = [*METRIC_COLUMNS, *(["judge_correct"] if "judge_correct" in summary.columns else [])]
+    metrics = [
+        *METRIC_COLUMNS,
+        *(["judge_correct", "no_verdict"] if "judge_correct" in summary.columns else []),
+    ]
     columns = [*by, "examples", *metrics, "latency_s", "tokens_per_s"]
 
     def cell(value):

@@ -46,9 +46,11 @@ def merge_with_model(
         budget = len(tokenizer(original + snippet, add_special_tokens=False)["input_ids"])
         max_new_tokens = budget + 64
     options = {"max_new_tokens": max_new_tokens, "do_sample": False, "pad_token_id": tokenizer.pad_token_id}
-    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    if isinstance(end, int) and end >= 0:
-        options["eos_token_id"] = end
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")  # the chat turn's end (Qwen's template)
+    if isinstance(end, int) and end >= 0 and end != tokenizer.unk_token_id:
+        options["eos_token_id"] = sorted(
+            {end, *([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [])}
+        )
     if prompt_lookup:
         options["prompt_lookup_num_tokens"] = prompt_lookup
     started = time.perf_counter()
@@ -129,7 +131,11 @@ def load_model(name_or_path: str, *, adapter: str | None = None, allow_download:
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, **offline)
     if not tokenizer.chat_template:
         tokenizer.chat_template = trl_chat_template("qwen2_5")
-    model = AutoModelForCausalLM.from_pretrained(source, **offline)
+    import torch
+
+    # On a GPU: bf16, placed by accelerate; on the CPU: fp32 (bf16 matmuls are slow there).
+    placement = {"dtype": torch.bfloat16, "device_map": "auto"} if torch.cuda.is_available() else {}
+    model = AutoModelForCausalLM.from_pretrained(source, **offline, **placement)
     if adapter is not None:
         from peft import PeftModel
 

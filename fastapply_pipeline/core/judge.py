@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -62,18 +61,24 @@ def judge_prompt(items: Sequence[JudgeItem]) -> str:
     return "\n\n".join(parts)
 
 
-_ARRAY = re.compile(r"\[.*\]", re.DOTALL)
+def _first_json_array(text: str) -> list | None:
+    """The first JSON array in the text (prose or a code fence around it, brackets in the prose)."""
+    decoder = json.JSONDecoder()
+    for start in (i for i, char in enumerate(text) if char == "["):
+        try:
+            value, _ = decoder.raw_decode(text, start)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(value, list) and (not value or any(isinstance(v, dict) for v in value)):
+            return value
+    return None
 
 
 def parse_verdicts(text: str, expected: Sequence[str]) -> tuple[dict[str, Verdict], Counter[str]]:
     """Verdicts for the expected ids found in a reply, and counts of what was wrong with the reply."""
     problems: Counter[str] = Counter()
-    match = _ARRAY.search(text)
-    try:
-        entries = json.loads(match.group(0)) if match else None
-    except json.JSONDecodeError:
-        entries = None
-    if not isinstance(entries, list):
+    entries = _first_json_array(text)
+    if entries is None:
         problems["unparseable_reply"] += 1
         return {}, problems
     wanted = set(expected)

@@ -101,9 +101,10 @@ def aggregate(scores: pl.DataFrame, by: list[str]) -> pl.DataFrame:
     mean chrF, mean dropped / extra lines, median latency and output tokens per second (all tokens over
     all seconds, where the candidate reports tokens)."""
     flags = ["exact", "normalized", "sorted_lines", "marker_leak", "missing_tags", "parses"]
-    if "judge_correct" in scores.columns:
-        flags.append("judge_correct")
     rates = [pl.col(name).cast(pl.Float64).mean().alias(name) for name in flags]
+    if "judge_correct" in scores.columns:  # over all examples: one without a verdict is not a success
+        rates.append(pl.col("judge_correct").fill_null(False).cast(pl.Float64).mean().alias("judge_correct"))
+        rates.append(pl.col("judge_correct").is_null().sum().alias("no_verdict"))
     means = [pl.col(name).mean().alias(name) for name in ("chrf", "dropped_lines", "extra_lines")]
     if "latency_seconds" not in scores.columns:  # scores alone, not candidate runs
         return scores.group_by(by, maintain_order=True).agg(pl.len().alias("examples"), *rates, *means)

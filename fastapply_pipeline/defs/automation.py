@@ -1,12 +1,13 @@
 """What starts work without a click: the dataset refresh schedule, declarative automation, GPU jobs.
 
-- `dataset_refresh` (cron `automation.refresh_cron`): resolves each registered source's ref again with
+- `dataset_refresh` (cron `automation.refresh_cron`): resolves each built source's ref again with
   `git ls-remote` (no fetch) and requests the per-repository assets only for sources whose commit
-  differs from the one cloned_repo last recorded (its data version).
+  differs from the one their triples were built from (or whose last refresh stopped half-way).
 - Per-repository assets: built when missing: a new source_repo partition (the sensor adds it when a
   source appears in fastapply.yaml) is materialized once; nothing else re-runs.
-- fastapply_dataset: after each tick of the same cron, once any upstream partition was updated since it
-  was last built and no upstream run is still in flight, it is rebuilt, once. Not `eager`: eager would
+- fastapply_dataset: after each tick of `automation.dataset_cron` (later than the refresh, so that its
+  runs exist by then), once any upstream partition was updated since it was last built and no upstream
+  run is still in flight, it is rebuilt, once. Not `eager`: eager would
   rebuild after every single partition (and, with a new repository still missing, not at all).
 - Training and evaluation: jobs a user launches (`train_job`, `eval_job`), each step holding the `gpu`
   pool; `automation.train_cron` / `eval_cron` add schedules for them.
@@ -72,15 +73,24 @@ def dataset_condition(cron: str, timezone: str) -> dg.AutomationCondition:
     ).with_label(f"on_cron({cron}) after any upstream update")
 
 
-def latest_commit(instance: dg.DagsterInstance, partition: str) -> str | None:
-    """The commit cloned_repo last recorded for a partition (its data version), or None."""
+def _latest(instance: dg.DagsterInstance, asset: str, partition: str):
     records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey("cloned_repo"), asset_partitions=[partition]), limit=1
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]), limit=1
     ).records
-    if not records:
+    return records[0] if records else None
+
+
+def built_commit(instance: dg.DagsterInstance, partition: str) -> str | None:
+    """The commit a partition's triples were built from: cloned_repo's last recorded commit, provided
+    edit_triples was materialized after it. None: the last refresh stopped half-way (cloned, but its
+    triples failed), which the next tick must try again."""
+    cloned, triples = (
+        _latest(instance, "cloned_repo", partition),
+        _latest(instance, "edit_triples", partition),
+    )
+    if cloned is None or triples is None or triples.storage_id < cloned.storage_id:
         return None
-    materialization = records[0].asset_materialization
-    commit = materialization.metadata.get("commit") if materialization else None
+    commit = cloned.asset_materialization.metadata.get("commit") if cloned.asset_materialization else None
     return commit.value if commit is not None else None
 
 
@@ -116,15 +126,19 @@ def refresh_schedule(config: FastApplyConfig) -> dg.ScheduleDefinition:
                 failed.append(source.key)
                 context.log.warning(f"{source.key}: cannot resolve {source.ref or 'HEAD'}: {err}")
                 continue
-            before = latest_commit(context.instance, source.key)
+            if _latest(context.instance, "cloned_repo", source.key) is None:
+                continue  # never built: the automation sensor builds it (no second run racing the first)
+            before = built_commit(context.instance, source.key)
             if now == before:
                 unchanged.append(source.key)
                 continue
-            context.log.info(f"{source.key}: {(before or 'never built')[:12]} -> {now[:12]}")
+            context.log.info(f"{source.key}: {(before or 'not fully built')[:15]} -> {now[:12]}")
+            tick = context.scheduled_execution_time.isoformat() if context.scheduled_execution_time else "now"
             requests.append(
                 dg.RunRequest(
                     partition_key=source.key,
-                    run_key=f"refresh:{source.key}:{now}",
+                    # Once per tick and commit; a refresh that failed is tried again at the next tick.
+                    run_key=f"refresh:{source.key}:{now}:{tick}",
                     tags={"fastapply/source": source.key, REFRESH_TAG: now},
                 )
             )
@@ -158,7 +172,7 @@ def automate(assets: list, config: FastApplyConfig) -> list:
     """The assets with their owners and automation conditions (those depend on fastapply.yaml)."""
     settings = config.automation
     per_repo = per_repo_condition()
-    dataset = dataset_condition(settings.refresh_cron, settings.timezone) if settings.refresh_cron else None
+    dataset = dataset_condition(settings.dataset_cron, settings.timezone) if settings.dataset_cron else None
 
     def spec(asset_spec: dg.AssetSpec) -> dg.AssetSpec:
         condition = None

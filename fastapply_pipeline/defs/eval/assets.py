@@ -91,7 +91,7 @@ def eval_scores(
     metadata = {"examples": len(test), "candidates": ", ".join(runners)}
     if settings.judge is not None:
         results, judge_counts = judge(results, test, settings.judge, seed=config.seed)
-        metadata["judge"] = count_table("judge", judge_counts)
+        metadata["judge"] = markdown_table(["judge", "count"], sorted(judge_counts.items()))
         metadata["judge_model"] = settings.judge.model
 
     columns, rows = summary_table(results)
