@@ -43,26 +43,37 @@ def keys(client, prefix: str) -> set[str]:
     return {item["Key"] for page in pages for item in page.get("Contents", [])}
 
 
-def test_store_round_trips_a_folder_and_replaces_stale_files(s3, tmp_path):
+def test_store_publishes_versions_and_fetches_the_latest_whole(s3, tmp_path):
     url, client = s3
     store = S3Store(tmp_path / "a", BUCKET, "p", endpoint_url=url)
     folder = tmp_path / "a" / "adapters" / "x"
     (folder / "sub").mkdir(parents=True)
     (folder / "weights.bin").write_bytes(b"\x00\x01" * 1000)
     (folder / "sub" / "config.json").write_text("{}")
-    assert store.publish("adapters/x") == f"s3://{BUCKET}/p/adapters/x"
+    first = store.publish("adapters/x")
+    assert first.startswith(f"s3://{BUCKET}/p/adapters/x/versions/")
     (folder / "weights.bin").unlink()
     (folder / "new.txt").write_text("v2")
+    second = store.publish("adapters/x")
+    v1, v2 = (uri.rsplit("/", 1)[-1] for uri in (first, second))
+    latest = client.get_object(Bucket=BUCKET, Key="p/adapters/x/LATEST")["Body"].read().decode()
+    assert latest == v2
+    # The previous version stays (a reader may be downloading it); older ones are pruned.
+    assert {k.split("/")[4] for k in keys(client, "p/adapters/x/versions/")} == {v1, v2}
     store.publish("adapters/x")
-    assert keys(client, "p/") == {"p/adapters/x/new.txt", "p/adapters/x/sub/config.json"}  # no stale file
+    assert v1 not in {k.split("/")[4] for k in keys(client, "p/adapters/x/versions/")}
 
-    elsewhere = S3Store(tmp_path / "b", BUCKET, "p", endpoint_url=url)  # another machine
+    elsewhere = S3Store(tmp_path / "b", BUCKET, "p", endpoint_url=url)  # another machine, with a stale copy
+    stale = tmp_path / "b" / "adapters" / "x"
+    stale.mkdir(parents=True)
+    (stale / "weights.bin").write_text("old")
     fetched = elsewhere.fetch("adapters/x")
     assert sorted(p.relative_to(fetched).as_posix() for p in fetched.rglob("*") if p.is_file()) == [
         "new.txt",
         "sub/config.json",
     ]
-    with pytest.raises(ArtifactMissing, match=r"s3://fastapply-test/p/nothing does not exist"):
+    assert not list((tmp_path / "b" / "adapters").glob(".x.fetch-*"))  # the staging folder was swapped in
+    with pytest.raises(ArtifactMissing, match=r"s3://fastapply-test/p/nothing has no published version"):
         elsewhere.fetch("nothing")
 
 
@@ -106,7 +117,7 @@ def test_every_artifact_type_round_trips_through_s3(s3, make_config, mixed_repo,
         resources=defs.resources,
         selection=["fastapply_dataset", "rejected_triples"],
     ).success
-    assert "team/fastapply/dataset/hf/dataset_dict.json" in keys(client, "team/fastapply/dataset/")
+    assert any(k.endswith("/hf/dataset_dict.json") for k in keys(client, "team/fastapply/dataset/versions/"))
     # The structural rows of one small repository are too few to train on; a hand-made dataset replaces them.
     small_dataset(tmp_path / "machine-1" / "dataset")
     S3Store(tmp_path / "machine-1", BUCKET, "team/fastapply", endpoint_url=url).publish("dataset")
@@ -116,9 +127,9 @@ def test_every_artifact_type_round_trips_through_s3(s3, make_config, mixed_repo,
         defs.assets, instance=instance, resources=defs.resources, selection=["lora_adapter", "eval_scores"]
     )
     assert result.success
-    adapter = keys(client, "team/fastapply/adapters/lora_adapter/adapter/")
-    assert "team/fastapply/adapters/lora_adapter/adapter/adapter_model.safetensors" in adapter
-    assert "team/fastapply/eval/scores.png" in keys(client, "team/fastapply/eval/")
+    adapter = keys(client, "team/fastapply/adapters/lora_adapter/versions/")
+    assert any(k.endswith("/adapter/adapter_model.safetensors") for k in adapter)
+    assert any(k.endswith("/scores.png") for k in keys(client, "team/fastapply/eval/versions/"))
     body = client.get_object(Bucket=BUCKET, Key="team/fastapply/tables/eval_scores.parquet")["Body"].read()
     (tmp_path / "scores.parquet").write_bytes(body)
     scores = pl.read_parquet(tmp_path / "scores.parquet")

@@ -2,16 +2,22 @@
 
 Assets write and read these folders under a local `artifacts_dir`. Locally that folder is the store and
 nothing moves. In production (`S3Store`) each machine's `artifacts_dir` is a staging copy: a producer
-`publish`es a folder after writing it (the S3 prefix is replaced, so no stale file survives), and a
-consumer `fetch`es it before reading (the local copy is replaced). Tables and small values do not come
+`publish`es a folder after writing it, and a consumer `fetch`es it before reading. A publish uploads a
+new version (`<name>/versions/<version>/`) and then points `<name>/LATEST` at it, so a reader on another
+machine gets the old folder or the new one, whole, never a mix or a stale file; a fetch downloads into a
+temporary folder and swaps it in. Tables and small values do not come
 through here: the IO managers store those (parquet and pickles, on S3 in production).
 """
 
 from __future__ import annotations
 
 import shutil
+import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
+
+LATEST = "LATEST"  # the object naming the current version of a published folder
 
 
 class ArtifactMissing(FileNotFoundError):
@@ -42,7 +48,7 @@ class LocalStore:
 
 @dataclass(frozen=True)
 class S3Store:
-    """`s3://bucket/prefix/<name>` mirrors `root/<name>` (s3fs; credentials from the environment)."""
+    """`s3://bucket/prefix/<name>` holds versions of `root/<name>` (s3fs; credentials from the environment)."""
 
     root: Path
     bucket: str
@@ -67,36 +73,56 @@ class S3Store:
     def uri(self, name: str) -> str:
         return "s3://" + self._key(name)
 
+    def _latest(self, fs, key: str) -> str | None:
+        try:
+            return fs.cat_file(f"{key}/{LATEST}").decode().strip() or None
+        except FileNotFoundError:
+            return None
+
     def publish(self, name: str) -> str:
+        """Upload the folder as a new version, then point LATEST at it (one PUT: readers see the old
+        version or the new one, never a mix); versions older than the previous one are deleted."""
         folder = self.root / name
-        if not folder.exists():
-            raise ArtifactMissing(f"{folder} does not exist: nothing to publish")
+        if not folder.is_dir():
+            raise ArtifactMissing(f"{folder} is not a folder: nothing to publish")
         fs, key = self._fs(), self._key(name)
-        if fs.exists(key):
-            fs.rm(key, recursive=True)
-        if folder.is_dir():
-            files = [p for p in sorted(folder.rglob("*")) if p.is_file()]
-            for path in files:
-                fs.put_file(str(path), f"{key}/{path.relative_to(folder).as_posix()}")
-        else:
-            fs.put_file(str(folder), key)
-        return "s3://" + key
+        previous = self._latest(fs, key)
+        version = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            fs.put_file(str(path), f"{key}/versions/{version}/{path.relative_to(folder).as_posix()}")
+        fs.pipe_file(f"{key}/{LATEST}", version.encode())
+        keep = {version, previous}  # the previous one may still be being fetched
+        if fs.exists(f"{key}/versions"):
+            for old in fs.ls(f"{key}/versions", detail=False):
+                if old.rstrip("/").rsplit("/", 1)[-1] not in keep:
+                    fs.rm(old, recursive=True)
+        return f"s3://{key}/versions/{version}"
 
     def fetch(self, name: str) -> Path:
+        """Download the latest version into a temporary folder, then swap it in for the local copy."""
         fs, key = self._fs(), self._key(name)
         target = self.root / name
-        if not fs.exists(key):
-            raise ArtifactMissing(f"s3://{key} does not exist: materialize the asset that publishes it first")
-        if target.is_dir():
-            shutil.rmtree(target)
-        elif target.exists():
-            target.unlink()
-        if fs.isdir(key):
-            for remote in fs.find(key):
-                local = target / remote[len(key) + 1 :]
-                local.parent.mkdir(parents=True, exist_ok=True)
-                fs.get_file(remote, str(local))
-        else:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fs.get_file(key, str(target))
-        return target
+        for _attempt in range(2):  # a version can be pruned mid-download by two publishes in a row
+            version = self._latest(fs, key)
+            if version is None:
+                raise ArtifactMissing(
+                    f"s3://{key} has no published version: materialize the asset that publishes it first"
+                )
+            source = f"{key}/versions/{version}"
+            staging = target.parent / f".{target.name}.fetch-{uuid.uuid4().hex[:8]}"
+            try:
+                for remote in fs.find(source):
+                    local = staging / remote[len(source) + 1 :]
+                    local.parent.mkdir(parents=True, exist_ok=True)
+                    fs.get_file(remote, str(local))
+            except FileNotFoundError:
+                shutil.rmtree(staging, ignore_errors=True)
+                continue
+            staging.mkdir(parents=True, exist_ok=True)  # an empty version is still a folder
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+            staging.rename(target)
+            return target
+        raise ArtifactMissing(f"s3://{key}: the latest version vanished twice while downloading; try again")
