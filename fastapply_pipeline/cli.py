@@ -516,16 +516,15 @@ def eval_command(
     columns, table = summary_table(results)
     click.echo(markdown_table(columns, table).value)
     if speed_examples and model.prompt_lookup and local:
-        from fastapply_pipeline.core.inference import measure_speedup, speedup
+        from fastapply_pipeline.core.inference import measure_speedup
 
         pairs = [(r["original_code"], r["update_snippet"]) for r in rows[:speed_examples]]
         click.echo("")
         for name, (loaded, tokenizer) in local.items():
-            samples = measure_speedup(loaded, tokenizer, pairs, prompt_lookup=model.prompt_lookup)
-            same = sum(s.identical for s in samples)
+            report = measure_speedup(loaded, tokenizer, pairs, prompt_lookup=model.prompt_lookup)
             click.echo(
-                f"{name}: prompt lookup {speedup(samples):.2f}x faster than plain greedy over {len(samples)} "
-                f"example(s); identical outputs {same}/{len(samples)}"
+                f"{name}: prompt lookup {report.speedup:.2f}x faster than plain greedy over {report.examples} "
+                f"example(s); identical outputs {report.identical}/{report.examples}"
             )
     if output:
         results.write_parquet(output)

@@ -57,7 +57,7 @@ applier_candidate = per_example(_applier)
 identity_candidate = per_example(lambda original, snippet: Merge(original))
 
 
-def model_candidate(model, tokenizer, *, prompt_lookup: int | None = 10) -> Runner:
+def model_candidate(model, tokenizer, *, prompt_lookup: int | None = 40) -> Runner:
     from fastapply_pipeline.core.inference import merge_with_model
 
     def merge(original: str, snippet: str) -> Merge:
@@ -169,7 +169,7 @@ def evaluate(
     return pl.DataFrame(records, schema=RESULT_SCHEMA)
 
 
-def judge(results: pl.DataFrame, rows: Iterable[dict], settings, *, seed: int = 0, on_reply=None):
+def judge(results: pl.DataFrame, rows: Iterable[dict], settings, *, seed: int = 0):
     """`results` with `judge_correct` and `judge_reason`, and the judge's counts.
 
     Exact matches are correct without asking; an example with no output is incorrect without asking;
@@ -194,8 +194,7 @@ def judge(results: pl.DataFrame, rows: Iterable[dict], settings, *, seed: int = 
                 output=record["output"],
             )
         )
-    options = {"on_reply": on_reply} if on_reply else {}
-    verdicts, stats = judge_outputs(settings, items, seed=seed, **options) if items else ({}, {})
+    verdicts, stats = judge_outputs(settings, items, seed=seed) if items else ({}, {})
     correct, reasons = [], []
     for record in results.iter_rows(named=True):
         if record["exact"]:

@@ -32,7 +32,7 @@ def merge_with_model(
     original: str,
     snippet: str,
     *,
-    prompt_lookup: int | None = 10,
+    prompt_lookup: int | None = 40,
     max_new_tokens: int | None = None,
 ) -> ModelMerge:
     """Greedy merge of (original, snippet); `prompt_lookup` tokens per draft (None: plain decoding)."""
@@ -68,39 +68,47 @@ class SpeedSample:
     plain_seconds: float
     lookup_seconds: float
     identical: bool  # the same answer with and without drafts (greedy decoding: it must be)
-    answer: str = ""  # the answer with drafts
 
 
-def measure_speedup(model, tokenizer, pairs, *, prompt_lookup: int = 10) -> list[SpeedSample]:
+@dataclass(frozen=True)
+class SpeedReport:
+    examples: int
+    tokens: int
+    plain_tokens_per_second: float
+    lookup_tokens_per_second: float
+    speedup: float  # plain decoding time over prompt-lookup time, over all examples
+    identical: int  # examples whose answers match
+
+
+def measure_speedup(model, tokenizer, pairs, *, prompt_lookup: int = 40) -> SpeedReport:
     """Each (original, snippet) decoded twice, plain greedy and with prompt-lookup drafts.
 
     One short warm-up call first (the first generate pays one-off costs); then the two runs alternate
     which goes first, so that neither always meets a warm cache.
     """
     pairs = list(pairs)
-    if pairs:
-        merge_with_model(model, tokenizer, *pairs[0], prompt_lookup=None, max_new_tokens=4)
+    if not pairs:
+        raise ValueError("measure_speedup needs at least one (original, snippet) pair")
+    merge_with_model(model, tokenizer, *pairs[0], prompt_lookup=None, max_new_tokens=4)
     samples = []
     for i, (original, snippet) in enumerate(pairs):
         order = (None, prompt_lookup) if i % 2 == 0 else (prompt_lookup, None)
         runs = {k: merge_with_model(model, tokenizer, original, snippet, prompt_lookup=k) for k in order}
         plain, drafted = runs[None], runs[prompt_lookup]
         samples.append(
-            SpeedSample(
-                plain.new_tokens,
-                plain.seconds,
-                drafted.seconds,
-                plain.answer == drafted.answer,
-                drafted.answer,
-            )
+            SpeedSample(plain.new_tokens, plain.seconds, drafted.seconds, plain.answer == drafted.answer)
         )
-    return samples
-
-
-def speedup(samples: list[SpeedSample]) -> float | None:
-    """Plain decoding time over prompt-lookup time, over all samples (None without samples)."""
-    lookup = sum(s.lookup_seconds for s in samples)
-    return sum(s.plain_seconds for s in samples) / lookup if samples and lookup else None
+    tokens = sum(s.new_tokens for s in samples)
+    plain_seconds = sum(s.plain_seconds for s in samples)
+    lookup_seconds = sum(s.lookup_seconds for s in samples)
+    return SpeedReport(
+        examples=len(samples),
+        tokens=tokens,
+        plain_tokens_per_second=tokens / plain_seconds,
+        lookup_tokens_per_second=tokens / lookup_seconds,
+        speedup=plain_seconds / lookup_seconds,
+        identical=sum(s.identical for s in samples),
+    )
 
 
 def load_model(name_or_path: str, *, adapter: str | None = None, allow_download: bool = False):

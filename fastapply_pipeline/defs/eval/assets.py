@@ -163,31 +163,30 @@ def _local_models(config, wanted: list[str]) -> dict:
 
 def _speed(context, local: dict, test: list[dict], settings) -> list[list]:
     """Plain greedy vs prompt lookup for each local model, on the first `speed_examples` examples."""
-    from fastapply_pipeline.core.inference import measure_speedup, speedup
+    from fastapply_pipeline.core.inference import measure_speedup
 
     if not settings.prompt_lookup or not settings.speed_examples:
         return []
     pairs = [(row["original_code"], row["update_snippet"]) for row in test[: settings.speed_examples]]
     table = []
     for name, (model, tokenizer) in local.items():
-        samples = measure_speedup(model, tokenizer, pairs, prompt_lookup=settings.prompt_lookup)
-        tokens = sum(s.new_tokens for s in samples)
-        plain = sum(s.plain_seconds for s in samples)
-        lookup = sum(s.lookup_seconds for s in samples)
-        identical = sum(s.identical for s in samples)
-        if identical < len(samples):
-            context.log.warning(f"{name}: {len(samples) - identical} answer(s) differ with prompt lookup")
-        ratio = speedup(samples)
-        context.log.info(f"{name}: prompt lookup speedup {ratio:.2f}x over {len(samples)} example(s)")
+        report = measure_speedup(model, tokenizer, pairs, prompt_lookup=settings.prompt_lookup)
+        if report.identical < report.examples:
+            context.log.warning(
+                f"{name}: {report.examples - report.identical} answer(s) differ with prompt lookup"
+            )
+        context.log.info(
+            f"{name}: prompt lookup speedup {report.speedup:.2f}x over {report.examples} example(s)"
+        )
         table.append(
             [
                 name,
-                len(samples),
-                tokens,
-                round(tokens / plain, 1),
-                round(tokens / lookup, 1),
-                round(ratio, 2),
-                f"{identical}/{len(samples)}",
+                report.examples,
+                report.tokens,
+                round(report.plain_tokens_per_second, 1),
+                round(report.lookup_tokens_per_second, 1),
+                round(report.speedup, 2),
+                f"{report.identical}/{report.examples}",
             ]
         )
     return table
