@@ -15,15 +15,17 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 from fastapply_pipeline.core.files import FileRules, classify_content, classify_entry, language_of
 from fastapply_pipeline.core.git import TreeEntry, sync_mirror
-from fastapply_pipeline.core.synth.git_history import git_history_triples
+from fastapply_pipeline.core.render import DEFAULT_STYLE_WEIGHTS
+from fastapply_pipeline.core.synth.git_history import HistorySettings, git_history_triples
 from fastapply_pipeline.core.synth.structural import DEFAULT_EDIT_KINDS, structural_triples
 
 DEFAULT_PACKAGES = "dagster,dagster_graphql,pydantic,hypothesis,sqlalchemy,dagster_webserver"
-LANGUAGES = ["python", "typescript", "tsx", "javascript", "jsx"]
+LANGUAGES = ["python", "typescript", "tsx", "javascript", "jsx", "markdown"]
 
 
 def package_files(names: list[str]) -> list[tuple[str, str, str, str, str]]:
@@ -57,7 +59,13 @@ def main() -> int:
 
     files = package_files(args.packages.split(","))
     start = time.perf_counter()
-    report = structural_triples(files, attempts_per_file=args.attempts, weights=DEFAULT_EDIT_KINDS, seed=0)
+    report = structural_triples(
+        files,
+        attempts_per_file=args.attempts,
+        weights=DEFAULT_EDIT_KINDS,
+        seed=0,
+        styles=DEFAULT_STYLE_WEIGHTS,
+    )
     seconds = time.perf_counter() - start
     candidates = len(files) * args.attempts
     print(
@@ -66,6 +74,7 @@ def main() -> int:
         f"({len(report.triples) / candidates:.0%} kept)"
     )
     print(f"  rejected: {dict(report.failures.most_common(8))}")
+    print_styles(report)
 
     with tempfile.TemporaryDirectory() as tmp:
         mirror = Path(tmp) / "m.git"
@@ -78,7 +87,12 @@ def main() -> int:
         ).stdout.strip()
         start = time.perf_counter()
         history = git_history_triples(
-            mirror, head, repo="bench", rules=FileRules.build(LANGUAGES, 500_000), scanner=None
+            mirror,
+            head,
+            repo="bench",
+            rules=FileRules.build(LANGUAGES, 500_000),
+            scanner=None,
+            settings=HistorySettings(styles=DEFAULT_STYLE_WEIGHTS),
         )
         seconds = time.perf_counter() - start
     considered = len(history.triples) + sum(history.failures.values())
@@ -87,7 +101,27 @@ def main() -> int:
         f"in {seconds:.2f} s: {len(history.triples) / seconds:,.1f} triples/s"
     )
     print(f"  rejected: {dict(history.failures.most_common(8))}")
+    print_styles(history)
     return 0
+
+
+def print_styles(report) -> None:
+    """Per snippet style: the share of draws, of kept triples, and why draws fell back to anchored."""
+    kept = Counter(t.snippet_style for t in report.triples)
+    drawn = Counter(
+        t.style_fallback.split(":")[0] if t.style_fallback else t.snippet_style for t in report.triples
+    )
+    fell = Counter(t.style_fallback.split(":")[0] for t in report.triples if t.style_fallback)
+    total = max(1, len(report.triples))
+    print("  | style | drawn | kept as drawn | kept share | fell back to anchored |")
+    print("  |---|---:|---:|---:|---:|")
+    for style in DEFAULT_STYLE_WEIGHTS:
+        as_drawn = drawn[style] - fell[style]
+        print(
+            f"  | {style} | {drawn[style]} | {as_drawn} ({as_drawn / max(1, drawn[style]):.0%}) | {kept[style] / total:.0%} | {fell[style]} |"
+        )
+    reasons = Counter(t.style_fallback for t in report.triples if t.style_fallback)
+    print(f"  fallback reasons: {dict(reasons.most_common(6))}")
 
 
 if __name__ == "__main__":

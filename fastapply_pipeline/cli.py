@@ -13,6 +13,7 @@ import click
 import dagster as dg
 
 from fastapply_pipeline.config import ConfigError, FastApplyConfig, config_path, load_config
+from fastapply_pipeline.core.files import EXTENSION_LANGUAGES
 from fastapply_pipeline.defs.partitions import SOURCE_REPO_PARTITIONS
 
 RUN_TAG = "fastapply/cli"
@@ -362,24 +363,32 @@ def _with_model_options(command):
 @click.option(
     "-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write the merged file here."
 )
+@click.option(
+    "--language",
+    type=click.Choice(sorted(set(EXTENSION_LANGUAGES.values()))),
+    default=None,
+    help="The file's language when its extension does not say (python, tsx, markdown, ...).",
+)
 @_with_model_options
-def apply(original: str, snippet: str, output: str | None, model: ModelChoice) -> None:
+def apply(original: str, snippet: str, output: str | None, language: str | None, model: ModelChoice) -> None:
     """Merge a lazy SNIPPET into ORIGINAL: with the deterministic applier, or with --model.
 
     Prints the merged file (or writes it to -o). Exit 0: merged; exit 3: refused, with the reason (the
-    applier: ambiguous_anchor, no_anchor, missing_leading_marker, missing_trailing_marker,
-    drops_most_of_file, empty_snippet, and what to change; a model: its answer had no
-    <updated-code> tags); exit 2: a usage or file error.
+    applier: ambiguous_anchor, ambiguous_scope, no_anchor, out_of_order, drops_unmentioned_unit,
+    drops_most_of_file, breaks_syntax, empty_snippet, and what to change; a model: its answer had no
+    <updated-code> tags); exit 2: a usage or file error. The language (for the syntax check and
+    Markdown sections) comes from ORIGINAL's extension, or --language.
     """
     original_text, snippet_text = _read_text(original), _read_text(snippet)
     if model.name is None:
         from fastapply_pipeline.core.apply import apply_snippet
+        from fastapply_pipeline.core.files import language_of
 
-        result = apply_snippet(original_text, snippet_text)
+        result = apply_snippet(original_text, snippet_text, language=language or language_of(original))
         if not result.ok:
             click.echo(f"refused: {result.reason}: {result.detail}", err=True)
             sys.exit(EXIT_REFUSED)
-        merged, summary = result.merged, f"{len(result.spans)} region(s)"
+        merged, summary = result.merged, f"{len(result.spans)} region(s), read as {result.mode}"
     else:
         merged, summary = _model_merge(original_text, snippet_text, model)
     if output:

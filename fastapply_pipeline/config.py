@@ -26,6 +26,7 @@ from pydantic import (
 
 from fastapply_pipeline.core.files import FileRules
 from fastapply_pipeline.core.licenses import is_allowed
+from fastapply_pipeline.core.render import DEFAULT_STYLE_WEIGHTS
 from fastapply_pipeline.core.secrets import SecretScanner, available_plugins
 from fastapply_pipeline.core.sources import (
     PARTITION_KEY_RE,
@@ -39,7 +40,16 @@ from fastapply_pipeline.core.synth.structural import DEFAULT_EDIT_KINDS
 CONFIG_ENV_VAR = "FASTAPPLY_CONFIG"
 DEFAULT_CONFIG_NAME = "fastapply.yaml"
 
-Language = Literal["python", "typescript", "tsx", "javascript", "jsx"]
+Language = Literal["python", "typescript", "tsx", "javascript", "jsx", "markdown", "rust", "go"]
+SnippetStyle = Literal[
+    "anchored",
+    "generous_context",
+    "changed_first_line",
+    "unit",
+    "dedented_unit",
+    "whole_file",
+    "other_spelling",
+]
 TokenizerName = Literal["cl100k_base", "o200k_base", "qwen2.5"]
 
 # Permissive licenses whose code may go into a training set without copyleft obligations.
@@ -239,9 +249,12 @@ class CloneSettings(_Strict):
 
 class FileFilterSettings(_Strict):
     languages: list[Language] = Field(
-        default_factory=lambda: ["python", "typescript", "tsx", "javascript", "jsx"],
+        default_factory=lambda: ["python", "typescript", "tsx", "javascript", "jsx", "markdown"],
         min_length=1,
-        description="Languages whose source files are kept.",
+        description=(
+            "Languages whose source files are kept (python, typescript, tsx, javascript, jsx, markdown, rust, go; "
+            "tree-sitter checks the syntax of the first five)."
+        ),
     )
     max_file_bytes: int = Field(500_000, gt=0, description="Larger files are excluded as too_large.")
     exclude: list[str] = Field(
@@ -475,9 +488,24 @@ class TripleSettings(_Strict):
     )
     min_context: int = Field(1, ge=1, description="Unchanged lines around each edit in a snippet, at least.")
     max_context: int = Field(12, ge=1, description="Context grows up to this to make an anchor unique.")
+    snippet_styles: dict[SnippetStyle, Annotated[float, Field(ge=0)]] = Field(
+        default_factory=lambda: dict(DEFAULT_STYLE_WEIGHTS),
+        description=(
+            "Relative weights of the snippet styles drawn for each offline triple (anchored hunks, a changed "
+            "first line, one unit without markers, a dedented unit, the whole file, other marker spellings, "
+            "generous context); a style that cannot express an edit falls back to anchored, counted."
+        ),
+    )
     structural: StructuralSettings = Field(default_factory=StructuralSettings)
     git_history: GitHistorySettings = Field(default_factory=GitHistorySettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
+
+    @field_validator("snippet_styles")
+    @classmethod
+    def _some_style(cls, styles: dict[str, float]) -> dict[str, float]:
+        if not styles or sum(styles.values()) <= 0:
+            raise ValueError("give at least one snippet style a positive weight (e.g. anchored: 1)")
+        return styles
 
     @model_validator(mode="after")
     def _contexts(self) -> TripleSettings:

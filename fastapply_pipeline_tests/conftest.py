@@ -120,7 +120,7 @@ module.exports = { fetchWithRetry, withDefaults };
 # path -> content (bytes or str), plus the reason each file must be excluded with (None = kept).
 EXPECTED_REASONS = {
     "LICENSE": "language_not_selected",
-    "README.md": "language_not_selected",
+    "README.md": None,  # Markdown is a language of the pipeline
     "package-lock.json": "lockfile",
     "node_modules/left-pad/index.js": "vendored",
     "dist/app.js": "generated",

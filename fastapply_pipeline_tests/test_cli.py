@@ -35,7 +35,7 @@ def test_run_registers_partitions_and_records_runs(mixed_repo, make_config, home
     result = invoke("run", "--config", str(path), "-q")
     assert result.exit_code == 0, result.output
     assert "Registered source_repo partitions: mixed" in result.output
-    assert "materialized code_snippets (6 rows)" in result.output
+    assert "materialized code_snippets (7 rows)" in result.output
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert instance.get_dynamic_partitions(SOURCE_REPO_PARTITIONS) == ["mixed"]
         runs = instance.get_runs()  # newest first: the per-repository run, then the dataset's
@@ -64,7 +64,7 @@ def test_a_failing_source_exits_non_zero_and_the_others_still_run(mixed_repo, tm
     result = invoke("run", "--config", str(path), "-q")
     assert result.exit_code == 1
     assert "broken: cloned_repo: FileNotFoundError: source 'broken'" in result.output
-    assert "materialized code_snippets (6 rows)" in result.output  # the good source still ran
+    assert "materialized code_snippets (7 rows)" in result.output  # the good source still ran
 
 
 def test_partition_option_and_unknown_partition(mixed_repo, make_config, home):

@@ -27,7 +27,7 @@ def test_defaults_follow_the_reference_pipeline():
     assert [b.upper for b in config.snippets.buckets] == [100, 400, 1000, 2000, 3000, 4000, 5000, 10000, None]
     assert [b.sample for b in config.snippets.buckets] == [0, 500, 1000, 3000, 1000, 0, 0, 0, 0]
     assert config.snippets.buckets == DEFAULT_BUCKETS
-    assert set(config.files.languages) == {"python", "typescript", "tsx", "javascript", "jsx"}
+    assert set(config.files.languages) == {"python", "typescript", "tsx", "javascript", "jsx", "markdown"}
     assert "MIT" in config.files.allowed_licenses and "GPL-3.0" not in config.files.allowed_licenses
     assert config.pools == {"gpu": 1, "anthropic": 1, "openai": 1}
 

@@ -1,6 +1,8 @@
 """`fastapply eval` and `fastapply apply --model`: a tiny local model built from a config, and a served
 model on the local OpenAI-compatible stand-in."""
 
+from pathlib import Path
+
 import polars as pl
 import pytest
 import torch
@@ -97,3 +99,18 @@ def test_eval_and_apply_name_bad_input(tmp_path, data):
     assert result.exit_code == 2 and "--judge-model and --judge-base-url go together" in result.stderr
     result = invoke("apply", "--adapter", tmp_path, data, data)
     assert result.exit_code == 2 and "--adapter and --base-url need --model" in result.stderr
+
+
+def test_eval_reads_the_hand_written_case_folder(tiny_model):
+    """The realistic set is an input of `fastapply eval --data` (its merge cases; refusals have no answer)."""
+    from fastapply_pipeline.core.evaluate import load_rows
+
+    folder = Path(__file__).parent / "data" / "realistic"
+    rows = load_rows(str(folder))
+    assert rows and all(r["final_code"] is not None and r["generator"] == "hand_written" for r in rows)
+    assert {r["language"] for r in rows} >= {"python", "tsx", "markdown", "go"}
+    result = invoke(
+        "eval", "--model", tiny_model, "--data", folder, "--max-examples", "2", "--speed-examples", "0"
+    )
+    assert result.exit_code == 0, result.output
+    assert "| applier | 2 |" in result.stdout

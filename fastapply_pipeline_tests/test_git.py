@@ -155,7 +155,7 @@ def test_snapshot_records_commit_license_and_census(tmp_path):
     assert fetched and snapshot.commit == commit
     assert snapshot.license == "MIT" and snapshot.license_files == ["LICENSE"]
     assert snapshot.file_count == 4
-    assert snapshot.files_by_language == {"other": 2, "python": 1, "typescript": 1}
+    assert snapshot.files_by_language == {"markdown": 1, "other": 1, "python": 1, "typescript": 1}
     assert snapshot.total_bytes == sum(
         len((repo / p).read_bytes()) for p in ("LICENSE", "a.py", "b.ts", "c.md")
     )

@@ -1,5 +1,6 @@
 """Rendering lazy snippets: for random edits of real files, apply(original, render(original, final)) == final."""
 
+import random
 from pathlib import Path
 
 import pytest
@@ -8,7 +9,8 @@ from hypothesis import strategies as st
 
 from fastapply_pipeline.core.apply import apply_snippet
 from fastapply_pipeline.core.markers import is_marker_line
-from fastapply_pipeline.core.render import RenderError, render_snippet
+from fastapply_pipeline.core.parsing import parses
+from fastapply_pipeline.core.render import SNIPPET_STYLES, RenderError, render_snippet
 
 from .conftest import JS_MODULE, JSX_COMPONENT, TSX_COMPONENT, python_module, ts_module
 
@@ -30,8 +32,8 @@ RENDER_REFUSALS = {
     "blank_lines_at_file_edge",
     "line_endings_changed",
     "marker_in_final",
-    "whole_file_rewrite",
     "drops_most_of_file",
+    "final_breaks_syntax",
 }
 
 
@@ -86,7 +88,10 @@ def test_markers_are_the_languages_own():
     ts = ts_module("util", 8)
     final = ts.replace("utilStep4(value: number, scale = 5)", "utilStep4(value: number, scale = 50)")
     snippet = render_snippet(ts, final, "typescript").text
-    assert snippet.startswith("// ... existing code ...\n") and snippet.endswith("// ... existing code ...\n")
+    # markers stand indented like the code they elide (here: the end of the previous function's body)
+    assert snippet.lstrip().startswith("// ... existing code ...\n") and snippet.endswith(
+        "// ... existing code ...\n"
+    )
     py = python_module("app", 10)
     snippet = render_snippet(py, py.replace("app_step_5(", "app_step_five("), "python").text
     assert snippet.startswith("# ... existing code ...\n")
@@ -144,10 +149,92 @@ def test_a_one_line_rewrite_is_refused_not_rendered_unanchored():
     # Found by hypothesis: a marker-less snippet sharing no line with the original cannot be applied.
     with pytest.raises(RenderError) as err:
         render_snippet('"""Docs."""\n', '"""Docs.""" + 1\n', "python")
-    assert err.value.reason == "whole_file_rewrite"
+    assert err.value.reason == "no_unique_anchor"
 
 
 def test_no_change_is_an_error():
     with pytest.raises(RenderError) as err:
         render_snippet("x = 1\n", "x = 1\n", "python")
     assert err.value.reason == "no_change"
+
+
+STYLED_RENDER_REFUSALS = RENDER_REFUSALS | {"file_too_long", "final_breaks_syntax"}
+
+
+@settings(max_examples=200, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(edited_file(), st.sampled_from(SNIPPET_STYLES))
+def test_every_style_renders_a_snippet_that_applies_to_the_final_file(case, style):
+    """Each style either expresses the edit (and then the applier merges it back exactly) or says why not."""
+    original, final, language = case
+    assume(original != final)
+    try:
+        snippet = render_snippet(original, final, language, style=style, rng=random.Random(1))
+    except RenderError as err:
+        assert err.reason in STYLED_RENDER_REFUSALS or err.reason.startswith(style), err.reason
+        return
+    assert snippet.style == style
+    assert apply_snippet(original, snippet.text, language=language).merged == final
+    markers = [line for line in snippet.text.splitlines() if is_marker_line(line)]
+    if style in ("unit", "dedented_unit", "whole_file"):
+        assert not markers
+    if style == "whole_file":
+        assert snippet.text.replace("\r\n", "\n") == final.replace("\r\n", "\n")
+    if style == "dedented_unit":
+        assert not snippet.text[0].isspace()
+    if style == "other_spelling":
+        assert markers and not any("... existing code ...\n" in m + "\n" for m in markers)
+
+
+def _corrupt(snippet: str, how: str, rng: random.Random) -> str | None:
+    lines = snippet.splitlines(keepends=True)
+    code = [i for i, line in enumerate(lines) if line.strip() and not is_marker_line(line)]
+    if len(code) < 2:
+        return None
+    if how == "duplicate_closing_line":
+        closers = [i for i in code if lines[i].strip() in ("}", "};", "})", ")", "]")]
+        if not closers:
+            return None
+        at = rng.choice(closers)
+        return "".join([*lines[: at + 1], lines[at], *lines[at + 1 :]])
+    if how == "shift_anchor":  # swap a line with its neighbour
+        at = rng.choice(code[:-1])
+        lines[at], lines[at + 1] = lines[at + 1], lines[at]
+        return "".join(lines)
+    at = rng.choice(code)  # drop a line
+    return "".join(lines[:at] + lines[at + 1 :])
+
+
+PARSED_FILES = [(text, language) for text, language in REAL_FILES if language != "jsx"]
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.sampled_from(PARSED_FILES),
+    st.integers(0, 10_000),
+    st.sampled_from(["duplicate_closing_line", "shift_anchor", "drop_line"]),
+    st.sampled_from(SNIPPET_STYLES),
+)
+def test_a_corrupted_snippet_merges_as_written_or_is_refused_never_silently_wrong(source, seed, how, style):
+    """A snippet damaged after rendering: the applier either refuses or writes a file that holds what the
+    damaged snippet says (every snippet line in order) and still parses; it never returns the final file
+    with code of the snippet missing, and never a file that no longer parses."""
+    text, language = source
+    rng = random.Random(seed)
+    lines = text.splitlines(keepends=True)
+    at = rng.randrange(1, max(2, len(lines) - 1))
+    final = "".join([*lines[:at], lines[at - 1], *lines[at:]])  # a duplicated line: a small real edit
+    assume(parses(final, language))
+    try:
+        snippet = render_snippet(text, final, language, style=style, rng=rng)
+    except RenderError:
+        return
+    damaged = _corrupt(snippet.text, how, rng)
+    assume(damaged is not None and damaged != snippet.text)
+    result = apply_snippet(text, damaged, language=language)
+    if not result.ok:
+        return
+    assert parses(result.merged, language) or not parses(text, language)
+    merged_lines = iter(line.strip() for line in result.merged.splitlines())
+    for line in damaged.splitlines():
+        if line.strip() and not is_marker_line(line):
+            assert any(candidate == line.strip() for candidate in merged_lines), (how, line)

@@ -26,7 +26,10 @@ def mirror(mixed_repo, tmp_path_factory):
 
 def build(mirror, buckets=KEEP_ALL, seed=42, **rule_overrides):
     path, commit = mirror
-    rules = {"languages": ["python", "typescript", "tsx", "javascript", "jsx"], "max_file_bytes": 20_000}
+    rules = {
+        "languages": ["python", "typescript", "tsx", "javascript", "jsx", "markdown"],
+        "max_file_bytes": 20_000,
+    }
     rules.update(rule_overrides)
     return build_snippets(
         path,
@@ -65,6 +68,7 @@ def test_rows_carry_language_counts_and_hashes(mirror):
     ]
     languages = dict(zip(table["path"], table["language"], strict=True))
     assert languages == {
+        "README.md": "markdown",
         "components/Button.tsx": "tsx",
         "components/Card.jsx": "jsx",
         "lib/retry.js": "javascript",

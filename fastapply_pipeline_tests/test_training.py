@@ -221,6 +221,7 @@ def small_dataset(folder):
                 "language": "python",
                 "generator": "structural",
                 "edit_kind": "modify_function",
+                "snippet_style": "anchored",
                 "model": None,
                 "bucket": "100-399",
                 "original_tokens": 100,

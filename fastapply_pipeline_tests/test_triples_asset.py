@@ -44,7 +44,8 @@ def test_triples_of_this_repository_all_round_trip_and_parse(make_config, instan
     generators = set(table["generator"])
     assert generators == {"structural", "git_history"}, meta["rejected"]
     for row in table.iter_rows(named=True):
-        assert apply_snippet(row["original_code"], row["update_snippet"]).merged == row["final_code"]
+        merged = apply_snippet(row["original_code"], row["update_snippet"], language=row["language"]).merged
+        assert merged == row["final_code"]
         if parses(row["original_code"], row["language"]):
             assert parses(row["final_code"], row["language"]), row["path"]
         assert row["original_tokens"] > 0 and row["snippet_tokens"] > 0 and row["final_tokens"] > 0
@@ -61,9 +62,9 @@ def test_generators_are_chosen_in_the_settings(mixed_repo, make_config, instance
     assert all(checks.values())
     table = pl.read_parquet(config.artifacts_dir / "tables" / "edit_triples" / "mixed.parquet")
     assert set(table["generator"]) == {"structural"} and table.height > 0
-    assert set(table["language"]) <= {"python", "typescript", "tsx", "jsx", "javascript"}
+    assert set(table["language"]) <= {"python", "typescript", "tsx", "jsx", "javascript", "markdown"}
     assert table["model"].is_null().all() and table["flag"].is_null().all()
-    assert table.columns[:12] == [
+    assert table.columns[:13] == [
         "triple_id",
         "repo",
         "commit",
@@ -71,6 +72,7 @@ def test_generators_are_chosen_in_the_settings(mixed_repo, make_config, instance
         "language",
         "generator",
         "edit_kind",
+        "snippet_style",
         "model",
         "flag",
         "original_code",

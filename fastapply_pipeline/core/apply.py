@@ -1,24 +1,37 @@
 """The deterministic applier: (original, lazy snippet) -> merged file, or a refusal with its reason.
 
-A snippet is a list of segments separated by marker lines. Each segment replaces one span of the
-original: it starts at its *head anchor* (its longest first lines that occur in the original, which
-must occur exactly once after the previous segment) and ends at its *tail anchor* (its longest last
-lines that occur after the head, nearest first). Original lines between segments are kept where a
-marker stands; without a leading (trailing) marker the first (last) segment must begin (end) at the
-start (end) of the file. Lines are compared without indentation, trailing whitespace or CR, so
-snippets with CRLF, tabs instead of spaces or trailing spaces still anchor. Indentation is compared as
-*levels* (tabs, or spaces in the file's unit), so a line only anchors at its own nesting depth. Anchor
-lines are written as they are in the original; new lines are re-indented to the original's tabs or
-spaces.
+A snippet is split into *segments* by marker lines (`// ... existing code ...` in any common spelling,
+see core.markers). Each segment replaces one span of the original, in order:
 
-It never guesses: an anchor found twice, no anchor at all, a missing end marker that would drop code,
-or a result that loses most of the file is a refusal that says why.
+- It is placed by its *anchors*: the longest run of its first lines that occur in the original (the
+  head) and the longest run of its last lines (the tail). Lines before the head or after the tail are
+  new or changed: each one *displaces* the original line next to the anchor when the two are clearly
+  the same line edited (same depth, similar text or the same signature: a changed `def` line, a
+  changed decorator), and is inserted otherwise (a new comment above a function).
+- Lines are compared by text and *relative* indentation: a segment may be indented less or more than
+  its place in the file (a method given at column 0 without its class); it is placed at the depth its
+  anchors have in the file and its new lines are re-indented to the file's tabs or spaces.
+- Every placement with more than one candidate is refused as ambiguous; a candidate span that would
+  swallow a unit (a function, a class, a section) the segment never mentions is not a candidate.
+- A segment with no marker before it (after it) that does not anchor at the file's start (end) keeps
+  the code before (after) it: agents leave out the leading marker when they start at a class header.
+
+A snippet without any marker is either the whole new file (when it mentions most of the file's units)
+or one or more units of the file (a function, a method, a class, a Markdown section): each is found by
+its name or signature and replaced, or inserted after its neighbour when new; a wrapper (a class
+header around one method) is entered, not replaced.
+
+It never guesses: an ambiguous or missing anchor, a merge that would drop most of the file, swallow a
+unit the snippet does not mention, or break the syntax of a file that parsed (tree-sitter, when the
+language is known) is a refusal that says why and quotes the snippet line as written.
 """
 
 from __future__ import annotations
 
-import bisect
+import difflib
+import itertools
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -26,15 +39,42 @@ from fastapply_pipeline.core.markers import is_marker_line
 
 _NEWLINE_RE = re.compile(r"\r?\n")
 _INDENT_RE = re.compile(r"^[ \t]*")
+# Lines that only close a block: they anchor weakly (every block ends with one).
+_CLOSER_RE = re.compile(r"^(?:[)}\]]+[;,)]*\)?;?|end|fi|done|esac|</[\w.:-]*>|\)\s*:)$")
+_SIGNATURE_RES = (
+    re.compile(
+        r"^(?:(?:export|default|declare|abstract|async|pub(?:\([\w:]+\))?|unsafe|static|extern|public|private|"
+        r"protected|final|override|inline)\s+)*(?P<kw>def|class|function\*?|fn|func|interface|type|struct|enum|trait|impl|mod|"
+        r"namespace|const|let|var)\s+(?:\([^)]*\)\s*)?(?P<name>[A-Za-z_$][\w$]*)"
+    ),
+    # methods and object members: `foo(`, `async foo(`, `get foo(`, `public static foo<T>(`, `foo = (`
+    re.compile(
+        r"^(?:(?:public|private|protected|static|readonly|async|override|get|set)\s+)*\*?"
+        r"(?P<name>[A-Za-z_$][\w$]*)\s*(?:<[^>]*>)?\s*(?:\(|=\s*(?:async\s*)?\(|:\s*(?:async\s*)?\()"
+    ),
+)
+# How files start: imports, module directives, shebangs, package clauses.
+_FILE_START_RE = re.compile(
+    r"^(?:import\b|from\s+\S+\s+import\b|(?:const|let|var)\s+.*=\s*require\(|use\s+\w|package\s+\w|"
+    r"#include\b|#!|[\"']use (?:strict|client|server)[\"']|extern\s+crate\b|mod\s+\w+;|[\"']{3}|"
+    r"(?://|#)\s*(?:Copyright|SPDX-License-Identifier)\b)"
+)
+_HEADING_RE = re.compile(r"^(#{1,6})\s+\S")
+_FENCE_RE = re.compile(r"^(```|~~~)")
+_DECORATION_RE = re.compile(
+    r"^(?:@|#\[|//|#(?!\s*\[)|/\*|\*)"
+)  # decorators, attributes, comments above a unit
 
 
 class Refusal(StrEnum):
     EMPTY_SNIPPET = "empty_snippet"
     AMBIGUOUS_ANCHOR = "ambiguous_anchor"
     NO_ANCHOR = "no_anchor"
-    MISSING_LEADING_MARKER = "missing_leading_marker"
-    MISSING_TRAILING_MARKER = "missing_trailing_marker"
+    OUT_OF_ORDER = "out_of_order"
+    DROPS_UNMENTIONED_UNIT = "drops_unmentioned_unit"
     DROPS_MOST_OF_FILE = "drops_most_of_file"
+    AMBIGUOUS_SCOPE = "ambiguous_scope"
+    BREAKS_SYNTAX = "breaks_syntax"
 
 
 class AnchorError(ValueError):
@@ -52,6 +92,7 @@ class ApplyResult:
     reason: Refusal | None = None
     detail: str = ""
     spans: list[tuple[int, int]] = field(default_factory=list)  # original line spans each segment replaced
+    mode: str = ""  # "segments", "units" or "whole_file": how the snippet was read
 
     @property
     def ok(self) -> bool:
@@ -74,7 +115,7 @@ def join_lines(lines: list[str], newline: str, ends: bool) -> str:
 
 @dataclass(frozen=True)
 class Indentation:
-    """How a file indents: with tabs, or with `unit` spaces per level."""
+    """How a text indents: with tabs, or with `unit` spaces per level."""
 
     tabs: bool
     unit: int
@@ -94,29 +135,28 @@ class Indentation:
             return self
         return Indentation(tabs=uses_tabs, unit=min(_space_unit(snippet), 4))
 
+    def measure(self, line: str) -> tuple[int, int]:
+        """(indentation level, leftover spaces) of a line."""
+        lead = _INDENT_RE.match(line).group(0)
+        spaces = lead.count(" ")
+        return lead.count("\t") + spaces // self.unit, spaces % self.unit
+
     def keys(self, lines: list[str]) -> list[str]:
-        """What anchors compare: indentation level + the stripped text ('' for blank lines)."""
+        """Comparable line keys: indentation level + the stripped text ('' for blank lines)."""
         out = []
         for line in lines:
             text = line.strip()
             if not text:
                 out.append("")
                 continue
-            lead = _INDENT_RE.match(line).group(0)
-            spaces = lead.count(" ")
-            out.append(f"{lead.count(chr(9)) + spaces // self.unit}.{spaces % self.unit}|{text}")
+            level, rest = self.measure(line)
+            out.append(f"{level}.{rest}|{text}")
         return out
 
-    def convert(self, line: str, source: Indentation) -> str:
-        """A new snippet line, re-indented from the snippet's style to this (the file's) style."""
-        line = line.rstrip("\r")
-        if source == self:
-            return line
-        lead = _INDENT_RE.match(line).group(0)
-        spaces = lead.count(" ")
-        levels, rest = lead.count("\t") + spaces // source.unit, spaces % source.unit
-        indent = "\t" * levels if self.tabs else " " * (levels * self.unit)
-        return indent + " " * rest + line[len(lead) :]
+    def render(self, level: int, rest: int, text: str) -> str:
+        if not text:
+            return ""
+        return ("\t" * level if self.tabs else " " * (level * self.unit)) + " " * rest + text
 
 
 def _space_unit(lines: list[str]) -> int:
@@ -124,121 +164,1057 @@ def _space_unit(lines: list[str]) -> int:
     return max(1, min(min(indents - {0}, default=4), 8))
 
 
-class LineIndex:
-    """Positions of each line key in the original, for anchor lookups in O(occurrences)."""
+@dataclass(frozen=True)
+class Line:
+    raw: str
+    text: str  # stripped; '' for a blank line
+    level: int
+    rest: int
 
-    def __init__(self, keys: list[str]):
-        self.keys = keys
-        self.positions: dict[str, list[int]] = {}
-        for i, k in enumerate(keys):
-            self.positions.setdefault(k, []).append(i)
+    @property
+    def blank(self) -> bool:
+        return not self.text
 
-    def shares_a_line(self, keys: list[str]) -> bool:
-        """Whether any non-blank line key occurs in the original."""
-        return any(k in self.positions for k in keys if k)
-
-    def at_or_after(self, k: str, low: int) -> list[int]:
-        found = self.positions.get(k, [])
-        return found[bisect.bisect_left(found, low) :]
-
-
-def _match_forward(keys: list[str], seg: list[str], i: int, limit: int) -> int:
-    length = 0
-    while length < len(seg) and i + length < limit and keys[i + length] == seg[length]:
-        length += 1
-    return length
+    @property
+    def weak(self) -> bool:
+        """A line too common to anchor on by itself: blank, a lone closer, a bare Markdown fence."""
+        return not self.text or bool(_CLOSER_RE.match(self.text)) or self.text in ("```", "~~~")
 
 
-def _match_backward(keys: list[str], seg: list[str], e: int, low: int, free: int) -> int:
-    length = 0
-    while length < free and e - length >= low and keys[e - length] == seg[-1 - length]:
-        length += 1
-    return length
+def _lines(raw: list[str], indentation: Indentation) -> list[Line]:
+    out = []
+    for line in raw:
+        text = line.strip()
+        level, rest = indentation.measure(line) if text else (0, 0)
+        out.append(Line(line.rstrip("\r"), text, level, rest))
+    return out
 
 
-def locate(index: LineIndex, seg: list[str], cursor: int, *, at_start: bool, at_end: bool) -> tuple[int, int]:
-    """The span [start, end) of the original that a segment (of line keys) replaces; raises AnchorError."""
-    keys, n = index.keys, len(index.keys)
-    if at_end:  # blank lines at the end of the file stay where they are
-        while n > cursor and keys[n - 1] == "":
-            n -= 1
-    if at_start:
-        while cursor < n and keys[cursor] == "":  # so do blank lines at its start
-            cursor += 1
-        start, head = cursor, _match_forward(keys, seg, cursor, n)
-        if head == 0 and index.at_or_after(seg[0], cursor):
-            where = index.at_or_after(seg[0], cursor)[0] + 1
+def signature(text: str) -> str | None:
+    """The name a line declares (`def load(` -> 'def load', `## Usage` -> '## Usage'), or None."""
+    if _HEADING_RE.match(text):
+        return text.rstrip("# ").strip()
+    for pattern in _SIGNATURE_RES:
+        found = pattern.match(text)
+        if found and found.group("name") not in _NOT_NAMES:
+            kind = found.groupdict().get("kw") or ""
+            return f"{kind} {found.group('name')}".strip()
+    return None
+
+
+_NOT_NAMES = frozenset(
+    {"if", "for", "while", "switch", "return", "catch", "with", "elif", "else", "match", "await"}
+)
+
+
+_DECORATOR_RE = re.compile(r"^(@[\w.]+|#\[\w+)")
+_ASSIGNED_RE = re.compile(
+    r"^(?:(?:export\s+)?(?:const|let|var|readonly)\s+)?([\w$.\[\]\"']+)\s*(?::[^=]*)?=(?!=)"
+)
+_KEY_RE = re.compile(r"^([\"']?[\w$-]+[\"']?)\s*:(?!:)")
+_IMPORT_RE = re.compile(
+    r"^(?:from\s+(\S+)\s+import\b|import\s+.*?\bfrom\s+(['\"][^'\"]+['\"])|import\s+([\w.]+)\s*$|"
+    r"(?:pub\s+)?use\s+((?:\w+::)+))"
+)
+_JSX_KEY_RE = re.compile(
+    r"^<([\w.]+)\b.*?\b(?:key|id|name|type|className|href)=(\{[^}]*\}|\"[^\"]*\"|'[^']*')"
+)
+_COMMENT_RE = re.compile(r"^(?:#(?![\[!])|//|/\*|\*|<!--)")
+
+
+def identity(text: str) -> str | None:
+    """What a line declares or sets, so that an edited version of it can be recognised: a signature, a
+    decorator, an assignment target, an object key, an import's module, a keyed JSX element; else None.
+    A changed line displaces an original line only when both have the same identity: two `case` labels
+    or two `return` statements are siblings, not edits of each other."""
+    name = signature(text)
+    if name:
+        return name
+    for kind, pattern in (
+        ("decorator", _DECORATOR_RE),
+        ("import", _IMPORT_RE),
+        ("jsx", _JSX_KEY_RE),
+        ("set", _ASSIGNED_RE),
+        ("key", _KEY_RE),
+    ):
+        found = pattern.match(text)
+        if found:
+            return f"{kind} " + " ".join(g for g in found.groups() if g)
+    return None
+
+
+_LABEL_RE = re.compile(r"^(?:case\b|default\b|else\b|elif\b|except\b|catch\b|finally\b|<)")
+
+
+def near_copy(a: Line, b: Line) -> bool:
+    """A line changed in place: the same first word, most characters kept (`c.mu.Lock()` -> `c.mu.RLock()`).
+    Never a `case` label or markup: siblings of those look alike."""
+    if a.blank or b.blank or a.weak or b.weak or _LABEL_RE.match(a.text) or _LABEL_RE.match(b.text):
+        return False
+    first_a, first_b = re.match(r"\W*[\w$]*", a.text).group(0), re.match(r"\W*[\w$]*", b.text).group(0)
+    if first_a != first_b:
+        return False
+    return difflib.SequenceMatcher(None, a.text, b.text, autojunk=False).ratio() >= 0.8
+
+
+def similar(a: Line, b: Line) -> bool:
+    """Whether a snippet line is an edit of an original line (at the same depth already): the same
+    identity (see `identity`), or two comment lines that mostly agree."""
+    if a.blank or b.blank:
+        return a.blank and b.blank
+    if a.text == b.text:
+        return True
+    ident = identity(a.text)
+    if ident is not None:
+        return ident == identity(b.text)
+    if _COMMENT_RE.match(a.text) and _COMMENT_RE.match(b.text):
+        return difflib.SequenceMatcher(None, a.text, b.text, autojunk=False).ratio() >= 0.6
+    return False
+
+
+class Original:
+    """The original file's lines, with lookups by text and its block structure."""
+
+    def __init__(self, raw: list[str], indentation: Indentation, markdown: bool):
+        self.lines = _lines(raw, indentation)
+        self.indentation = indentation
+        self.markdown = markdown
+        self.by_text: dict[str, list[int]] = {}
+        for i, line in enumerate(self.lines):
+            if line.text:
+                self.by_text.setdefault(line.text, []).append(i)
+        nonblank = [i for i, line in enumerate(self.lines) if line.text]
+        self.first = nonblank[0] if nonblank else 0
+        self.last = nonblank[-1] + 1 if nonblank else 0
+        self.in_fence = self._fences()
+        self._headers: dict[int, bool] = {}
+        self._ends: dict[int, int] = {}
+
+    def _fences(self) -> list[bool]:
+        inside, out = False, []
+        for line in self.lines:
+            if self.markdown and _FENCE_RE.match(line.text):
+                out.append(True)
+                inside = not inside
+                continue
+            out.append(inside)
+        return out
+
+    def is_header(self, i: int) -> bool:
+        """Whether line i opens a unit: a Markdown heading, or a line followed by deeper lines."""
+        if i not in self._headers:
+            self._headers[i] = self._is_header(i)
+        return self._headers[i]
+
+    def block_end(self, i: int) -> int:
+        """The end (exclusive) of the unit that starts at line i: its deeper lines and its closing line."""
+        if i not in self._ends:
+            self._ends[i] = self._block_end(i)
+        return self._ends[i]
+
+    def _is_header(self, i: int) -> bool:
+        line = self.lines[i]
+        if line.weak:
+            return False
+        if self.markdown:
+            return not self.in_fence[i] and bool(_HEADING_RE.match(line.text))
+        j = i + 1
+        while j < len(self.lines) and self.lines[j].blank:
+            j += 1
+        return j < len(self.lines) and self.lines[j].level > line.level
+
+    def _block_end(self, i: int) -> int:
+        lines, n = self.lines, len(self.lines)
+        if self.markdown:
+            heading = _HEADING_RE.match(lines[i].text)
+            if heading:
+                depth, j = len(heading.group(1)), i + 1
+                while j < n:
+                    other = _HEADING_RE.match(lines[j].text)
+                    if other and not self.in_fence[j] and len(other.group(1)) <= depth:
+                        break
+                    j += 1
+                while j > i + 1 and lines[j - 1].blank:
+                    j -= 1
+                return j
+        level, j, end = lines[i].level, i + 1, i + 1
+        while j < n:
+            if lines[j].blank:
+                j += 1
+                continue
+            if lines[j].level > level:
+                j += 1
+                end = j
+                continue
+            if lines[j].level == level and (_CLOSER_RE.match(lines[j].text) or _continues(lines[j].text)):
+                end, j = j + 1, j + 1
+                if lines[j - 1].text.endswith(("{", ":", "(", "[")):
+                    continue  # `} else {`, `): Promise<T> {`: the unit goes on
+            break
+        return end
+
+
+def _continues(text: str) -> bool:
+    """A line at the unit's own depth that still belongs to it (`} else {`, `except:`, `): T {`)."""
+    return bool(re.match(r"^(?:[)}\]]|else\b|elif\b|except\b|finally\b|catch\b)", text))
+
+
+def _same(seg: Line, orig: Line, delta: int) -> bool:
+    if seg.blank or orig.blank:
+        return seg.blank and orig.blank
+    return seg.text == orig.text and seg.level + delta == orig.level and seg.rest == orig.rest
+
+
+@dataclass
+class Placement:
+    start: int  # the original span [start, end) the segment replaces
+    end: int
+    delta: int  # file level - snippet level
+    lines: list[str]  # what replaces it, in the file's indentation
+    score: int  # anchor lines matched
+    starts_new: bool = False  # its first line is new (not an anchor)
+    ends_new: bool = False  # its last line is new
+    separator: int = 0  # blank lines between the anchors and new code inserted after them
+
+
+def _show(line: Line) -> str:
+    return repr(line.raw.strip())
+
+
+class _Merger:
+    def __init__(self, original: str, snippet: str, language: str | None):
+        raw, self.newline, self.ends = split_lines(original)
+        self.raw = [line.rstrip("\r") for line in raw]
+        self.language = language
+        indentation = Indentation.of(self.raw)
+        self.orig = Original(self.raw, indentation, markdown=language == "markdown")
+        snippet_raw, _, _ = split_lines(snippet)
+        bare_ellipsis_is_code = any(line.strip() in ("...", "…") for line in self.raw)
+        self.markers = [is_marker_line(line, bare_ellipsis=not bare_ellipsis_is_code) for line in snippet_raw]
+        self.snippet_indent = indentation.for_snippet(snippet_raw)
+        self.snippet = _lines(snippet_raw, self.snippet_indent)
+
+    # ---------------------------------------------------------------- segments
+    def segments(self) -> tuple[list[list[Line]], list[Line | None]]:
+        """The segments, and for each gap (before, between, after segments) the marker standing there."""
+        segments: list[list[Line]] = []
+        gaps: list[Line | None] = [None]
+        current: list[Line] = []
+        for line, marker in zip(self.snippet, self.markers, strict=True):
+            if marker:
+                if any(not x.blank for x in current):
+                    segments.append(current)
+                    gaps.append(None)
+                current = []
+                gaps[-1] = gaps[-1] or line
+            else:
+                current.append(line)
+        if any(not x.blank for x in current):
+            segments.append(current)
+            gaps.append(None)
+        return [_trim(seg) for seg in segments], gaps
+
+    def render_new(self, line: Line, delta: int) -> str:
+        return self.orig.indentation.render(max(0, line.level + delta), line.rest, line.text)
+
+    def candidate_deltas(self, seg: list[Line], cursor: int) -> list[int]:
+        votes: Counter[int] = Counter()
+        low = min(line.level for line in seg if not line.blank)
+        for line in seg:
+            if line.blank:
+                continue
+            weight = 1 if line.weak else 3
+            for j in self.orig.by_text.get(line.text, ()):
+                if j >= cursor and self.orig.lines[j].rest == line.rest:
+                    d = self.orig.lines[j].level - line.level
+                    if low + d >= 0:
+                        votes[d] += weight
+        return [d for d, _ in sorted(votes.items(), key=lambda kv: (-kv[1], abs(kv[0])))][:4]
+
+    def place(
+        self,
+        seg: list[Line],
+        cursor: int,
+        *,
+        pinned_start: bool,
+        pinned_end: bool,
+        after: Line | None = None,
+        prefer_delta: int | None = None,
+    ) -> Placement:
+        """Where a segment goes; raises AnchorError. `prefer_delta`: the previous segment's indentation
+        shift, which breaks a tie between placements at different depths (a snippet indents consistently)."""
+        if self._is_whole_unit(seg, after):
+            unit = self._place_unit(seg, cursor, after)
+            if unit is not None:
+                return unit
+        deltas = self.candidate_deltas(seg, cursor)
+        if not deltas:
+            fallback = self._place_unit(seg, cursor, after) or self._place_by_identity(seg, cursor)
+            if fallback is not None:
+                return fallback
+            first = next(line for line in seg if not line.blank)
             raise AnchorError(
-                Refusal.MISSING_LEADING_MARKER,
-                f"the snippet has no leading marker but its first line is line {where} of the original; it would "
-                f"drop lines 1-{where - 1}",
+                Refusal.NO_ANCHOR,
+                f"no line of the segment starting {_show(first)} occurs in the original (after the previous segment)",
             )
-    else:
-        best, starts = 0, []
-        for i in index.at_or_after(seg[0], cursor):
-            length = _match_forward(keys, seg, i, n)
-            if length > best:
-                best, starts = length, [i]
-            elif length == best:
-                starts.append(i)
-        if not starts:
-            raise AnchorError(
-                Refusal.NO_ANCHOR, f"no line of the original matches the snippet line {seg[0]!r}"
-            )
-        if len(starts) > 1:
-            lines = ", ".join(str(s + 1) for s in starts[:5])
+        found: list[Placement] = []
+        errors: list[AnchorError] = []
+        for delta in deltas:
+            try:
+                found.extend(self._place_at(seg, cursor, delta, pinned_start, pinned_end, after))
+            except AnchorError as err:
+                errors.append(err)
+        if not found:
+            fallback = self._place_unit(seg, cursor, after) or self._place_by_identity(seg, cursor)
+            if fallback is None:
+                raise errors[0]
+            return fallback
+        best = max(p.score for p in found)
+        top = {(p.start, p.end): p for p in found if p.score == best}
+        if len(top) > 1 and prefer_delta is not None:
+            preferred = {span: p for span, p in top.items() if p.delta == prefer_delta}
+            top = preferred if len(preferred) == 1 else top
+        if len(top) > 1:
+            where = ", ".join(f"{s + 1}" if e - s <= 1 else f"{s + 1}-{e}" for s, e in sorted(top)[:5])
+            first = next(line for line in seg if not line.blank)
             raise AnchorError(
                 Refusal.AMBIGUOUS_ANCHOR,
-                f"the snippet lines starting {seg[0]!r} match the original in {len(starts)} places (lines {lines}); "
-                "a unique location needs more surrounding lines in the snippet",
+                f"the segment starting {_show(first)} fits the original in {len(top)} places (lines {where}); "
+                "a unique location needs more unchanged lines around the change",
             )
-        start, head = starts[0], best
-    free = len(seg) - head
-    low = start + head
-    if at_end:
-        if free == 0 and low < n:
-            raise AnchorError(
-                Refusal.MISSING_TRAILING_MARKER,
-                f"the snippet has no trailing marker but ends at line {low} of {n}; it would drop the rest of the file",
-            )
-        if _match_backward(keys, seg, n - 1, low, free) == 0 and free and index.at_or_after(seg[-1], low):
-            raise AnchorError(
-                Refusal.MISSING_TRAILING_MARKER,
-                f"the snippet has no trailing marker but its last line {seg[-1]!r} is not the file's end; it would "
-                "drop the rest of the file",
-            )
-        return start, n
-    if free == 0:
-        return start, low
-    best, end = 0, low
-    for e in index.at_or_after(seg[-1], low):  # nearest occurrence of the longest matching tail
-        length = _match_backward(keys, seg, e, low, free)
-        if length > best:
-            best, end = length, e + 1
-    return start, end
+        return next(iter(top.values()))
 
+    def _place_at(
+        self,
+        seg: list[Line],
+        cursor: int,
+        delta: int,
+        pinned_start: bool,
+        pinned_end: bool,
+        after: Line | None,
+    ):
+        lines, n = self.orig.lines, len(self.orig.lines)
 
-def split_segments(snippet_lines: list[str]) -> tuple[list[list[str]], bool, bool]:
-    """(segments, marker before the first segment, marker after the last)."""
-    segments: list[list[str]] = []
-    current: list[str] = []
-    leading = trailing = False
-    for line in snippet_lines:
-        if is_marker_line(line):
-            if current:
-                segments.append(current)
+        def forward_runs(h: int) -> list[tuple[int, int]]:
+            runs = []
+            for p in self.orig.by_text.get(seg[h].text, ()):
+                if p < cursor:
+                    continue
+                run = 0
+                while h + run < len(seg) and p + run < n and _same(seg[h + run], lines[p + run], delta):
+                    run += 1
+                if run:
+                    runs.append((p, run))
+            return runs
+
+        def backward_runs(t: int, low: int) -> list[tuple[int, int]]:
+            runs = []
+            for q in self.orig.by_text.get(seg[t].text, ()):
+                if q < low:
+                    continue
+                run = 0
+                while t - run >= 0 and q - run >= low and _same(seg[t - run], lines[q - run], delta):
+                    run += 1
+                if run:
+                    runs.append((q + 1, run))
+            return runs
+
+        closer_targets: dict[tuple[int, int], set[int]] = {}
+
+        def closers(p: int, head_run: int) -> set[int]:
+            if (p, head_run) not in closer_targets:
+                closer_targets[p, head_run] = self._closer_targets(seg, h, p, head_run, t, delta)
+            return closer_targets[p, head_run]
+
+        def occurs(i: int) -> bool:  # the line is somewhere after the cursor, at this depth
+            return not seg[i].blank and any(
+                q >= cursor and _same(seg[i], lines[q], delta) for q in self.orig.by_text.get(seg[i].text, ())
+            )
+
+        h = next((i for i in range(len(seg)) if occurs(i)), None)
+        if h is None:
+            raise AnchorError(Refusal.NO_ANCHOR, f"no line of the segment starting {_show(seg[0])} anchors")
+        t = next(i for i in range(len(seg) - 1, -1, -1) if occurs(i))
+        heads = forward_runs(h)
+        if pinned_start and h == 0:  # no marker before the snippet: it starts at the file's start if it can
+            at_top = [(p, r) for p, r in heads if p == max(cursor, self.orig.first)]
+            heads = at_top or heads
+        base = min(line.level for line in seg if not line.blank) + delta
+        mentioned = {line.text for line in seg if not line.blank}
+        mentioned |= {sig for sig in (signature(line.text) for line in seg if not line.blank) if sig}
+        placements = []
+        for p, head_run in heads:
+            if h + head_run - 1 >= t:
+                pairs = [(p, head_run, p + head_run, 0)]
+            else:
+                pairs = []
+                for q_end, tail_run in backward_runs(t, p + head_run):
+                    # a tail run may reach back into the head's lines: it then gives them up
+                    tail_run = min(tail_run, q_end - (p + head_run), t - (h + head_run) + 1)
+                    if tail_run > 0 and (
+                        not all(x.weak for x in seg[t - tail_run + 1 : t + 1])
+                        or q_end - 1 in closers(p, head_run)
+                    ):
+                        pairs.append((p, head_run, q_end, tail_run))
+                if not pairs:  # no tail worth trusting: the lines after the head are new, inserted there
+                    pairs = [(p, head_run, p + head_run, 0)]
+            for p_, head_run_, q_end, tail_run in pairs:
+                swallowed = [
+                    i
+                    for i in range(p_ + head_run_, q_end - tail_run)
+                    if self._unit_name(i) and not ({lines[i].text, self._unit_name(i)} & mentioned)
+                ]
+                # any block opened at the segment's own depth that the segment does not mention: a placement
+                # without such lines is preferred (it replaces less that nobody asked to change)
+                overrun = any(
+                    lines[i].level <= base and lines[i].text not in mentioned and self.orig.is_header(i)
+                    for i in range(p_ + head_run_, q_end - tail_run)
+                )
+                placements.append((p_, head_run_, q_end, tail_run, swallowed, overrun))
+        if not placements:
+            raise AnchorError(
+                Refusal.OUT_OF_ORDER,
+                f"the segment starting {_show(seg[0])} has its last lines before its first lines in the original",
+            )
+        for flag in (4, 5):  # prefer placements that swallow no named unit, then none that overrun a block
+            clean = [pl for pl in placements if not pl[flag]]
+            if len(placements) > 1 and clean:
+                placements = clean
+        out = []
+        for p, head_run, q_end, tail_run, swallowed, _overrun in placements:
+            tail_lines = seg[t - tail_run + 1 : t + 1] if tail_run else []
+            if swallowed and (not tail_run or all(x.weak for x in tail_lines)):
+                name = lines[swallowed[0]].text
+                raise AnchorError(
+                    Refusal.DROPS_UNMENTIONED_UNIT,
+                    f"placing the segment starting {_show(seg[0])} would replace {name!r} (line {swallowed[0] + 1}), "
+                    "which the snippet does not mention; add a marker for it or more unchanged lines",
+                )
+            out.append(self._build(seg, cursor, delta, h, p, head_run, t, q_end, tail_run, after, pinned_end))
+        return out
+
+    def _place_by_identity(self, seg: list[Line], cursor: int) -> Placement | None:
+        """A segment with no unchanged line at all, each line an edit of one original line (a changed
+        import, a changed signature): placed over the one run of original lines it edits, if unique."""
+        body = [x for x in seg if not x.blank]
+        lines, found = self.orig.lines, []
+        for i in range(cursor, len(lines)):
+            delta = lines[i].level - body[0].level
+            if not _edits(body[0], lines[i], delta):
+                continue
+            j, ok = i, True
+            for x in body:
+                while j < len(lines) and lines[j].blank:
+                    j += 1
+                if j >= len(lines) or not _edits(x, lines[j], delta):
+                    ok = False
+                    break
+                j += 1
+            if ok:
+                found.append((i, j, delta))
+        if len(found) != 1:
+            return None
+        start, end, delta = found[0]
+        return Placement(start, end, delta, [self.render_new(x, delta) for x in seg], 0, True, True)
+
+    def _is_whole_unit(self, seg: list[Line], after: Line | None) -> bool:
+        """A segment that is one complete unit: a header with a name (after its decorations), every other
+        line deeper (or its closing line at the header's depth), and no marker inside it after."""
+        body = [x for x in seg if not x.blank]
+        at = next((k for k, x in enumerate(body) if not self._decoration(x.text)), None)
+        if at is None or len(body) - at < 2 or not signature(body[at].text):
+            return False
+        header, rest = body[at], body[at + 1 :]
+        if self.orig.markdown:  # a section ends at the next heading: shown whole only if nothing follows it
+            return (
+                after is None
+                and bool(_HEADING_RE.match(header.text))
+                and not any(
+                    (m := _HEADING_RE.match(x.text))
+                    and len(m.group(1)) <= len(_HEADING_RE.match(header.text).group(1))
+                    for x in rest
+                )
+            )
+        closed = rest[-1].level == header.level and bool(_CLOSER_RE.match(rest[-1].text))
+        if not closed:  # without its closing line the snippet may show only the unit's top
+            return False
+        inner = rest[:-1]
+        if any(x.level < header.level for x in inner) or any(x.level < header.level for x in body[:at]):
+            return False
+        return after is None or after.level <= header.level
+
+    def _place_unit(self, seg: list[Line], cursor: int, after: Line | None) -> Placement | None:
+        """A segment that is one whole unit whose lines no longer anchor (a new signature and body):
+        placed over the original unit of the same name, when there is exactly one after `cursor`."""
+        try:
+            found = self._find_unit(seg, cursor, len(self.orig.lines))
+        except AnchorError:
+            return None
+        if found is None:
+            return None
+        j, delta = found
+        header_at = next((k for k, x in enumerate(seg) if not x.blank and not self._decoration(x.text)), 0)
+        header = seg[header_at]
+        if any(x.level < header.level for x in seg if not x.blank):
+            return None
+        if after is not None and after.level > header.level:
+            return None  # the marker after it stands inside the unit: only part of it is shown
+        start = j
+        if header_at:
+            while start - 1 >= cursor and self._decoration(self.orig.lines[start - 1].text):
+                start -= 1
+        end = self.orig.block_end(j)
+        return Placement(start, end, delta, [self.render_new(x, delta) for x in seg], 1)
+
+    def _rewritten_prose(self, new: list[Line], end: int) -> int:
+        """Markdown: new lines after the last anchor replace the section's lines up to the last one they
+        rewrite (a sentence reworded, a command changed), in order; the rest of the section stays."""
+        lines = self.orig.lines
+        stop = end
+        while stop < len(lines) and not (
+            _HEADING_RE.match(lines[stop].text) and not self.orig.in_fence[stop]
+        ):
+            stop += 1
+        reach, k = end, 0
+        for i in range(end, stop):
+            match = next((kk for kk in range(k, len(new)) if _rewords(new[kk], lines[i])), None)
+            if match is not None:
+                reach, k = i + 1, match + 1
+        return reach
+
+    def _unit_tail(self, seg, new, delta, q_end, end, after, pinned_end) -> int:
+        """A segment that ends with new lines inside a unit whose header it shows, with no marker inside
+        that unit after it, rewrote the unit's tail: its remaining statements go when they are no more than
+        the new ones (counted at the new lines' depth), or when the snippet ends there and so does the file
+        (`def main():` with a new body)."""
+        lines = self.orig.lines
+        anchor = q_end - 1
+        j = anchor
+        while j >= 0 and not (
+            self.orig.is_header(j)
+            and (j == anchor or lines[j].level < lines[anchor].level or self.orig.markdown)
+        ):
+            j -= 1
+        if j < 0 or not signature(lines[j].text):
+            return end  # only a named unit (a function, a method, a section) says where its tail ends
+        mentioned = {x.text for x in seg} | {signature(x.text) for x in seg if not x.blank}
+        if not ({lines[j].text, signature(lines[j].text)} & mentioned):
+            return end
+        level = lines[j].level
+        if after is not None and after.level + delta > level:
+            return end  # the marker stands inside the unit: its other lines are kept
+        unit_end = self.orig.block_end(j)
+        if unit_end > end and lines[unit_end - 1].level == level and lines[unit_end - 1].weak:
+            unit_end -= 1  # its closing line stays
+        while unit_end > end and lines[unit_end - 1].blank:
+            unit_end -= 1
+        depth = new[0].level + delta
+        remaining = sum(1 for x in lines[end:unit_end] if not x.blank and x.level <= depth)
+        new_count = sum(1 for x in new if not x.blank and x.level + delta <= depth)
+        at_file_end = after is None and pinned_end and unit_end >= self.orig.last
+        return unit_end if remaining and (remaining <= new_count or at_file_end) else end
+
+    def _closer_targets(self, seg, h, p, head_run, k, delta) -> set[int]:
+        """The original lines where snippet line k, a lone closer (`}`, `</div>`), may anchor: the closing
+        line of the block that line k closes in the snippet (its opener found by indentation: an anchor, or
+        the first original line after the head that the opener edits), or, when the snippet opens none
+        there, the closing lines of the blocks around the head."""
+        lines, level = self.orig.lines, seg[k].level
+        opener = next((o for o in range(k - 1, -1, -1) if not seg[o].blank and seg[o].level <= level), None)
+        if opener is not None and seg[opener].level == level and not seg[opener].weak:
+            if h <= opener < h + head_run:
+                return {self.orig.block_end(p + opener - h) - 1}
+            window = (
+                range(p + head_run, len(lines))
+                if opener >= h + head_run
+                else range(p - 1, max(-1, p - 50), -1)
+            )
+            for j in window:
+                if lines[j].level == level + delta and similar(seg[opener], lines[j]):
+                    return {self.orig.block_end(j) - 1}
+                if lines[j].level < level + delta and not lines[j].blank:
+                    break  # left the block the opener would sit in
+            return set()
+        targets, j, depth = set(), p, lines[p].level
+        while j > 0 and depth > 0:  # the blocks around the head, innermost first
+            j -= 1
+            if lines[j].blank or lines[j].level >= depth:
+                continue
+            depth = lines[j].level
+            if self.orig.is_header(j):
+                targets.add(self.orig.block_end(j) - 1)
+        return targets
+
+    def _unit_name(self, i: int) -> str | None:
+        """The name of the unit line i opens (a function, class, method, section), or None."""
+        line = self.orig.lines[i]
+        if line.blank or (self.orig.markdown and self.orig.in_fence[i]):
+            return None
+        name = signature(line.text)
+        return name if name and self.orig.is_header(i) else None
+
+    def _build(self, seg, cursor, delta, h, p, head_run, t, q_end, tail_run, after, pinned_end) -> Placement:
+        lines, n = self.orig.lines, len(self.orig.lines)
+        if not tail_run:  # one block of anchors: its end is the end of the head run
+            t, q_end = h + head_run - 1, p + head_run
+        # Leading new lines displace the original lines they edit, walking up from the anchor through
+        # lines some new line edits (a signature, a decorator) and decorations or comments between them.
+        start, k, i = p, h - 1, p - 1
+        if k >= 0 and i >= cursor and seg[k].level + delta == lines[i].level and near_copy(seg[k], lines[i]):
+            start, k, i = i, k - 1, i - 1  # a changed first statement right above the anchor
+        while k >= 0 and i >= cursor and not lines[i].blank:
+            match = next((kk for kk in range(k, -1, -1) if _displaces(seg[kk], lines[i], delta)), None)
+            if match is not None:
+                start, k = i, match - 1
+            elif not self._decoration(lines[i].text):
+                break
+            i -= 1
+        # A new signature among them that names the unit the anchor sits in: the edit starts at that
+        # unit's header (its lines before the anchor were rewritten).
+        for x in seg[:h]:
+            name = signature(x.text) if not x.blank else None
+            if not name:
+                continue
+            for j in range(start - 1, cursor - 1, -1):
+                if (
+                    lines[j].level == x.level + delta
+                    and signature(lines[j].text) == name
+                    and self.orig.block_end(j) > p
+                ):
+                    start = min(start, j)
+                    break
+        # Trailing new lines likewise, walking forward.
+        end, k = q_end, t + 1
+        while k < len(seg) and end < n and _displaces(seg[k], lines[end], delta):
+            end, k = end + 1, k + 1
+        if k < len(seg) and self.orig.markdown:
+            end = self._rewritten_prose(seg[k:], end)
+        elif k < len(seg):
+            end = self._unit_tail(seg, seg[k:], delta, q_end, end, after, pinned_end)
+        body = seg[h + head_run : t - tail_run + 1] if tail_run else []
+        rendered = [self.render_new(x, delta) for x in body]
+        if tail_run and p + head_run == q_end - tail_run and rendered and rendered[0] and rendered[-1]:
+            # New code inserted into a run of blank lines between two anchors: it is set off on both sides by
+            # the run's full length, the file's own spacing (two blank lines between Python functions).
+            before = sum(1 for _ in itertools.takewhile(lambda x: x.blank, reversed(lines[p : p + head_run])))
+            after_ = sum(1 for _ in itertools.takewhile(lambda x: x.blank, lines[q_end - tail_run : q_end]))
+            if before and after_ and before < head_run:
+                gap = before + after_
+                rendered = [""] * (gap - before) + rendered + [""] * (gap - after_)
+        new_lines = (
+            [self.render_new(x, delta) for x in seg[:h]]
+            + [x.raw for x in lines[p : p + head_run]]
+            + rendered
+            + [x.raw for x in lines[q_end - tail_run : q_end]]
+            + [self.render_new(x, delta) for x in seg[t + 1 :]]
+        )
+        separator = 0
+        if not tail_run:  # new code after the head: separated from what follows as the head is from it
+            while separator < head_run and lines[p + head_run - 1 - separator].blank:
+                separator += 1
+        return Placement(start, end, delta, new_lines, head_run + tail_run, h > 0, k < len(seg), separator)
+
+    def merge_segments(self) -> tuple[list[str], list[tuple[int, int]]]:
+        segments, gaps = self.segments()
+        placements: list[Placement] = []
+        cursor, delta = 0, None
+        for number, seg in enumerate(segments):
+            placement = self._close_open_block(seg, placements, cursor) or self.place(
+                seg,
+                cursor,
+                pinned_start=gaps[number] is None,
+                pinned_end=gaps[number + 1] is None,
+                after=gaps[number + 1],
+                prefer_delta=delta,
+            )
+            placements.append(placement)
+            cursor, delta = placement.end, placement.delta
+        moved = self._moved_units(segments, placements)
+        out: list[str] = []
+        cursor = 0
+        for placement, (lead, trail) in zip(placements, self._blank_edges(), strict=True):
+            out.extend(self.raw[i] for i in range(cursor, placement.start) if i not in moved)
+            # Blank lines the snippet puts between new code and a marker separate the new code from the
+            # elided code: kept where the original has none there.
+            if placement.starts_new and lead and out and out[-1].strip():
+                out.extend([""] * lead)
+            out.extend(placement.lines)
+            if placement.ends_new and placement.end < len(self.raw) and self.raw[placement.end].strip():
+                out.extend([""] * (trail or placement.separator))
+            cursor = placement.end
+        out.extend(self.raw[i] for i in range(cursor, len(self.raw)) if i not in moved)
+        return out, [(p.start, p.end) for p in placements]
+
+    def _blank_edges(self) -> list[tuple[int, int]]:
+        """(blank lines before, blank lines after) each segment, between it and its markers."""
+        edges, current = [], []
+        for line, marker in zip(self.snippet, self.markers, strict=True):
+            if marker:
+                if any(not x.blank for x in current):
+                    edges.append(_edge_blanks(current))
                 current = []
-            elif not segments:
-                leading = True
-            trailing = True
+            else:
+                current.append(line)
+        if any(not x.blank for x in current):
+            edges.append(_edge_blanks(current))
+        return edges
+
+    def _close_open_block(
+        self, seg: list[Line], placements: list[Placement], cursor: int
+    ) -> Placement | None:
+        """A segment of closing lines only (`}`, `</div>`) after a marker closes the innermost block that an
+        earlier segment opened and left open: placed on that block's closing lines."""
+        if not placements or not all(x.weak for x in seg):
+            return None
+        opened = [
+            j
+            for p in placements
+            for j in range(p.start, p.end)
+            if self.orig.is_header(j) and self.orig.block_end(j) > cursor
+        ]
+        if not opened:
+            return None
+        j = max(opened)  # the innermost: opened last
+        close = self.orig.block_end(j) - 1
+        body = [x for x in seg if not x.blank]
+        delta = self.orig.lines[close].level - body[0].level
+        k = close
+        for x in body:
+            while k < len(self.orig.lines) and self.orig.lines[k].blank:
+                k += 1
+            if k >= len(self.orig.lines) or not _same(x, self.orig.lines[k], delta):
+                return None
+            k += 1
+        if close < cursor:
+            return None
+        return Placement(close, k, delta, [x.raw for x in self.orig.lines[close:k]], len(body))
+
+    def _moved_units(self, segments: list[list[Line]], placements: list[Placement]) -> set[int]:
+        """Original lines of units the snippet moved: a whole unit written among a segment's new lines
+        whose only original copy lies in code the snippet keeps. Its old copy (and the blank lines before
+        it) goes."""
+        replaced = set()
+        for p in placements:
+            replaced.update(range(p.start, p.end))
+        names: dict[str, list[int]] = {}
+        for i in range(len(self.orig.lines)):
+            name = self._unit_name(i)
+            if name:
+                names.setdefault(name, []).append(i)
+        drop: set[int] = set()
+        for seg, placement in zip(segments, placements, strict=True):
+            kept_in_place = {x.text for x in self.orig.lines[placement.start : placement.end]}
+            for line in seg:
+                name = signature(line.text) if not line.blank else None
+                if not name or line.text in kept_in_place or len(names.get(name, ())) != 1:
+                    continue
+                j = names[name][0]
+                end = self.orig.block_end(j)
+                if any(i in replaced for i in range(j, end)):
+                    continue
+                start = j
+                while start - 1 >= 0 and self._decoration(self.orig.lines[start - 1].text):
+                    start -= 1
+                while start - 1 >= 0 and self.orig.lines[start - 1].blank and start - 1 not in replaced:
+                    start -= 1
+                drop.update(range(start, end))
+        return drop
+
+    # ---------------------------------------------------------------- marker-less snippets
+    def covers_file(self) -> bool:
+        """Whether a marker-less snippet is the whole new file. It is when it starts like the file (its
+        imports, the file's own first line), mentions at least half of the file's units and reaches the
+        file's end (its last unit or last line); or when it mentions nearly all units and reaches the end.
+        A snippet that starts like the file but stops short of its end, or mentions only a quarter to a
+        half of its units, is refused: the whole new file, or only its top part? Anything else is units."""
+        headers = [i for i in range(len(self.orig.lines)) if self.orig.is_header(i) or self._top_statement(i)]
+        if not headers:
+            return True
+        body = [line for line in self.snippet if not line.blank]
+        texts = {line.text for line in body}
+        sigs = {signature(line.text) for line in body} - {None}
+
+        def mentioned(i: int) -> bool:
+            return self.orig.lines[i].text in texts or (signature(self.orig.lines[i].text) or "\0") in sigs
+
+        seen = sum(1 for i in headers if mentioned(i))
+        first = body[0]
+        starts_like_file = first.level == 0 and (
+            first.text == self.orig.lines[self.orig.first].text or bool(_FILE_START_RE.match(first.text))
+        )
+        # the end: one of the file's last units, or one of its last lines among the snippet's last lines
+        file_tail = {line.text for line in [x for x in self.orig.lines[: self.orig.last] if not x.weak][-2:]}
+        snippet_tail = {line.text for line in body[-5:] if not line.weak}
+        reaches_end = any(mentioned(i) for i in headers[-max(1, len(headers) // 5) :]) or bool(
+            file_tail & snippet_tail
+        )
+        if reaches_end and (seen >= 0.9 * len(headers) or (starts_like_file and seen >= 0.5 * len(headers))):
+            return True
+        if starts_like_file and len(headers) >= 4 and seen >= 0.25 * len(headers):
+            what = (
+                "stops before the file's end"
+                if seen >= 0.5 * len(headers)
+                else f"mentions only {seen} of its {len(headers)} units"
+            )
+            raise AnchorError(
+                Refusal.AMBIGUOUS_SCOPE,
+                f"the snippet has no markers and starts like the file ({_show(first)}) but {what}: the whole new "
+                "file, or only a part of it? Add `... existing code ...` markers where code is kept",
+            )
+        return False
+
+    def _top_statement(self, i: int) -> bool:
+        line = self.orig.lines[i]
+        return not line.weak and line.level == 0 and not self.orig.markdown
+
+    def whole_file(self) -> list[str]:
+        seg = _trim(self.snippet)
+        low = min(line.level for line in seg if not line.blank)
+        lead = self.raw[: self.orig.first]
+        trail = self.raw[self.orig.last :]
+        return lead + [self.render_new(x, -low) for x in seg] + trail
+
+    def merge_units(self) -> tuple[list[str], list[tuple[int, int]]]:
+        """A marker-less snippet that is some units of the file: replace each by its name, insert new ones."""
+        seg = _trim(self.snippet)
+        edits = self._unit_edits(seg, 0, len(self.orig.lines), None)
+        out, spans, cursor = [], [], 0
+        for start, end, new in sorted(edits, key=lambda e: (e[0], e[1])):
+            if start < cursor:
+                raise AnchorError(Refusal.OUT_OF_ORDER, "two units of the snippet overlap in the original")
+            out.extend(self.raw[cursor:start])
+            out.extend(new)
+            spans.append((start, end))
+            cursor = end
+        out.extend(self.raw[cursor:])
+        return out, spans
+
+    def _units(self, seg: list[Line]) -> list[list[Line]]:
+        """The snippet's units at its outermost depth (decorations and comments stay with their unit)."""
+        nonblank = [x for x in seg if not x.blank]
+        low = min(x.level for x in nonblank)
+        units: list[list[Line]] = []
+        pending: list[Line] = []
+        heading_depth = None
+        for x in seg:
+            starts = False
+            if not x.blank and x.level == low:
+                if self.orig.markdown:
+                    heading = _HEADING_RE.match(x.text)
+                    starts = bool(heading) and (
+                        heading_depth is None or len(heading.group(1)) <= heading_depth
+                    )
+                    if heading and heading_depth is None:
+                        heading_depth = len(heading.group(1))
+                    starts = starts or not units
+                else:
+                    starts = not _CLOSER_RE.match(x.text) and not _continues(x.text)
+            if starts and not (pending and all(self._decoration(p.text) or p.blank for p in pending)):
+                if pending:
+                    units.append(pending)
+                pending = []
+            pending.append(x)
+        if pending:
+            units.append(pending)
+        return [_trim(u) for u in units if any(not x.blank for x in u)]
+
+    def _decoration(self, text: str) -> bool:
+        """A decorator, attribute or comment line that belongs to the unit below it (never in Markdown)."""
+        return bool(text) and not self.orig.markdown and bool(_DECORATION_RE.match(text))
+
+    def _find_unit(self, unit: list[Line], low: int, high: int) -> tuple[int, int] | None:
+        """(line of the unit's header in the original, delta), by text or by name; None when it is new."""
+        header = next((x for x in unit if not x.blank and not self._decoration(x.text)), unit[0])
+        exact = [j for j in self.orig.by_text.get(header.text, ()) if low <= j < high]
+        name = signature(header.text)
+        by_name = []
+        if name:
+            by_name = [
+                j
+                for j in range(low, high)
+                if not self.orig.lines[j].blank
+                and not (self.orig.markdown and self.orig.in_fence[j])
+                and signature(self.orig.lines[j].text) == name
+            ]
+        candidates = exact or by_name
+        if self.orig.markdown and not name:
+            candidates = exact
+        if not candidates:
+            return None
+        if len(candidates) > 1:
+            # the unit's other lines may tell which one: keep candidates whose block shares most lines
+            texts = Counter(x.text for x in unit if not x.weak)
+            scores = {}
+            for j in candidates:
+                block = {x.text for x in self.orig.lines[j : self.orig.block_end(j)] if not x.weak}
+                scores[j] = sum(c for t, c in texts.items() if t in block)
+            best = max(scores.values())
+            candidates = [j for j, s in scores.items() if s == best]
+            if len(candidates) > 1:
+                raise AnchorError(
+                    Refusal.AMBIGUOUS_ANCHOR,
+                    f"the snippet's unit {_show(header)} matches {len(candidates)} units of the original (lines "
+                    f"{', '.join(str(j + 1) for j in candidates[:5])}); add a marker and the unchanged lines around it",
+                )
+        j = candidates[0]
+        return j, self.orig.lines[j].level - header.level
+
+    def _unit_edits(self, seg: list[Line], low: int, high: int, _parent) -> list[tuple[int, int, list[str]]]:
+        units = self._units(seg)
+        edits: list[tuple[int, int, list[str]]] = []
+        placed: list[tuple[int, int] | None] = []
+        deltas = []
+        for unit in units:
+            found = self._find_unit(unit, low, high)
+            if found is None:
+                placed.append(None)
+                deltas.append(None)
+                continue
+            j, delta = found
+            header_at = next(
+                (
+                    k
+                    for k, x in enumerate(unit)
+                    if x.text == self.orig.lines[j].text
+                    or signature(x.text) == signature(self.orig.lines[j].text)
+                ),
+                0,
+            )
+            start = j
+            if header_at:  # the snippet's decorations/comments replace the original's
+                k = j
+                while k - 1 >= low and self._decoration(self.orig.lines[k - 1].text):
+                    k -= 1
+                start = k
+            end = self.orig.block_end(j)
+            inner = self._wrapper_edits(unit[header_at:], j, end, delta)
+            if inner is not None:
+                edits.extend(inner)
+                if header_at:
+                    edits.append((start, j, [self.render_new(x, delta) for x in unit[:header_at]]))
+            else:
+                edits.append((start, end, [self.render_new(x, delta) for x in unit]))
+            placed.append((start, end))
+            deltas.append(delta)
+        if not any(placed):
+            first = next(x for x in seg if not x.blank)
+            raise AnchorError(
+                Refusal.NO_ANCHOR,
+                f"the snippet has no markers and none of its units (starting {_show(first)}) is in the original",
+            )
+        # New units go right after the unit before them in the snippet (or before the one after them).
+        for number, unit in enumerate(units):
+            if placed[number] is not None:
+                continue
+            before = next((k for k in range(number - 1, -1, -1) if placed[k]), None)
+            after = next((k for k in range(number + 1, len(units)) if placed[k]), None)
+            if before is not None:
+                at, delta = placed[before][1], deltas[before]
+                gap = self._gap_after(at)
+                edits.append((at, at, [""] * gap + [self.render_new(x, delta) for x in unit]))
+            else:
+                at, delta = placed[after][0], deltas[after]
+                gap = self._gap_before(at)
+                edits.append((at, at, [self.render_new(x, delta) for x in unit] + [""] * gap))
+        return edits
+
+    def _gap_after(self, at: int) -> int:
+        """Blank lines to put between an existing unit ending at `at` and a new one after it."""
+        j = at
+        while j < len(self.orig.lines) and self.orig.lines[j].blank:
+            j += 1
+        return max(1, j - at) if j > at or at < len(self.orig.lines) else 1
+
+    def _gap_before(self, at: int) -> int:
+        j = at
+        while j > 0 and self.orig.lines[j - 1].blank:
+            j -= 1
+        return max(1, at - j)
+
+    def _wrapper_edits(self, unit: list[Line], j: int, end: int, delta: int):
+        """When the snippet's unit is a wrapper (same header, children of which only some are shown):
+        the edits of its children inside the original unit; else None (replace the unit whole)."""
+        header = unit[0]
+        if header.text != self.orig.lines[j].text or len(unit) < 2:
+            return None
+        body = [x for x in unit[1:] if not (x.level == header.level and x.weak)]
+        body = _trim(body)
+        if not body or all(x.blank for x in body):
+            return None
+        children = self._units(body)
+        if len(children) < 1:
+            return None
+        orig_children = [
+            i
+            for i in range(j + 1, end)
+            if self.orig.lines[i].level == self.orig.lines[j].level + 1 and self._unit_name(i)
+        ]
+        if not any(signature(x.text) for x in body if x.level == body[0].level):
+            return None  # no named member in the snippet's body: it is the unit's new body
+        mentioned = {x.text for x in unit} | {signature(x.text) for x in unit if signature(x.text)}
+        missing = [
+            i
+            for i in orig_children
+            if self.orig.lines[i].text not in mentioned
+            and signature(self.orig.lines[i].text) not in mentioned
+        ]
+        if not missing:
+            return None  # the snippet shows every child: it is the whole unit
+        return self._unit_edits(body, j + 1, end, None)
+
+    # ---------------------------------------------------------------- driver
+    def merge(self) -> ApplyResult:
+        segments, gaps = self.segments()
+        if not segments:
+            return ApplyResult(
+                None, Refusal.EMPTY_SNIPPET, "the snippet holds no code, only markers or blank lines"
+            )
+        if not any(not line.blank for line in self.orig.lines):
+            out, spans, mode = [x.raw for x in _trim(self.snippet)], [(0, 0)], "whole_file"
+        elif all(gap is None for gap in gaps):
+            if self.covers_file():
+                out, spans, mode = self.whole_file(), [(0, len(self.raw))], "whole_file"
+            else:
+                out, spans = self.merge_units()
+                mode = "units"
         else:
-            current.append(line)
-            trailing = False
-    if current:
-        segments.append(current)
-    # Blank lines hugging a marker belong to the elided code, not to an anchor.
-    segments = [s for s in (trim_blank_edges(seg) for seg in segments) if s]
-    return segments, leading, trailing
+            out, spans = self.merge_segments()
+            mode = "segments"
+        return ApplyResult(join_lines(out, self.newline, self.ends), spans=spans, mode=mode)
+
+
+def _displaces(new: Line, old: Line, delta: int) -> bool:
+    if new.blank or old.blank:
+        return False
+    if new.level + delta != old.level:
+        return False
+    return similar(new, old)
+
+
+def _rewords(new: Line, old: Line) -> bool:
+    """A line of prose or a command rewritten in place: most of its characters kept."""
+    if new.blank or old.blank or _FENCE_RE.match(new.text) or _FENCE_RE.match(old.text):
+        return False
+    return difflib.SequenceMatcher(None, new.text, old.text, autojunk=False).ratio() >= 0.75
+
+
+def _edits(new: Line, old: Line, delta: int) -> bool:
+    return _displaces(new, old, delta) or (new.level + delta == old.level and near_copy(new, old))
+
+
+def _edge_blanks(lines: list[Line]) -> tuple[int, int]:
+    lead = next((i for i, x in enumerate(lines) if not x.blank), 0)
+    trail = next((i for i, x in enumerate(reversed(lines)) if not x.blank), 0)
+    return lead, trail
+
+
+def _trim(lines: list[Line]) -> list[Line]:
+    start, end = 0, len(lines)
+    while start < end and lines[start].blank:
+        start += 1
+    while end > start and lines[end - 1].blank:
+        end -= 1
+    return lines[start:end]
 
 
 def trim_blank_edges(lines: list[str]) -> list[str]:
@@ -256,78 +1232,40 @@ def drops_most_of_file(original: int, merged: int, snippet: int, max_drop_fracti
     return original >= 10 and merged < original * (1 - max_drop_fraction) and snippet < original / 2
 
 
-def apply_snippet(original: str, snippet: str, *, max_drop_fraction: float = 0.5) -> ApplyResult:
-    """Merge a lazy snippet into the original file. See the module docstring for the rules."""
-    orig, newline, ends = split_lines(original)
-    snippet_lines, _, _ = split_lines(snippet)
-    segments, leading, trailing = split_segments(snippet_lines)
-    if not segments:
-        return ApplyResult(
-            None, Refusal.EMPTY_SNIPPET, "the snippet holds no code, only markers or blank lines"
-        )
+def apply_snippet(
+    original: str, snippet: str, *, language: str | None = None, max_drop_fraction: float = 0.5
+) -> ApplyResult:
+    """Merge a lazy snippet into the original file. See the module docstring for the rules.
 
-    file_indent = Indentation.of(orig)
-    snippet_indent = file_indent.for_snippet(snippet_lines)
-    orig_keys = file_indent.keys(orig)
-    index = LineIndex(orig_keys)
-    if not leading and not trailing and orig and not index.shares_a_line(snippet_indent.keys(segments[0])):
-        return ApplyResult(
-            None,
-            Refusal.NO_ANCHOR,
-            "the snippet has no markers and no line in common with the original; nothing anchors it",
-        )
-    out: list[str] = []
-    spans: list[tuple[int, int]] = []
-    cursor = 0
+    `language` (python, typescript, tsx, javascript, jsx, markdown, ...) turns on Markdown sections and
+    the syntax check: a merge that does not parse where the original parsed is refused.
+    """
+    merger = _Merger(original, snippet, language)
     try:
-        for number, segment in enumerate(segments):
-            first, last = number == 0, number == len(segments) - 1
-            seg_keys = snippet_indent.keys(segment)
-            start, end = locate(
-                index, seg_keys, cursor, at_start=first and not leading, at_end=last and not trailing
-            )
-            out.extend(orig[cursor:start])
-            new_lines = _merge_segment(orig, orig_keys, segment, seg_keys, start, end)
-            out.extend(
-                line if line_is_orig else file_indent.convert(line, snippet_indent)
-                for line, line_is_orig in new_lines
-            )
-            spans.append((start, end))
-            cursor = end
-        out.extend(orig[cursor:])
+        result = merger.merge()
     except AnchorError as err:
         return ApplyResult(None, err.reason, err.detail)
-
-    if drops_most_of_file(len(orig), len(out), len(snippet_lines), max_drop_fraction):
+    if not result.ok:
+        return result
+    merged_lines = result.merged.count("\n") + (0 if result.merged.endswith("\n") else 1)
+    snippet_lines = len(merger.snippet)
+    if drops_most_of_file(len(merger.raw), merged_lines, snippet_lines, max_drop_fraction):
         return ApplyResult(
             None,
             Refusal.DROPS_MOST_OF_FILE,
-            f"the merge would shrink the file from {len(orig)} to {len(out)} lines; refusing to drop most of it",
+            f"the merge would shrink the file from {len(merger.raw)} to {merged_lines} lines; refusing to drop most of it",
         )
-    return ApplyResult(join_lines(out, newline, ends), spans=spans)
+    if language and _breaks_syntax(original, result.merged, language):
+        return ApplyResult(
+            None,
+            Refusal.BREAKS_SYNTAX,
+            f"the merged file does not parse as {language} although the original does; the snippet's place or its "
+            "brackets are wrong",
+        )
+    return result
 
 
-def _merge_segment(
-    orig: list[str],
-    orig_keys: list[str],
-    segment: list[str],
-    seg_keys: list[str],
-    start: int,
-    end: int,
-) -> list[tuple[str, bool]]:
-    """The segment's lines as (text, taken from the original): anchor lines come verbatim from the original."""
-    head = 0
-    while head < len(segment) and start + head < end and orig_keys[start + head] == seg_keys[head]:
-        head += 1
-    tail = 0
-    while (
-        tail < len(segment) - head
-        and end - 1 - tail >= start + head
-        and orig_keys[end - 1 - tail] == seg_keys[len(segment) - 1 - tail]
-    ):
-        tail += 1
-    return (
-        [(line, True) for line in orig[start : start + head]]
-        + [(line, False) for line in segment[head : len(segment) - tail]]
-        + [(line, True) for line in orig[end - tail : end]]
-    )
+def _breaks_syntax(original: str, merged: str, language: str) -> bool:
+    from fastapply_pipeline.core.parsing import has_grammar, parses
+
+    return has_grammar(language) and parses(original, language) and not parses(merged, language)

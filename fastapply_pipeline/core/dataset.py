@@ -33,6 +33,7 @@ DATASET_COLUMNS = [
     "language",
     "generator",
     "edit_kind",
+    "snippet_style",
     "model",
     "bucket",
     "original_tokens",
@@ -45,6 +46,7 @@ REJECTED_SCHEMA = {
         name: TRIPLE_SCHEMA[name] for name in ("triple_id", "repo", "commit", "path", "language", "generator")
     },
     "edit_kind": pl.String,
+    "snippet_style": pl.String,
     "stage": pl.String,  # validate | dedup
     "reason": pl.String,
     "detail": pl.String,  # e.g. the triple_id a duplicate duplicates
@@ -84,11 +86,14 @@ class Outcome:
 
 
 def snippet_is_subsequence(snippet: str, final: str) -> bool:
-    """Every non-marker snippet line appears in the final file, in order (trailing spaces ignored)."""
-    lines = iter(line.rstrip() for line in final.splitlines())
+    """Every non-marker snippet line appears in the final file, in order (indentation ignored: a snippet
+    may be dedented)."""
+    lines = iter(line.strip() for line in final.splitlines())
     return all(
         any(candidate == wanted for candidate in lines)
-        for wanted in (line.rstrip() for line in snippet.splitlines() if not is_marker_line(line))
+        for wanted in (
+            line.strip() for line in snippet.splitlines() if not is_marker_line(line, bare_ellipsis=False)
+        )
     )
 
 
@@ -117,7 +122,7 @@ def validate(
     for row in table.sort("triple_id").iter_rows(named=True):
         original, snippet, final = row["original_code"], row["update_snippet"], row["final_code"]
         if row.get("flag"):
-            merged = apply_snippet(original, snippet)
+            merged = apply_snippet(original, snippet, language=row["language"])
             if llm_disagreement == "use_applier" and merged.ok:
                 row = row | {"final_code": merged.merged, "flag": None}
                 final = merged.merged
@@ -305,6 +310,7 @@ def dataset_card(
     sources: Sequence[dict],
     rejected: Counter,
     settings: dict,
+    rejected_by_style: Counter | None = None,
 ) -> str:
     """README.md with Hugging Face YAML front matter, generated from the data."""
     import yaml
@@ -393,6 +399,14 @@ def dataset_card(
         "",
         counts("edit_kind"),
         "",
+        "## Rows by snippet style",
+        "",
+        "How each update snippet is written: `anchored` hunks between markers, a `changed_first_line` right "
+        "after a marker, one `unit` without markers (or a `dedented_unit`), the `whole_file`, "
+        "`other_spelling` markers, `generous_context`; `llm` for snippets an LLM wrote.",
+        "",
+        counts("snippet_style"),
+        "",
         "## Rows by size of the original file (tokens)",
         "",
         counts("bucket"),
@@ -401,6 +415,15 @@ def dataset_card(
         "",
         _table(["stage: reason", "rows"], sorted(rejected.items(), key=lambda kv: (-kv[1], kv[0])))
         if rejected
+        else "(none)",
+        "",
+        "## Rows dropped, by snippet style",
+        "",
+        _table(
+            ["snippet style", "rows"],
+            sorted(((k or "-", v) for k, v in rejected_by_style.items()), key=lambda kv: (-kv[1], kv[0])),
+        )
+        if rejected_by_style
         else "(none)",
         "",
         "## How it was built",

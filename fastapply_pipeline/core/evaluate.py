@@ -31,14 +31,14 @@ class Merge:
 Runner = Callable[[Sequence[dict], Callable[[], None]], list[Merge]]
 
 
-def per_example(merge: Callable[[str, str], Merge]) -> Runner:
-    """A runner from a function of one (original, snippet), timing each call."""
+def per_example(merge: Callable[..., Merge]) -> Runner:
+    """A runner from a function of one (original, snippet[, language]), timing each call."""
 
     def run(rows: Sequence[dict], tick: Callable[[], None]) -> list[Merge]:
         merges = []
         for row in rows:
             started = time.perf_counter()
-            result = merge(row["original_code"], row["update_snippet"])
+            result = merge(row["original_code"], row["update_snippet"], language=row.get("language"))
             if result.seconds is None:
                 result = replace(result, seconds=time.perf_counter() - started)
             merges.append(result)
@@ -48,19 +48,19 @@ def per_example(merge: Callable[[str, str], Merge]) -> Runner:
     return run
 
 
-def _applier(original: str, snippet: str) -> Merge:
-    result = apply_snippet(original, snippet)
+def _applier(original: str, snippet: str, language: str | None = None) -> Merge:
+    result = apply_snippet(original, snippet, language=language if language != "unknown" else None)
     return Merge(result.merged) if result.ok else Merge(None, error=f"applier_refused:{result.reason}")
 
 
 applier_candidate = per_example(_applier)
-identity_candidate = per_example(lambda original, snippet: Merge(original))
+identity_candidate = per_example(lambda original, snippet, language=None: Merge(original))
 
 
 def model_candidate(model, tokenizer, *, prompt_lookup: int | None = 40) -> Runner:
     from fastapply_pipeline.core.inference import merge_with_model
 
-    def merge(original: str, snippet: str) -> Merge:
+    def merge(original: str, snippet: str, language: str | None = None) -> Merge:
         result = merge_with_model(model, tokenizer, original, snippet, prompt_lookup=prompt_lookup)
         return Merge(result.merged, result.merged is None, result.new_tokens, result.seconds)
 
@@ -236,12 +236,17 @@ REQUIRED_COLUMNS = ("original_code", "update_snippet", "final_code")
 
 def load_rows(path: str, split: str = "test") -> list[dict]:
     """Evaluation rows from a dataset: a `save_to_disk` folder (its `split`; the pipeline's dataset folder,
-    holding hf/, works too), a .parquet file, or a .jsonl file. Needs original_code, update_snippet and
+    holding hf/, works too), a folder of hand-written `.case` files (core.cases), a .parquet file, or a
+    .jsonl file. Needs original_code, update_snippet and
     final_code; triple_id, language, generator and edit_kind are filled in where missing."""
     from pathlib import Path
 
+    from fastapply_pipeline.core.cases import is_case_folder, load_cases
+
     source = Path(path).expanduser()
-    if source.is_dir():
+    if is_case_folder(source):  # hand-written .case files: the merge cases (a model cannot "refuse")
+        rows = [case.as_row() for case in load_cases(source) if case.expect == "merge"]
+    elif source.is_dir():
         from datasets import DatasetDict, load_from_disk
 
         if (source / "hf").is_dir():

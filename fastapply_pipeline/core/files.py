@@ -49,6 +49,10 @@ EXTENSION_LANGUAGES = {
     ".mjs": "javascript",
     ".cjs": "javascript",
     ".jsx": "jsx",
+    ".md": "markdown",
+    ".markdown": "markdown",
+    ".rs": "rust",
+    ".go": "go",
 }
 
 VENDORED_DIRS = frozenset(

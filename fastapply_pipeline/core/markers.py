@@ -10,7 +10,19 @@ from __future__ import annotations
 import re
 
 MARKER_TEXT = "... existing code ..."
-LINE_COMMENT = {"python": "#", "typescript": "//", "tsx": "//", "javascript": "//", "jsx": "//"}
+LINE_COMMENT = {
+    "python": "#",
+    "typescript": "//",
+    "tsx": "//",
+    "javascript": "//",
+    "jsx": "//",
+    "rust": "//",
+    "go": "//",
+    "ruby": "#",
+    "shell": "#",
+    "yaml": "#",
+}
+BLOCK_COMMENT = {"markdown": ("<!--", "-->"), "html": ("<!--", "-->"), "css": ("/*", "*/")}
 JSX_LANGUAGES = frozenset({"tsx", "jsx"})
 JSX_MARKER = "{/* " + MARKER_TEXT + " */}"
 
@@ -19,10 +31,17 @@ _TAIL = r"[\w\s,.'()/…-]*"
 # Comments that announce elided code in words ("rest of the code", "existing imports remain unchanged").
 _ELIDED_WORDS = (
     r"(?:keep\s+)?(?:existing|rest\s+of(?:\s+the)?|remaining|unchanged|omitted|previous)\s+(?:\w+\s+){0,2}?"
-    r"(?:code|file|functions?|methods?|components?|class|imports?|logic|implementation|props|properties|lines?)"
+    r"(?:code|file|functions?|methods?|components?|class|classes|imports?|logic|implementation|props|properties|"
+    r"lines?|content|sections?|fields?|members?|tests?|cases?|routes?|handlers?|styles?|rules?|items?|entries)"
     r"(?:\s+(?:remains?|stays?|is|are|unchanged|the\s+same|as\s+before|here|above|below|\.\.\.+|…))*\s*\.?"
 )
-_MARKER_BODY = rf"(?:{_ELLIPSIS}{_TAIL}|{_ELIDED_WORDS})"
+_SAME_WORDS = r"(?:same|unchanged|as\s+before|no\s+changes?)\s*\.?"
+# "rest of the README unchanged", "the rest of this file stays the same"
+_REST_OF = (
+    r"(?:the\s+)?rest(?:\s+of\s+(?:the\s+|this\s+)?[\w.-]+(?:\s+[\w.-]+){0,2}?)?"
+    r"(?:\s+(?:is\s+|are\s+)?(?:unchanged|(?:remains?|stays?)\s+(?:the\s+same|unchanged)|as\s+(?:is|before)))?\s*\.?"
+)
+_MARKER_BODY = rf"(?:{_ELLIPSIS}{_TAIL}|{_ELIDED_WORDS}|{_SAME_WORDS}|{_REST_OF})"
 _MARKER_RE = re.compile(
     r"^\s*(?:"
     rf"(?://|#|--)\s*{_MARKER_BODY}"  # line comments
@@ -34,21 +53,34 @@ _MARKER_RE = re.compile(
 )
 
 
-def marker_for(language: str, *, jsx_child: bool = False, indent: str = "") -> str:
+_BARE_RE = re.compile(rf"^\s*(?:{_ELLIPSIS}|\[\s*{_ELLIPSIS}\s*\])\s*$")
+
+
+def marker_for(language: str, *, jsx_child: bool = False, indent: str = "", text: str = MARKER_TEXT) -> str:
     """The canonical marker line for a language; `jsx_child` when it stands among JSX children."""
     if jsx_child and language in JSX_LANGUAGES:
-        return indent + JSX_MARKER
-    return f"{indent}{LINE_COMMENT.get(language, '//')} {MARKER_TEXT}"
+        return indent + "{/* " + text + " */}"
+    if language in BLOCK_COMMENT:
+        opening, closing = BLOCK_COMMENT[language]
+        return f"{indent}{opening} {text} {closing}"
+    return f"{indent}{LINE_COMMENT.get(language, '//')} {text}"
 
 
-def is_marker_line(line: str) -> bool:
-    """True when the whole line is an elision marker in any common spelling and indentation."""
-    return bool(_MARKER_RE.match(line))
+def is_marker_line(line: str, *, bare_ellipsis: bool = True) -> bool:
+    """True when the whole line is an elision marker in any common spelling and indentation.
+
+    A line of just `...` counts too unless `bare_ellipsis` is False (in a file where `...` is code, such
+    as a Python stub).
+    """
+    return bool(_MARKER_RE.match(line)) or (bare_ellipsis and bool(_BARE_RE.match(line)))
 
 
 def contains_marker(text: str) -> bool:
-    """True when any line of `text` is an elision marker (a leak, when `text` is a merged file)."""
-    return any(is_marker_line(line) for line in text.splitlines())
+    """True when any line of `text` is an elision marker (a leak, when `text` is a merged file).
+
+    A bare `...` line is not counted: it is code in Python stubs and protocols.
+    """
+    return any(is_marker_line(line, bare_ellipsis=False) for line in text.splitlines())
 
 
 def looks_like_jsx_child(previous: str | None, following: str | None) -> bool:

@@ -9,6 +9,7 @@ reason, never silently dropped.
 from __future__ import annotations
 
 import hashlib
+import random
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -17,8 +18,8 @@ import polars as pl
 
 from fastapply_pipeline.core.apply import apply_snippet
 from fastapply_pipeline.core.markers import contains_marker
-from fastapply_pipeline.core.parsing import parses
-from fastapply_pipeline.core.render import RenderError, render_snippet
+from fastapply_pipeline.core.parsing import has_grammar, parses
+from fastapply_pipeline.core.render import RenderError, pick_style, render_snippet
 
 TRIPLE_SCHEMA = {
     "triple_id": pl.String,
@@ -28,6 +29,7 @@ TRIPLE_SCHEMA = {
     "language": pl.String,
     "generator": pl.String,
     "edit_kind": pl.String,
+    "snippet_style": pl.String,  # how the snippet is written (core.render styles; "llm" for LLM snippets)
     "model": pl.String,  # the LLM that wrote the edit; null for the offline generators
     "flag": pl.String,  # an LLM triple the applier disagrees with: why (kept for the dataset stage)
     "original_code": pl.String,
@@ -59,6 +61,8 @@ class Triple:
     final_code: str
     hunks: int
     context_lines: int
+    snippet_style: str = "anchored"
+    style_fallback: str | None = None  # "<drawn style>: <reason>" when the drawn style could not be used
 
     @property
     def triple_id(self) -> str:
@@ -85,6 +89,18 @@ class GeneratorReport:
         self.triples.extend(other.triples)
         self.failures.update(other.failures)
 
+    def add(self, result: Triple | str) -> None:
+        """Keep a triple, or count the reason a candidate was rejected."""
+        if isinstance(result, Triple):
+            self.triples.append(result)
+        else:
+            self.failures[result] += 1
+
+    @property
+    def style_fallbacks(self) -> Counter[str]:
+        """Kept triples whose drawn snippet style could not express the edit, by "style: reason"."""
+        return Counter(t.style_fallback for t in self.triples if t.style_fallback)
+
 
 def make_triple(
     original: str,
@@ -94,28 +110,49 @@ def make_triple(
     min_context: int = 1,
     max_context: int = 12,
     require_original_parses: bool = False,
+    styles: dict[str, float] | None = None,
 ) -> Triple | str:
-    """A validated triple, or the reason (a short snake_case string) the pair cannot be one."""
+    """A validated triple, or the reason (a short snake_case string) the pair cannot be one.
+
+    The snippet's style is drawn from `styles` (weights; None: anchored), seeded by the triple itself;
+    a style that cannot express the edit falls back to `anchored`, and the triple says why.
+    """
     if original == final:
         return "no_change"
     language = provenance.language
-    original_parses = parses(original, language)
-    if require_original_parses and not original_parses:
+    checks_syntax = has_grammar(language)
+    original_parses = checks_syntax and parses(original, language)
+    if require_original_parses and checks_syntax and not original_parses:
         return "original_does_not_parse"
     if original_parses and not parses(final, language):
         return "final_does_not_parse"
     if contains_marker(final) or contains_marker(original):
         return "marker_like_comment_in_file"
+    rng = random.Random(triple_id(provenance.repo, provenance.path, original, final))
+    drawn = pick_style(styles, rng) if styles else "anchored"
+    fallback = None
     try:
-        snippet = render_snippet(original, final, language, min_context=min_context, max_context=max_context)
+        snippet = render_snippet(
+            original, final, language, style=drawn, min_context=min_context, max_context=max_context, rng=rng
+        )
     except RenderError as err:
-        return err.reason
-    result = apply_snippet(original, snippet.text)
+        if drawn == "anchored":
+            return err.reason
+        fallback = f"{drawn}: {err.reason}"
+        try:
+            snippet = render_snippet(
+                original, final, language, min_context=min_context, max_context=max_context
+            )
+        except RenderError as err:
+            return err.reason
+    result = apply_snippet(original, snippet.text, language=language)
     if not result.ok:
         return f"applier_{result.reason}"
     if result.merged != final:
         return "roundtrip_mismatch"
-    return Triple(provenance, original, snippet.text, final, snippet.regions, snippet.context)
+    return Triple(
+        provenance, original, snippet.text, final, snippet.regions, snippet.context, snippet.style, fallback
+    )
 
 
 def triples_frame(triples: list[Triple]) -> pl.DataFrame:
@@ -129,6 +166,7 @@ def triples_frame(triples: list[Triple]) -> pl.DataFrame:
             "final_code": t.final_code,
             "hunks": t.hunks,
             "context_lines": t.context_lines,
+            "snippet_style": t.snippet_style,
         }
         for t in triples
     ]
@@ -151,10 +189,10 @@ def with_token_counts(table: pl.DataFrame, count_batch: Callable[[list[str]], li
 def check_triples(table: pl.DataFrame) -> dict[str, list[str]]:
     """The data contract of edit_triples: check name -> offending triple ids."""
     not_roundtrip, leaked = [], []
-    for tid, original, snippet, final, flag in table.select(
-        "triple_id", "original_code", "update_snippet", "final_code", "flag"
+    for tid, original, snippet, final, flag, language in table.select(
+        "triple_id", "original_code", "update_snippet", "final_code", "flag", "language"
     ).iter_rows():
-        if flag is None and apply_snippet(original, snippet).merged != final:
+        if flag is None and apply_snippet(original, snippet, language=language).merged != final:
             not_roundtrip.append(tid)
         if contains_marker(final):
             leaked.append(tid)

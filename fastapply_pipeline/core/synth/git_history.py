@@ -25,6 +25,7 @@ class HistorySettings:
     max_changed_fraction: float = 0.5
     min_context: int = 1
     max_context: int = 12
+    styles: dict[str, float] | None = None  # snippet style weights (core.render); None: anchored only
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,12 @@ def git_history_triples(
         language = language_of(change.path) or ""
         provenance = Provenance(repo, change.commit, change.path, language, "git_history", "commit")
         result = make_triple(
-            original, final, provenance, min_context=settings.min_context, max_context=settings.max_context
+            original,
+            final,
+            provenance,
+            min_context=settings.min_context,
+            max_context=settings.max_context,
+            styles=settings.styles,
         )
         if isinstance(result, Triple):
             result.provenance = Provenance(

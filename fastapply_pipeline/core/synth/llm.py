@@ -138,7 +138,7 @@ def judge(
     original: str, generation: Generation, language: str, mode: str
 ) -> tuple[str, str | None, str | None]:
     """(status, reason, final) for a well-formed answer."""
-    result = apply_snippet(original, generation.snippet)
+    result = apply_snippet(original, generation.snippet, language=language)
     if mode == "snippet_only":
         if not result.ok:
             return "rejected", f"applier_{result.reason}", None

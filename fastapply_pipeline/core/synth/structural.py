@@ -183,6 +183,51 @@ class FileUnits:
         return "\n".join(line for row, line in enumerate(self.lines) if row not in drop)
 
 
+@dataclass(frozen=True)
+class _Section:
+    """A Markdown section standing in for a function: an id, like a tree-sitter node's."""
+
+    id: int
+
+
+class MarkdownUnits(FileUnits):
+    """The removable units of a Markdown file, by its layout (no grammar here): features are blocks
+    (paragraphs, lists, tables, fenced code), sections (a heading and its blocks) play the functions."""
+
+    def __init__(self, text: str, language: str = "markdown"):
+        self.text, self.language = text, language
+        self.lines = text.split("\n")
+        self.tree = None
+        self.features, self.functions, self.literals = [], [], []
+        blocks: list[_Unit] = []
+        start, fence = None, False
+        for row, line in enumerate([*self.lines, ""]):
+            if line.lstrip().startswith(("```", "~~~")):
+                fence = not fence
+                start = row if start is None else start
+                continue
+            if fence:
+                continue
+            if line.strip():
+                start = row if start is None else start
+            elif start is not None:
+                kind = "heading" if self.lines[start].startswith("#") and row - start == 1 else "block"
+                blocks.append(_Unit(start, row - 1, kind))
+                start = None
+        self.features = [b for b in blocks if b.node_type == "block"]
+        heading_rows = [i for i, b in enumerate(blocks) if b.node_type == "heading"]
+        for number, at in enumerate(heading_rows):
+            end = heading_rows[number + 1] if number + 1 < len(heading_rows) else len(blocks)
+            body = blocks[at + 1 : end]
+            if len(body) >= 2:
+                self.functions.append((_Section(at), body))
+
+
+def units_of(text: str, language: str) -> FileUnits:
+    """The removable units of a file: tree-sitter's where a grammar exists, the layout's for Markdown."""
+    return MarkdownUnits(text, language) if language == "markdown" else FileUnits(text, language)
+
+
 def _pick(rng: random.Random, items: list, count: int, *, disjoint: bool = True) -> list:
     if len(items) < count:
         raise NoCandidate(f"needs {count} units, the file has {len(items)}")
@@ -212,7 +257,7 @@ def _modify(units: FileUnits, rng: random.Random, functions: int) -> tuple[list[
 
 def _rename(units: FileUnits, rng: random.Random) -> str:
     """The file with one local name renamed throughout one function (a small refactor)."""
-    if not units.functions:
+    if not units.functions or units.tree is None:
         raise NoCandidate("no function to refactor")
     node, _ = rng.choice(units.functions)
     names: dict[str, list[ts.Node]] = {}
@@ -268,7 +313,7 @@ def structural_edit(
     text: str, language: str, kind: str, rng: random.Random, units: FileUnits | None = None
 ) -> Edit:
     """One edit of the given kind on a real file (raises NoCandidate when the file has no usable unit)."""
-    units = units or FileUnits(text, language)
+    units = units or units_of(text, language)
     if kind == "add_feature":
         return Edit(units.without(_pick(rng, units.features, 1)), text, kind)
     if kind == "add_two_features":
@@ -305,15 +350,18 @@ def structural_triples(
     seed: int,
     min_context: int = 1,
     max_context: int = 12,
+    styles: dict[str, float] | None = None,
 ):
-    """Triples from (repo, commit, path, language, content) rows; a report with failures by reason."""
-    from fastapply_pipeline.core.triples import GeneratorReport, Provenance, Triple, make_triple
+    """Triples from (repo, commit, path, language, content) rows; a report with failures by reason.
+
+    `styles`: the weights of the snippet styles (core.render) drawn for each triple."""
+    from fastapply_pipeline.core.triples import GeneratorReport, Provenance, make_triple
 
     report = GeneratorReport()
     for repo, commit, path, language, content in files:
         rng = random.Random(f"{seed}\0{repo}\0{path}")
-        units = FileUnits(content, language)
-        if units.tree.root_node.has_error:
+        units = units_of(content, language)
+        if units.tree is not None and units.tree.root_node.has_error:
             report.failures["source_does_not_parse"] += attempts_per_file
             continue
         edits = structural_edits(units, attempts=attempts_per_file, weights=weights, rng=rng)
@@ -334,9 +382,7 @@ def structural_triples(
                 min_context=min_context,
                 max_context=max_context,
                 require_original_parses=True,
+                styles=styles,
             )
-            if isinstance(result, Triple):
-                report.triples.append(result)
-            else:
-                report.failures[result] += 1
+            report.add(result)
     return report

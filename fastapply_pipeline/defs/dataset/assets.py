@@ -86,6 +86,8 @@ def fastapply_dataset(
         uppers=tuple(b.upper for b in config.snippets.buckets),
         samples=tuple(b.sample for b in config.snippets.buckets),
     )
+    if "snippet_style" not in table.columns:  # triples of a code version before snippet styles
+        table = table.with_columns(pl.lit(None, pl.String).alias("snippet_style"))
     table = table.with_columns(
         pl.col("original_tokens")
         .map_elements(lambda n: buckets.labels[buckets.index_of(n)], return_dtype=pl.String)
@@ -145,6 +147,7 @@ def fastapply_dataset(
         "dedup": settings.dedup.model_dump(),
         "split": settings.split.model_dump() | {"by": parts.by},
         "generators": list(config.triples.generators),
+        "snippet_styles": dict(config.triples.snippet_styles),
     }
     card = dataset_card(
         pretty_name="Fast Apply edit triples",
@@ -152,6 +155,7 @@ def fastapply_dataset(
         split_by=parts.by,
         sources=sources,
         rejected=reasons,
+        rejected_by_style=Counter(rejected["snippet_style"]),
         settings=card_settings,
     )
     folder = config.artifacts_dir / "dataset"
@@ -186,6 +190,12 @@ def fastapply_dataset(
             "rows_by_language": count_table("language", dict(Counter(all_rows["language"]))),
             "rows_by_generator": count_table("generator", dict(Counter(all_rows["generator"]))),
             "rows_by_edit_kind": count_table("edit kind", dict(Counter(all_rows["edit_kind"]))),
+            "rows_by_snippet_style": count_table("snippet style", dict(Counter(all_rows["snippet_style"]))),
+            "rejected_by_snippet_style": count_table(
+                "snippet style", dict(Counter(rejected["snippet_style"]))
+            )
+            if rejected.height
+            else "none",
             "rows_by_bucket": count_table("bucket", dict(Counter(all_rows["bucket"]))),
             "example_tokens_max": int(all_rows["example_tokens"].max() or 0),
             "example_tokens_median": float(all_rows["example_tokens"].median() or 0),

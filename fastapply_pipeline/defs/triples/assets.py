@@ -33,7 +33,7 @@ TRIPLE_CHECKS = {
     group_name="triples",
     kinds={"polars", "parquet", "tree-sitter"},
     io_manager_key="parquet_io_manager",
-    code_version="2",
+    code_version="3",
     check_specs=check_specs("edit_triples", TRIPLE_CHECKS),
     description=(
         "The repository's edit triples from every enabled generator. Offline, with exact labels: "
@@ -68,6 +68,7 @@ def edit_triples(
             seed=config.seed,
             min_context=settings.min_context,
             max_context=settings.max_context,
+            styles=dict(settings.snippet_styles),
         )
     if "git_history" in settings.generators:
         if not config.allows_license(snapshot.license):
@@ -86,6 +87,7 @@ def edit_triples(
                     max_changed_fraction=settings.git_history.max_changed_fraction,
                     min_context=settings.min_context,
                     max_context=settings.max_context,
+                    styles=dict(settings.snippet_styles),
                 ),
             )
 
@@ -107,9 +109,14 @@ def edit_triples(
     repeated = ids.is_in(offline["triple_id"].implode()) | ~ids.is_first_distinct()
     for generator, n in Counter(llm_rows.filter(repeated)["generator"]).items():
         failures[f"{generator}: duplicate_triple"] = n
-    table = pl.concat([offline, llm_rows.filter(~repeated)], how="diagonal_relaxed").select(
-        list(TRIPLE_SCHEMA)
+    table = (
+        pl.concat([offline, llm_rows.filter(~repeated)], how="diagonal_relaxed")
+        .with_columns(pl.col("snippet_style").fill_null("llm"))
+        .select(list(TRIPLE_SCHEMA))
     )
+    style_fallbacks = Counter()
+    for report in reports.values():
+        style_fallbacks.update(report.style_fallbacks)
     counter = get_token_counter(config.snippets.tokenizer)
     table = with_token_counts(table, counter.count_batch).sort("generator", "path", "edit_kind", "triple_id")
 
@@ -125,6 +132,10 @@ def edit_triples(
             "rejected_by_reason": count_table("generator: reason", failures),
             "rejected": dg.MetadataValue.json(failures),
             "rows_by_language": count_table("language", dict(Counter(table["language"]))),
+            "rows_by_snippet_style": count_table("snippet style", dict(Counter(table["snippet_style"]))),
+            "style_fallbacks": count_table("drawn style: why it fell back to anchored", dict(style_fallbacks))
+            if style_fallbacks
+            else "none",
             "examples": dg.MetadataValue.md(_examples(table)),
             "snippet_tokens_median": float(table["snippet_tokens"].median() or 0),
             "final_tokens_median": float(table["final_tokens"].median() or 0),
