@@ -26,7 +26,7 @@ from pydantic import (
 
 from fastapply_pipeline.core.files import FileRules
 from fastapply_pipeline.core.licenses import is_allowed
-from fastapply_pipeline.core.render import DEFAULT_STYLE_WEIGHTS
+from fastapply_pipeline.core.render import DEFAULT_STYLE_WEIGHTS, SNIPPET_STYLES
 from fastapply_pipeline.core.secrets import SecretScanner, available_plugins
 from fastapply_pipeline.core.sources import (
     PARTITION_KEY_RE,
@@ -41,15 +41,7 @@ CONFIG_ENV_VAR = "FASTAPPLY_CONFIG"
 DEFAULT_CONFIG_NAME = "fastapply.yaml"
 
 Language = Literal["python", "typescript", "tsx", "javascript", "jsx", "markdown", "rust", "go"]
-SnippetStyle = Literal[
-    "anchored",
-    "generous_context",
-    "changed_first_line",
-    "unit",
-    "dedented_unit",
-    "whole_file",
-    "other_spelling",
-]
+SnippetStyle = Literal[SNIPPET_STYLES]  # the renderer's styles, named once in core.render
 TokenizerName = Literal["cl100k_base", "o200k_base", "qwen2.5"]
 
 # Permissive licenses whose code may go into a training set without copyleft obligations.

@@ -101,6 +101,16 @@ def test_env_var_chooses_the_file(tmp_path, monkeypatch):
             "files.max_file_bytes",
             "greater than 0",
         ),
+        (
+            {"sources": [{"url": "https://x.org/a/b"}], "triples": {"snippet_styles": {"diff": 1}}},
+            "triples.snippet_styles",
+            "'anchored', 'generous_context'",
+        ),
+        (
+            {"sources": [{"url": "https://x.org/a/b"}], "triples": {"snippet_styles": {"unit": 0}}},
+            "triples.snippet_styles",
+            "positive weight",
+        ),
     ],
 )
 def test_bad_settings_name_the_field_and_the_fix(data, field, fix):

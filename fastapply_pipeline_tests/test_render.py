@@ -238,3 +238,16 @@ def test_a_corrupted_snippet_merges_as_written_or_is_refused_never_silently_wron
     for line in damaged.splitlines():
         if line.strip() and not is_marker_line(line):
             assert any(candidate == line.strip() for candidate in merged_lines), (how, line)
+
+
+@pytest.mark.parametrize("style", SNIPPET_STYLES)
+def test_a_deletion_at_the_end_of_a_unit_renders_in_every_style(style):
+    """Found by bench_triples: a deletion whose hunk starts past the final's last line."""
+    original = "class A:\n    def f(self):\n        return 1\n\n    def g(self):\n        return 2\n"
+    final = "class A:\n    def f(self):\n        return 1\n"
+    try:
+        snippet = render_snippet(original, final, "python", style=style)
+    except RenderError as err:
+        assert err.reason in STYLED_RENDER_REFUSALS or err.reason.startswith(style)
+        return
+    assert apply_snippet(original, snippet.text, language="python").merged == final

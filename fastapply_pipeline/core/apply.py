@@ -393,6 +393,7 @@ class _Merger:
         self.markers = [is_marker_line(line, bare_ellipsis=not bare_ellipsis_is_code) for line in snippet_raw]
         self.snippet_indent = indentation.for_snippet(snippet_raw)
         self.snippet = _lines(snippet_raw, self.snippet_indent)
+        self._unit_names: dict[int, str | None] = {}
 
     # ---------------------------------------------------------------- segments
     def segments(self) -> tuple[list[list[Line]], list[Line | None]]:
@@ -503,7 +504,7 @@ class _Merger:
                 run = 0
                 while h + run < len(seg) and p + run < n and _same(seg[h + run], lines[p + run], delta):
                     run += 1
-                if run:
+                if run and self._same_parent(seg, h, p, delta):
                     runs.append((p, run))
             return runs
 
@@ -531,7 +532,7 @@ class _Merger:
                 q >= cursor and _same(seg[i], lines[q], delta) for q in self.orig.by_text.get(seg[i].text, ())
             )
 
-        h = next((i for i in range(len(seg)) if occurs(i)), None)
+        h = next((i for i in range(len(seg)) if occurs(i) and forward_runs(i)), None)
         if h is None:
             raise AnchorError(Refusal.NO_ANCHOR, f"no line of the segment starting {_show(seg[0])} anchors")
         t = next(i for i in range(len(seg) - 1, -1, -1) if occurs(i))
@@ -714,6 +715,24 @@ class _Merger:
         at_file_end = after is None and pinned_end and unit_end >= self.orig.last
         return unit_end if remaining and (remaining <= new_count or at_file_end) else end
 
+    def _same_parent(self, seg: list[Line], h: int, p: int, delta: int) -> bool:
+        """Lines the segment puts inside a block it opens with a new line (`case "renamed":` then `return {`)
+        anchor only where the original's enclosing line at that depth is that line edited: never inside
+        another block that merely starts the same way (`case "toggled":`)."""
+        lines = self.orig.lines
+        level, j = seg[h].level, p
+        for x in reversed(seg[:h]):
+            if x.blank or x.level >= level:
+                continue
+            level = x.level
+            while j > 0 and (lines[j].blank or lines[j].level > level + delta):
+                j -= 1
+            if x.text not in self.orig.by_text and not (
+                lines[j].level == level + delta and similar(x, lines[j])
+            ):
+                return False
+        return True
+
     def _closer_targets(self, seg, h, p, head_run, k, delta) -> set[int]:
         """The original lines where snippet line k, a lone closer (`}`, `</div>`), may anchor: the closing
         line of the block that line k closes in the snippet (its opener found by indentation: an anchor, or
@@ -747,11 +766,14 @@ class _Merger:
 
     def _unit_name(self, i: int) -> str | None:
         """The name of the unit line i opens (a function, class, method, section), or None."""
-        line = self.orig.lines[i]
-        if line.blank or (self.orig.markdown and self.orig.in_fence[i]):
-            return None
-        name = signature(line.text)
-        return name if name and self.orig.is_header(i) else None
+        if i not in self._unit_names:
+            line = self.orig.lines[i]
+            name = None
+            if not line.blank and not (self.orig.markdown and self.orig.in_fence[i]):
+                name = signature(line.text)
+                name = name if name and self.orig.is_header(i) else None
+            self._unit_names[i] = name
+        return self._unit_names[i]
 
     def _build(self, seg, cursor, delta, h, p, head_run, t, q_end, tail_run, after, pinned_end) -> Placement:
         lines, n = self.orig.lines, len(self.orig.lines)
@@ -1233,12 +1255,18 @@ def drops_most_of_file(original: int, merged: int, snippet: int, max_drop_fracti
 
 
 def apply_snippet(
-    original: str, snippet: str, *, language: str | None = None, max_drop_fraction: float = 0.5
+    original: str,
+    snippet: str,
+    *,
+    language: str | None = None,
+    max_drop_fraction: float = 0.5,
+    check_syntax: bool = True,
 ) -> ApplyResult:
     """Merge a lazy snippet into the original file. See the module docstring for the rules.
 
     `language` (python, typescript, tsx, javascript, jsx, markdown, ...) turns on Markdown sections and
-    the syntax check: a merge that does not parse where the original parsed is refused.
+    the syntax check: a merge that does not parse where the original parsed is refused. The renderer
+    passes `check_syntax=False`: it compares the merge with a final it has already parsed.
     """
     merger = _Merger(original, snippet, language)
     try:
@@ -1255,7 +1283,7 @@ def apply_snippet(
             Refusal.DROPS_MOST_OF_FILE,
             f"the merge would shrink the file from {len(merger.raw)} to {merged_lines} lines; refusing to drop most of it",
         )
-    if language and _breaks_syntax(original, result.merged, language):
+    if check_syntax and language and _breaks_syntax(original, result.merged, language):
         return ApplyResult(
             None,
             Refusal.BREAKS_SYNTAX,

@@ -162,7 +162,8 @@ class _Job:
 
     def merge(self, lines: list[str]):
         text = "\n".join(lines) + "\n"
-        return text, apply_snippet(self.original, text, language=self.language)
+        # no syntax check here: the merge must equal the final, which render_snippet has parsed already
+        return text, apply_snippet(self.original, text, language=self.language, check_syntax=False)
 
     def check(self, lines: list[str], regions: int, context: int, style: str) -> Snippet:
         text, result = self.merge(lines)
@@ -244,8 +245,11 @@ class _Job:
         """The innermost unit of the final file that holds every change, whole (no markers)."""
         style = "dedented_unit" if dedent else "unit"
         structure = Original(self.new, Indentation.of(self.new), markdown=self.language == "markdown")
-        first = min(b0 for a0, a1, b0, b1 in self.hunks)
-        last = max(max(b1, b0 + 1) for a0, a1, b0, b1 in self.hunks)
+        if not self.new:
+            raise RenderError(f"{style}_is_whole_file", "the final file is empty")
+        # a deletion at the very end touches no final line: the last line is the one next to it
+        first = min(min(b0 for a0, a1, b0, b1 in self.hunks), len(self.new) - 1)
+        last = min(max(max(b1, b0 + 1) for a0, a1, b0, b1 in self.hunks), len(self.new))
         best = None
         for i in range(first, -1, -1):
             if not structure.is_header(i):
