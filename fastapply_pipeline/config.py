@@ -321,6 +321,7 @@ EditKind = Literal[
     "small_refactor",
     "delete_feature",
     "modify_single_line",
+    "reorder_units",
 ]
 
 

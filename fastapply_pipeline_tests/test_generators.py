@@ -94,6 +94,9 @@ def test_edit_kinds_do_what_they_say():
         a for a, b in zip(literal.original.splitlines(), literal.final.splitlines(), strict=True) if a != b
     ]
     assert len(changed) == 1
+    moved = structural_edit(text, "python", "reorder_units", rng)
+    assert moved.original == text and moved.final != text
+    assert sorted(moved.final.splitlines()) == sorted(text.splitlines())  # the same lines, another order
     with pytest.raises(NoCandidate):
         structural_edit("x = 1\n", "python", "modify_two_functions", rng)
 

@@ -37,6 +37,10 @@ EDIT_GOALS = {
     ),
     "delete_feature": "Remove one function, method or feature that is no longer needed, together with its uses.",
     "modify_single_line": "Change exactly one line: a constant, a condition, a string or an argument.",
+    "reorder_units": (
+        "Move one function, method, class or section to a better place in the file (for example next to "
+        "the code that uses it), changing nothing else."
+    ),
 }
 
 SYSTEM_PROMPT = (

@@ -10,6 +10,7 @@ and by the applier before it becomes a triple.
 
 from __future__ import annotations
 
+import itertools
 import random
 import re
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ DEFAULT_EDIT_KINDS = {
     "small_refactor": 5,
     "delete_feature": 2,
     "modify_single_line": 2,
+    "reorder_units": 3,  # not in the reference mix: moved code, which lazy snippets must express too
 }
 
 _JS = {
@@ -255,6 +257,35 @@ def _modify(units: FileUnits, rng: random.Random, functions: int) -> tuple[list[
     return from_original, from_final
 
 
+def _swap_neighbours(units: FileUnits, rng: random.Random) -> str:
+    """The file with two neighbouring units (at the same depth, only blank lines between) swapped."""
+    lines = units.lines
+    features = sorted(units.features, key=lambda u: (u.start_row, -u.end_row))
+
+    def indent(row: int) -> str:
+        return lines[row][: len(lines[row]) - len(lines[row].lstrip())]
+
+    pairs = [
+        (a, b)
+        for a, b in itertools.pairwise(features)
+        if a.end_row < b.start_row
+        and all(not lines[r].strip() for r in range(a.end_row + 1, b.start_row))
+        and indent(a.start_row) == indent(b.start_row)
+        and lines[a.start_row : a.end_row + 1] != lines[b.start_row : b.end_row + 1]
+    ]
+    if not pairs:
+        raise NoCandidate("no two neighbouring units to swap")
+    a, b = rng.choice(pairs)
+    swapped = (
+        lines[: a.start_row]
+        + lines[b.start_row : b.end_row + 1]
+        + lines[a.end_row + 1 : b.start_row]
+        + lines[a.start_row : a.end_row + 1]
+        + lines[b.end_row + 1 :]
+    )
+    return "\n".join(swapped)
+
+
 def _rename(units: FileUnits, rng: random.Random) -> str:
     """The file with one local name renamed throughout one function (a small refactor)."""
     if not units.functions or units.tree is None:
@@ -327,6 +358,8 @@ def structural_edit(
         return Edit(text, _rename(units, rng), kind)
     if kind == "modify_single_line":
         return Edit(text, _change_literal(units, rng), kind)
+    if kind == "reorder_units":
+        return Edit(text, _swap_neighbours(units, rng), kind)
     raise ValueError(f"unknown edit kind {kind!r}; choose from {sorted(DEFAULT_EDIT_KINDS)}")
 
 
