@@ -2,16 +2,24 @@
 
     ../shared/tools/provision-qwen-coder-0.5b        # once: the real model, offline (478 MB)
     python benchmarks/bench_train.py [--model PATH] [--dataset PATH] [--steps 6] [--batch 4] [--max-tokens 1024]
+    python benchmarks/bench_train.py --compare [--steps 2 --batch 2 --max-tokens 512]
 
 Trains with the project's entrypoint (the `hf` backend: transformers + peft, fp32 on CPU) on rows of
 fastapply_dataset's train split (default: the one `fastapply run` wrote) whose whole example has at most
 `--max-tokens` tokens. Prints tokens/s, the loss before and after, peak memory, and the padding fraction
 of the length-grouped batches against the padding that random batches of the same size give on the same
 rows (computed in the same run): the ratio shows what grouping by length saves.
+
+--compare runs the same job four times, each in its own process (so peak memory is its own): fp32 and
+bf16 (bf16 weights, fp32 LoRA parameters, autocast), each with and without gradient checkpointing, and
+prints tokens/s and peak memory with the ratio to fp32 without checkpointing. Whether this CPU computes
+bf16 natively (AMX / avx512_bf16) is printed first: without it bf16 is emulated and slower.
 """
 
 import argparse
+import json
 import random
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -48,7 +56,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--max-tokens", type=int, default=1024)
+    parser.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
+    parser.add_argument("--checkpointing", choices=["on", "off"], default="on")
+    parser.add_argument(
+        "--compare", action="store_true", help="fp32/bf16 x checkpointing on/off, one run each"
+    )
+    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.compare:
+        compare(args)
+        return
     if not Path(args.model, "config.json").is_file():
         raise SystemExit(f"{args.model}: no model; run ../shared/tools/provision-qwen-coder-0.5b first")
     from datasets import DatasetDict, load_from_disk
@@ -56,6 +73,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-train-"))
     source = load_from_disk(args.dataset)
     train_rows = source["train"].filter(lambda r: r["example_tokens"] <= args.max_tokens)
+    if train_rows.num_rows == 0:
+        raise SystemExit(f"{args.dataset}: no train row has <= {args.max_tokens} tokens; raise --max-tokens")
     DatasetDict({"train": train_rows}).save_to_disk(str(work / "data"))
     rows_needed = args.steps * args.batch
     print(
@@ -76,8 +95,16 @@ def main() -> None:
         logging_steps=1,
         save_steps=10_000,
         max_seq_length=8192,
+        precision=args.precision,
+        gradient_checkpointing=args.checkpointing == "on",
     )
     metrics = train(job, Reporter())
+    if args.json:
+        print(
+            "RESULT "
+            + json.dumps({k: metrics[k] for k in ("tokens_per_second", "peak_memory_bytes", "final_loss")})
+        )
+        return
     lengths = [int(n) for n in train_rows["example_tokens"]]
     baseline = random_padding(lengths, args.batch)
     print(
@@ -91,6 +118,37 @@ def main() -> None:
         f"padding fraction: length-grouped {metrics['padding_fraction']:.3f} vs random batches {baseline:.3f} "
         f"(ratio {metrics['padding_fraction'] / baseline if baseline else 0:.2f}; lower is better)"
     )
+
+
+def compare(args) -> None:
+    from fastapply_pipeline.core.hardware import cpu_has_bf16
+
+    print(f"CPU computes bf16 natively (AMX / avx512_bf16): {cpu_has_bf16()}")
+    base = [sys.executable, __file__, "--json", "--model", args.model, "--dataset", args.dataset]
+    base += ["--steps", str(args.steps), "--batch", str(args.batch), "--max-tokens", str(args.max_tokens)]
+    results = {}
+    for precision in ("fp32", "bf16"):
+        for checkpointing in ("off", "on"):
+            run = subprocess.run(
+                [*base, "--precision", precision, "--checkpointing", checkpointing],
+                capture_output=True,
+                text=True,
+            )
+            if run.returncode:
+                raise SystemExit(f"{precision}, checkpointing {checkpointing}: failed\n{run.stderr[-2000:]}")
+            out = run.stdout
+            line = next(line for line in out.splitlines() if line.startswith("RESULT "))
+            results[precision, checkpointing] = json.loads(line[len("RESULT ") :])
+    reference = results["fp32", "off"]["tokens_per_second"]
+    print(
+        "| precision | checkpointing | tokens/s | vs fp32, no checkpointing | peak memory GiB | final loss |"
+    )
+    print("|---|---|---:|---:|---:|---:|")
+    for (precision, checkpointing), r in results.items():
+        print(
+            f"| {precision} | {checkpointing} | {r['tokens_per_second']:.1f} | {r['tokens_per_second'] / reference:.2f}x | "
+            f"{r['peak_memory_bytes'] / 2**30:.2f} | {r['final_loss']:.4f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -369,33 +369,53 @@ def _with_model_options(command):
     default=None,
     help="The file's language when its extension does not say (python, tsx, markdown, ...).",
 )
+@click.option(
+    "--hybrid",
+    is_flag=True,
+    help="With --model: the deterministic applier first, the model only where the applier refuses.",
+)
 @_with_model_options
-def apply(original: str, snippet: str, output: str | None, language: str | None, model: ModelChoice) -> None:
+def apply(
+    original: str, snippet: str, output: str | None, language: str | None, hybrid: bool, model: ModelChoice
+) -> None:
     """Merge a lazy SNIPPET into ORIGINAL: with the deterministic applier, or with --model.
 
     Prints the merged file (or writes it to -o). Exit 0: merged; exit 3: refused, with the reason (the
     applier: ambiguous_anchor, ambiguous_scope, no_anchor, out_of_order, drops_unmentioned_unit,
     drops_most_of_file, breaks_syntax, empty_snippet, and what to change; a model: its answer had no
     <updated-code> tags); exit 2: a usage or file error. The language (for the syntax check and
-    Markdown sections) comes from ORIGINAL's extension, or --language.
+    Markdown sections) comes from ORIGINAL's extension, or --language. With --hybrid the applier merges
+    what it can and the model the rest; the summary (stderr) says which one merged.
     """
-    original_text, snippet_text = _read_text(original), _read_text(snippet)
-    if model.name is None:
-        from fastapply_pipeline.core.apply import apply_snippet
-        from fastapply_pipeline.core.files import language_of
+    from fastapply_pipeline.core.apply import apply_snippet
+    from fastapply_pipeline.core.files import language_of
 
+    if hybrid and model.name is None:
+        raise click.UsageError("--hybrid needs --model (the model merges where the applier refuses)")
+    original_text, snippet_text = _read_text(original), _read_text(snippet)
+    if model.name is None or hybrid:
         result = apply_snippet(original_text, snippet_text, language=language or language_of(original))
+    if model.name is None:
         if not result.ok:
             click.echo(f"refused: {result.reason}: {result.detail}", err=True)
             sys.exit(EXIT_REFUSED)
         merged, summary = result.merged, f"{len(result.spans)} region(s), read as {result.mode}"
+    elif hybrid and result.ok:
+        merged, summary = (
+            result.merged,
+            f"merged by the applier ({len(result.spans)} region(s), read as {result.mode})",
+        )
     else:
         merged, summary = _model_merge(original_text, snippet_text, model)
+        if hybrid:
+            summary = f"merged by the model (the applier refused: {result.reason}); {summary}"
     if output:
         Path(output).write_text(merged, encoding="utf-8", newline="")
         click.echo(f"merged into {output} ({summary})", err=True)
     else:
         click.echo(merged, nl=False)
+        if hybrid:
+            click.echo(summary, err=True)
 
 
 def _model_merge(original: str, snippet: str, model: ModelChoice) -> tuple[str, str]:
@@ -423,6 +443,34 @@ def _model_merge(original: str, snippet: str, model: ModelChoice) -> tuple[str, 
         else ""
     )
     return merge.output, f"{merge.output_tokens} tokens in {merge.seconds:.1f} s{rate}"
+
+
+@main.command()
+@click.argument("adapter", type=click.Path(exists=True, file_okay=False))
+@click.argument("output", type=click.Path(file_okay=False))
+@click.option("--merge", is_flag=True, help="Fold the adapter into its base and write a plain model folder.")
+@click.option(
+    "--model", "base", default=None, help="The base model's folder (default: the one the adapter names)."
+)
+def export(adapter: str, output: str, merge: bool, base: str | None) -> None:
+    """Export a LoRA ADAPTER to OUTPUT: as is (checked: peft and vLLM load it), or --merge'd into its base.
+
+    Exit 0: written; exit 2: the adapter or the base cannot be read (the message says what is missing).
+    """
+    from fastapply_pipeline.core.export import check_adapter, merge_adapter
+
+    problems = check_adapter(adapter)
+    if problems:
+        raise click.ClickException("; ".join(problems))
+    if merge:
+        try:
+            merge_adapter(adapter, output, base=base)
+        except (FileNotFoundError, OSError, ValueError) as err:
+            raise click.ClickException(str(err)) from None
+        click.echo(f"merged model written to {output} (transformers loads it without peft)", err=True)
+    else:
+        shutil.copytree(adapter, output, dirs_exist_ok=True)
+        click.echo(f"adapter copied to {output} (peft and vLLM's --lora-modules load it)", err=True)
 
 
 @main.command("eval")

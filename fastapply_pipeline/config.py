@@ -629,10 +629,17 @@ class TrainingSettings(_Strict):
     save_steps: int = Field(200, ge=1)
     load_in_4bit: bool = Field(True, description="On CUDA: QLoRA (4-bit base).")
     gradient_checkpointing: bool = Field(True, description="Recompute activations: much less memory.")
+    precision: Literal["auto", "bf16", "fp32"] = Field(
+        "auto",
+        description=(
+            "auto: bf16 weights and autocast (fp32 LoRA parameters) where the GPU or the CPU (AMX, "
+            "avx512_bf16) computes bf16 natively, else fp32."
+        ),
+    )
     gpu: GpuJobSettings = Field(default_factory=GpuJobSettings)
 
 
-BUILTIN_CANDIDATES = ("adapter", "base", "applier", "identity")
+BUILTIN_CANDIDATES = ("adapter", "base", "applier", "identity", "hybrid")
 
 
 class EndpointSettings(_Strict):
@@ -690,13 +697,24 @@ class EvalSettings(_Strict):
     candidates: list[str] = Field(
         default_factory=lambda: list(BUILTIN_CANDIDATES),
         min_length=1,
-        description="adapter, base, applier, identity, and names from eval.endpoints.",
+        description=(
+            "adapter, base, applier, identity, hybrid (the applier, then the adapter where it refuses), and "
+            "names from eval.endpoints."
+        ),
     )
     endpoints: dict[str, EndpointSettings] = Field(
         default_factory=dict, description="OpenAI-compatible endpoints evaluated as candidates, by name."
     )
     judge: JudgeSettings | None = Field(None, description="Optional LLM judge of non-exact outputs.")
     max_examples: int | None = Field(50, ge=1, description="Test rows evaluated (seeded sample); null = all.")
+    extra_data: list[str] = Field(
+        default_factory=list,
+        description=(
+            "More evaluation rows beside the test split, all of them: folders of hand-written .case files "
+            "(e.g. fastapply_pipeline_tests/data/realistic), datasets, .parquet or .jsonl files; relative to "
+            "fastapply.yaml. Their rows are reported under their generator (hand_written)."
+        ),
+    )
     prompt_lookup: int | None = Field(
         40, ge=1, description="Prompt-lookup draft length for local models; null = plain greedy decoding."
     )

@@ -88,6 +88,27 @@ def test_apply_with_a_model(tiny_model, tmp_path):
     assert "refused: the model's answer has no complete <updated-code> tags" in untrained.stderr
 
 
+def test_apply_hybrid_uses_the_applier_first_and_the_model_where_it_refuses(tiny_model, tmp_path):
+    """The stand-in serves a model that merges exactly; the output says which of the two merged."""
+    row = ROWS[0]
+    original, snippet, nowhere = tmp_path / "m.py", tmp_path / "edit.py", tmp_path / "nowhere.py"
+    original.write_text(row["original_code"])
+    snippet.write_text(row["update_snippet"])
+    nowhere.write_text("# ... existing code ...\n    print('no such place')\n# ... existing code ...\n")
+    with StandIn() as server:
+        model = ("--model", "fast-apply-7b", "--base-url", server.openai_url)
+        by_applier = invoke("apply", *model, "--hybrid", original, snippet)
+        by_model = invoke("apply", *model, "--hybrid", original, nowhere)
+    assert by_applier.exit_code == 0 and by_applier.stdout == row["final_code"]
+    assert "merged by the applier" in by_applier.stderr
+    assert by_model.exit_code in (0, 3) and "applier refused: no_anchor" in (
+        by_model.stderr + by_model.output
+    )
+    local = invoke("apply", "--model", tiny_model, "--hybrid", original, snippet)  # never reaches the model
+    assert local.exit_code == 0 and local.stdout == row["final_code"]
+    assert invoke("apply", "--hybrid", original, snippet).exit_code == 2  # --hybrid needs --model
+
+
 def test_eval_and_apply_name_bad_input(tmp_path, data):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"original_code": "x = 1\\n"}\n')

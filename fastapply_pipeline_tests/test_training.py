@@ -362,3 +362,48 @@ def test_eval_scores_compares_the_adapter_with_its_base_and_the_baselines(make_c
     )
     assert (config.artifacts_dir / "eval" / "scores.png").read_bytes().startswith(b"\x89PNG")
     assert metadata["exact/applier"].value == applier["exact"] * 1.0
+
+
+def test_eval_scores_runs_the_hybrid_and_the_hand_written_cases(make_config, mixed_repo, instance, tmp_path):
+    """eval.extra_data adds a folder of .case files beside the test split; the hybrid candidate merges
+    with the applier where it can and with the adapter where the applier refuses."""
+    cases = tmp_path / "cases"
+    cases.mkdir()
+    original = "def f():\n    return 1\n\n\ndef g():\n    return 1\n"
+    (cases / "clear.case").write_text(
+        "language: python\nshape: anchored\nexpect: merge\n=== original ===\n"
+        + original
+        + "=== snippet ===\n# ... existing code ...\ndef g():\n    return 2\n=== final ===\n"
+        + original.replace("def g():\n    return 1", "def g():\n    return 2")
+    )
+    (cases / "ambiguous.case").write_text(  # the applier cannot tell f from g: only a model may try
+        "language: python\nshape: ambiguous\nexpect: merge\n=== original ===\n"
+        + original
+        + "=== snippet ===\n# ... existing code ...\n    return 1\n    # done\n# ... existing code ...\n"
+        + "=== final ===\n"
+        + original
+        + "    # done\n"
+    )
+    path, config = make_config(
+        [{"path": str(mixed_repo), "name": "mixed"}],
+        training={"max_steps": 1, "batch_size": 2, "gradient_accumulation_steps": 1, "r": 4, "alpha": 8},
+        eval={
+            "max_examples": 1,
+            "speed_examples": 0,
+            "candidates": ["applier", "hybrid"],
+            "extra_data": [str(cases)],
+        },
+    )
+    small_dataset(config.artifacts_dir / "dataset")
+    defs = build_defs(path)
+    result = dg.materialize(
+        defs.assets, instance=instance, resources=defs.resources, selection=["lora_adapter", "eval_scores"]
+    )
+    assert result.success
+    scores = pl.read_parquet(config.artifacts_dir / "tables" / "eval_scores.parquet")
+    assert scores.height == 6 and set(scores["generator"]) == {"structural", "hand_written"}
+    hybrid = {r["triple_id"]: r for r in scores.filter(pl.col("candidate") == "hybrid").iter_rows(named=True)}
+    assert hybrid[f"{cases}:clear"]["merged_by"] == "applier" and hybrid[f"{cases}:clear"]["exact"]
+    assert hybrid[f"{cases}:ambiguous"]["merged_by"] == "model"  # the tiny model writes no tags: no output
+    applier = scores.filter(pl.col("candidate") == "applier")
+    assert applier.filter(pl.col("triple_id") == f"{cases}:ambiguous")["output"].to_list() == [None]

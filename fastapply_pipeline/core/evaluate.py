@@ -26,6 +26,7 @@ class Merge:
     output_tokens: int | None = None
     seconds: float | None = None  # None: timed around the call by `per_example`
     error: str | None = None  # why there is no output, where a reason is known
+    merged_by: str | None = None  # hybrid candidates: "applier" or "model"
 
 
 Runner = Callable[[Sequence[dict], Callable[[], None]], list[Merge]]
@@ -55,6 +56,37 @@ def _applier(original: str, snippet: str, language: str | None = None) -> Merge:
 
 applier_candidate = per_example(_applier)
 identity_candidate = per_example(lambda original, snippet, language=None: Merge(original))
+
+
+def hybrid_candidate(model: Runner) -> Runner:
+    """The deterministic applier first; the rows it refuses go to `model` (how an editor would use an
+    adapter: exact and instant where the snippet is unambiguous, learned where it is not). Each merge
+    says which of the two wrote it (`merged_by`)."""
+
+    def run(rows: Sequence[dict], tick: Callable[[], None]) -> list[Merge]:
+        merges: list[Merge | None] = []
+        refused: list[int] = []
+        for row in rows:
+            started = time.perf_counter()
+            language = row.get("language")
+            result = apply_snippet(
+                row["original_code"],
+                row["update_snippet"],
+                language=language if language != "unknown" else None,
+            )
+            if result.ok:
+                merges.append(
+                    Merge(result.merged, seconds=time.perf_counter() - started, merged_by="applier")
+                )
+                tick()
+            else:
+                merges.append(None)
+                refused.append(len(merges) - 1)
+        for at, merge in zip(refused, model([rows[i] for i in refused], tick), strict=True):
+            merges[at] = replace(merge, merged_by="model")
+        return merges
+
+    return run
 
 
 def model_candidate(model, tokenizer, *, prompt_lookup: int | None = 40) -> Runner:
@@ -123,6 +155,7 @@ RESULT_SCHEMA = {
     "output_tokens": pl.Int64,
     "output_tokens_per_second": pl.Float64,
     "error": pl.String,
+    "merged_by": pl.String,  # hybrid candidates: applier or model
     "output": pl.String,
 }
 
@@ -161,6 +194,7 @@ def evaluate(
                     "output_tokens": tokens,
                     "output_tokens_per_second": (tokens / seconds) if tokens and seconds else None,
                     "error": merge.error,
+                    "merged_by": merge.merged_by,
                     "output": merge.output,
                 }
             )

@@ -111,10 +111,13 @@ def measure_speedup(model, tokenizer, pairs, *, prompt_lookup: int = 40) -> Spee
     )
 
 
-def load_model(name_or_path: str, *, adapter: str | None = None, allow_download: bool = False):
+def load_model(
+    name_or_path: str, *, adapter: str | None = None, allow_download: bool = False, precision: str = "auto"
+):
     """(model, tokenizer) in eval mode: a local folder (or a hub id when allowed), with a LoRA adapter on
     top when `adapter` is given. The tokenizer comes from the adapter's folder when it has one (training
-    saves it there), else from the model's; a tokenizer without a chat template gets trl's Qwen2.5 one."""
+    saves it there), else from the model's; a tokenizer without a chat template gets trl's Qwen2.5 one.
+    `precision` (auto, bf16, fp32): see core.hardware.use_bf16."""
     from pathlib import Path
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -141,8 +144,14 @@ def load_model(name_or_path: str, *, adapter: str | None = None, allow_download:
         tokenizer.chat_template = trl_chat_template("qwen2_5")
     import torch
 
-    # On a GPU: bf16, placed by accelerate; on the CPU: fp32 (bf16 matmuls are slow there).
-    placement = {"dtype": torch.bfloat16, "device_map": "auto"} if torch.cuda.is_available() else {}
+    from fastapply_pipeline.core.hardware import use_bf16
+
+    # On a GPU: bf16, placed by accelerate; on a CPU: bf16 where it computes bf16 natively (AMX,
+    # avx512_bf16: ~3x fp32), else fp32 (emulated bf16 is slower than fp32).
+    if torch.cuda.is_available():
+        placement = {"dtype": torch.bfloat16, "device_map": "auto"}
+    else:
+        placement = {"dtype": torch.bfloat16 if use_bf16(precision, cuda=False) else torch.float32}
     model = AutoModelForCausalLM.from_pretrained(source, **offline, **placement)
     if adapter is not None:
         from peft import PeftModel

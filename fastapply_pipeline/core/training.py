@@ -50,6 +50,7 @@ class TrainJob:
     allow_download: bool = False
     load_in_4bit: bool = True  # on CUDA: QLoRA (unsloth, or bitsandbytes with the hf backend)
     gradient_checkpointing: bool = True  # recompute activations: far less memory for some more compute
+    precision: str = "auto"  # auto | bf16 | fp32 (core.hardware.use_bf16)
     # Production: the artifact store (bucket, prefix, endpoint_url, region). The job fetches the dataset
     # folder from it into `artifacts_root` first and publishes `output_dir` to it at the end, so it runs
     # the same on the Dagster machine, a Kubernetes pod or an ECS task.

@@ -74,8 +74,11 @@ def load_hf(job: TrainJob, *, cuda: bool):
     from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2ForCausalLM
 
     from fastapply_pipeline.core.chat import load_training_tokenizer, trl_chat_template
+    from fastapply_pipeline.core.hardware import use_bf16
 
-    dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32
+    # bf16 weights where the hardware computes bf16 natively; peft keeps the LoRA parameters in fp32
+    # (autocast_adapter_dtype) and the Trainer autocasts: the loss stays as stable as in fp32.
+    dtype = torch.bfloat16 if use_bf16(job.precision, cuda=cuda) else torch.float32
     quantization = None
     if cuda and job.load_in_4bit and importlib.util.find_spec("bitsandbytes"):
         from transformers import BitsAndBytesConfig
@@ -167,6 +170,8 @@ def train(job: TrainJob, reporter: Reporter) -> dict:
     from transformers import Trainer, TrainerCallback, TrainingArguments
     from transformers.trainer_utils import get_last_checkpoint
 
+    from fastapply_pipeline.core.hardware import use_bf16
+
     cuda = torch.cuda.is_available()
     backend = choose_backend(
         job.backend, cuda=cuda, unsloth_installed=importlib.util.find_spec("unsloth") is not None
@@ -186,6 +191,10 @@ def train(job: TrainJob, reporter: Reporter) -> dict:
             "length": [e.length for e in encoded],
         }
     )
+    if not encoded:
+        raise ValueError(
+            f"{job.dataset_path}: the train split has no rows; build the dataset with more sources"
+        )
     reporter.info(f"{len(encoded)} training examples, longest {max(e.length for e in encoded)} tokens")
     collator = PaddingCollator(
         tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -215,7 +224,7 @@ def train(job: TrainJob, reporter: Reporter) -> dict:
         save_steps=job.save_steps,
         save_total_limit=2,
         seed=job.seed,
-        bf16=cuda and torch.cuda.is_bf16_supported(),
+        bf16=use_bf16(job.precision, cuda=cuda),
         use_cpu=not cuda,
         report_to=[],
         remove_unused_columns=False,

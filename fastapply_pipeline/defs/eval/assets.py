@@ -13,8 +13,10 @@ from fastapply_pipeline.core.evaluate import (
     applier_candidate,
     endpoint_candidate,
     evaluate,
+    hybrid_candidate,
     identity_candidate,
     judge,
+    load_rows,
     model_candidate,
     summary_table,
 )
@@ -63,13 +65,28 @@ def eval_scores(
         )
     if settings.max_examples is not None and len(test) > settings.max_examples:
         test = random.Random(config.seed).sample(test, settings.max_examples)
+    for extra in settings.extra_data:  # e.g. the hand-written realistic set: scored beside the test split
+        try:
+            rows = load_rows(str(config.resolve(extra)))
+        except (ValueError, FileNotFoundError) as err:
+            raise dg.Failure(f"eval.extra_data {extra!r}: {err}") from None
+        test += [row | {"triple_id": f"{extra}:{row['triple_id']}"} for row in rows]
     wanted = list(settings.candidates)
-    if any(name in LOCAL_MODELS for name in wanted):
+    # hybrid = the applier, then the adapter where it refuses: it needs the adapter loaded too
+    needed = sorted(
+        {"adapter" if name == "hybrid" else name for name in wanted if name in (*LOCAL_MODELS, "hybrid")}
+    )
+    if needed:
         store.fetch("adapters/lora_adapter")
-    local = _local_models(config, [name for name in wanted if name in LOCAL_MODELS])
+    local = _local_models(config, needed)
     runners = {}
     for name in wanted:
-        if name in local:
+        if name == "hybrid":
+            model, tokenizer = local["adapter"]
+            runners[name] = hybrid_candidate(
+                model_candidate(model, tokenizer, prompt_lookup=settings.prompt_lookup)
+            )
+        elif name in local:
             model, tokenizer = local[name]
             runners[name] = model_candidate(model, tokenizer, prompt_lookup=settings.prompt_lookup)
         elif name == "applier":
