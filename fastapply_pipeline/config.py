@@ -706,11 +706,15 @@ class EvalSettings(_Strict):
         default_factory=dict, description="OpenAI-compatible endpoints evaluated as candidates, by name."
     )
     judge: JudgeSettings | None = Field(None, description="Optional LLM judge of non-exact outputs.")
-    max_examples: int | None = Field(50, ge=1, description="Test rows evaluated (seeded sample); null = all.")
+    max_examples: int | None = Field(
+        50,
+        ge=1,
+        description="Rows evaluated of the test split and of each extra_data set (seeded sample); null = all.",
+    )
     extra_data: list[str] = Field(
         default_factory=list,
         description=(
-            "More evaluation rows beside the test split, all of them: folders of hand-written .case files "
+            "More evaluation sets beside the test split: folders of hand-written .case files "
             "(e.g. fastapply_pipeline_tests/data/realistic), datasets, .parquet or .jsonl files; relative to "
             "fastapply.yaml. Their rows are reported under their generator (hand_written)."
         ),

@@ -219,3 +219,11 @@ def test_many_outputless_rows_before_the_first_output_still_make_a_table():
     results = evaluate({"adapter": silent, "base": silent, "applier": applier_candidate}, rows)
     assert results.height == 375 and results.filter(pl.col("candidate") == "applier")["exact"].all()
     assert results["output"].null_count() == 250 and results.schema["parses"] == pl.Boolean
+
+
+def test_loss_chart_is_a_png_and_refuses_no_data():
+    from fastapply_pipeline.core.plots import loss_chart
+
+    assert loss_chart([(1, 0.5), (2, 0.3), (3, 0.2)]).startswith(b"\x89PNG")
+    with pytest.raises(ValueError, match="empty `loss_curve`"):
+        loss_chart([])

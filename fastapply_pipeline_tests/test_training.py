@@ -388,7 +388,7 @@ def test_eval_scores_runs_the_hybrid_and_the_hand_written_cases(make_config, mix
         [{"path": str(mixed_repo), "name": "mixed"}],
         training={"max_steps": 1, "batch_size": 2, "gradient_accumulation_steps": 1, "r": 4, "alpha": 8},
         eval={
-            "max_examples": 1,
+            "max_examples": 2,
             "speed_examples": 0,
             "candidates": ["applier", "hybrid"],
             "extra_data": [str(cases)],

@@ -47,3 +47,25 @@ def candidate_chart(summary: pl.DataFrame) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=90)
     return buffer.getvalue()
+
+
+def loss_chart(losses: list[tuple[int, float]], title: str = "training loss") -> bytes:
+    """The training loss by optimizer step (metrics.json's `loss_curve`), as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    if not losses:
+        raise ValueError("no loss values to plot (metrics.json has an empty `loss_curve`)")
+    figure = Figure(figsize=(7, 3.2), layout="constrained")
+    axes = figure.subplots()
+    steps, values = zip(*losses, strict=True)
+    axes.plot(steps, values, marker=".", color="#3182bd")
+    axes.set_xlabel("optimizer step")
+    axes.set_ylabel("loss (answer tokens)")
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    return buffer.getvalue()

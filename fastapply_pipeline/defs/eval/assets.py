@@ -70,6 +70,8 @@ def eval_scores(
             rows = load_rows(str(config.resolve(extra)))
         except (ValueError, FileNotFoundError) as err:
             raise dg.Failure(f"eval.extra_data {extra!r}: {err}") from None
+        if settings.max_examples is not None and len(rows) > settings.max_examples:
+            rows = random.Random(config.seed).sample(rows, settings.max_examples)
         test += [row | {"triple_id": f"{extra}:{row['triple_id']}"} for row in rows]
     wanted = list(settings.candidates)
     # hybrid = the applier, then the adapter where it refuses: it needs the adapter loaded too
