@@ -141,18 +141,6 @@ class Indentation:
         spaces = lead.count(" ")
         return lead.count("\t") + spaces // self.unit, spaces % self.unit
 
-    def keys(self, lines: list[str]) -> list[str]:
-        """Comparable line keys: indentation level + the stripped text ('' for blank lines)."""
-        out = []
-        for line in lines:
-            text = line.strip()
-            if not text:
-                out.append("")
-                continue
-            level, rest = self.measure(line)
-            out.append(f"{level}.{rest}|{text}")
-        return out
-
     def render(self, level: int, rest: int, text: str) -> str:
         if not text:
             return ""
@@ -1235,16 +1223,6 @@ def _trim(lines: list[Line]) -> list[Line]:
     while start < end and lines[start].blank:
         start += 1
     while end > start and lines[end - 1].blank:
-        end -= 1
-    return lines[start:end]
-
-
-def trim_blank_edges(lines: list[str]) -> list[str]:
-    """The lines without the blank lines at either end (works on lines and on line keys alike)."""
-    start, end = 0, len(lines)
-    while start < end and not lines[start].strip():
-        start += 1
-    while end > start and not lines[end - 1].strip():
         end -= 1
     return lines[start:end]
 
