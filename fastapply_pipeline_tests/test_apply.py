@@ -348,3 +348,16 @@ def test_the_cli_reads_the_language_from_the_extension(tmp_path):
     )
     written = CliRunner().invoke(main, ["apply", str(original), str(snippet), "-o", str(tmp_path / "out.md")])
     assert written.exit_code == 0 and "read as units" in written.stderr
+
+
+def test_a_merge_that_unbalances_the_brackets_of_a_rust_file_is_refused():
+    """No grammar for Rust here: the brackets are the check (a lone `}` placed where it closes nothing)."""
+    original = "fn a() -> i32 {\n    1\n}\n\nfn b() -> i32 {\n    2\n}\n"
+    broken = "// ... existing code ...\nfn b() -> i32 {\n    3\n}\n}\n"
+    result = apply_snippet(original, broken, language="rust")
+    assert result.reason == Refusal.BREAKS_SYNTAX
+    escaped = 'fn red() -> &str {\n    "\\x1b[31m"\n}\n'  # a bracket in a string is not code
+    snippet = 'fn red() -> &str {\n    "\\x1b[31;1m {"\n}\n'
+    assert apply_snippet(escaped, snippet, language="rust").ok
+    fine = apply_snippet(original, "// ... existing code ...\nfn b() -> i32 {\n    3\n}\n", language="rust")
+    assert fine.merged == original.replace("    2", "    3")

@@ -1271,7 +1271,30 @@ def apply_snippet(
     return result
 
 
+BRACE_LANGUAGES = frozenset({"rust", "go", "java", "c", "cpp", "csharp", "kotlin", "swift", "php", "css"})
+
+
 def _breaks_syntax(original: str, merged: str, language: str) -> bool:
+    """tree-sitter's verdict where a grammar is installed; for other brace languages (Rust, Go, ...) at
+    least the brackets: a merge that unbalances the brackets of a balanced file is broken."""
     from fastapply_pipeline.core.parsing import has_grammar, parses
 
-    return has_grammar(language) and parses(original, language) and not parses(merged, language)
+    if has_grammar(language):
+        return parses(original, language) and not parses(merged, language)
+    if language in BRACE_LANGUAGES:
+        return _bracket_balance(original) == (0, 0, 0) and _bracket_balance(merged) != (0, 0, 0)
+    return False
+
+
+_LITERALS_RE = re.compile(r'"(?:\\.|[^"\\\n])*"|`[^`]*`|\'(?:\\.|[^\'\\\n])\'|//[^\n]*|/\*.*?\*/', re.DOTALL)
+
+
+def _bracket_balance(text: str) -> tuple[int, int, int]:
+    """Opened minus closed {}, (), [] outside string literals and comments (roughly: only a change from
+    balanced to unbalanced is taken as a sign)."""
+    code = _LITERALS_RE.sub("", text)
+    return (
+        code.count("{") - code.count("}"),
+        code.count("(") - code.count(")"),
+        code.count("[") - code.count("]"),
+    )
