@@ -313,6 +313,13 @@ class SnippetSettings(_Strict):
         return buckets
 
 
+def _positive_weights(weights: dict[str, float], what: str) -> dict[str, float]:
+    """Relative weights (edit kinds, providers, snippet styles) need one positive entry to draw from."""
+    if not weights or sum(weights.values()) <= 0:
+        raise ValueError(f"give at least one {what} a positive weight")
+    return weights
+
+
 EditKind = Literal[
     "modify_function",
     "add_feature",
@@ -332,12 +339,7 @@ class StructuralSettings(_Strict):
         description="Relative weights of the edit kinds (the reference pipeline's mix by default).",
     )
 
-    @field_validator("edit_kinds")
-    @classmethod
-    def _some_weight(cls, kinds: dict[str, float]) -> dict[str, float]:
-        if not kinds or sum(kinds.values()) <= 0:
-            raise ValueError("give at least one edit kind a positive weight")
-        return kinds
+    _some_weight = field_validator("edit_kinds")(lambda cls, weights: _positive_weights(weights, "edit kind"))
 
 
 class GitHistorySettings(_Strict):
@@ -460,12 +462,9 @@ class LLMSettings(_Strict):
     )
     batch_discount: float = Field(0.5, ge=0, le=1, description="Batch API price as a fraction of list price.")
 
-    @field_validator("edit_kinds", "mix")
-    @classmethod
-    def _some_weight(cls, weights: dict[str, float]) -> dict[str, float]:
-        if not weights or sum(weights.values()) <= 0:
-            raise ValueError("give at least one entry a positive weight")
-        return weights
+    _some_weight = field_validator("edit_kinds", "mix")(
+        lambda cls, weights: _positive_weights(weights, "entry")
+    )
 
     def provider(self, name: str) -> ProviderSettings:
         return getattr(self, name)
@@ -493,12 +492,9 @@ class TripleSettings(_Strict):
     git_history: GitHistorySettings = Field(default_factory=GitHistorySettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
 
-    @field_validator("snippet_styles")
-    @classmethod
-    def _some_style(cls, styles: dict[str, float]) -> dict[str, float]:
-        if not styles or sum(styles.values()) <= 0:
-            raise ValueError("give at least one snippet style a positive weight (e.g. anchored: 1)")
-        return styles
+    _some_style = field_validator("snippet_styles")(
+        lambda cls, weights: _positive_weights(weights, "snippet style (e.g. anchored: 1)")
+    )
 
     @model_validator(mode="after")
     def _contexts(self) -> TripleSettings:

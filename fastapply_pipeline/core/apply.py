@@ -426,7 +426,6 @@ class _Merger:
         cursor: int,
         *,
         pinned_start: bool,
-        pinned_end: bool,
         after: Line | None = None,
         prefer_delta: int | None = None,
     ) -> Placement:
@@ -450,7 +449,7 @@ class _Merger:
         errors: list[AnchorError] = []
         for delta in deltas:
             try:
-                found.extend(self._place_at(seg, cursor, delta, pinned_start, pinned_end, after))
+                found.extend(self._place_at(seg, cursor, delta, pinned_start, after))
             except AnchorError as err:
                 errors.append(err)
         if not found:
@@ -479,7 +478,6 @@ class _Merger:
         cursor: int,
         delta: int,
         pinned_start: bool,
-        pinned_end: bool,
         after: Line | None,
     ):
         lines, n = self.orig.lines, len(self.orig.lines)
@@ -579,7 +577,7 @@ class _Merger:
                     f"placing the segment starting {_show(seg[0])} would replace {name!r} (line {swallowed[0] + 1}), "
                     "which the snippet does not mention; add a marker for it or more unchanged lines",
                 )
-            out.append(self._build(seg, cursor, delta, h, p, head_run, t, q_end, tail_run, after, pinned_end))
+            out.append(self._build(seg, cursor, delta, h, p, head_run, t, q_end, tail_run, after))
         return out
 
     def _place_by_identity(self, seg: list[Line], cursor: int) -> Placement | None:
@@ -671,7 +669,7 @@ class _Merger:
                 reach, k = i + 1, match + 1
         return reach
 
-    def _unit_tail(self, seg, new, delta, q_end, end, after, pinned_end) -> int:
+    def _unit_tail(self, seg, new, delta, q_end, end, after) -> int:
         """A segment that ends with new lines inside a unit whose header it shows, with no marker inside
         that unit after it, rewrote the unit's tail: its remaining statements go when they are no more than
         the new ones (counted at the new lines' depth), or when the snippet ends there and so does the file
@@ -700,7 +698,7 @@ class _Merger:
         depth = new[0].level + delta
         remaining = sum(1 for x in lines[end:unit_end] if not x.blank and x.level <= depth)
         new_count = sum(1 for x in new if not x.blank and x.level + delta <= depth)
-        at_file_end = after is None and pinned_end and unit_end >= self.orig.last
+        at_file_end = after is None and unit_end >= self.orig.last  # no marker after: the snippet's end
         return unit_end if remaining and (remaining <= new_count or at_file_end) else end
 
     def _same_parent(self, seg: list[Line], h: int, p: int, delta: int) -> bool:
@@ -763,7 +761,7 @@ class _Merger:
             self._unit_names[i] = name
         return self._unit_names[i]
 
-    def _build(self, seg, cursor, delta, h, p, head_run, t, q_end, tail_run, after, pinned_end) -> Placement:
+    def _build(self, seg, cursor, delta, h, p, head_run, t, q_end, tail_run, after) -> Placement:
         lines, n = self.orig.lines, len(self.orig.lines)
         if not tail_run:  # one block of anchors: its end is the end of the head run
             t, q_end = h + head_run - 1, p + head_run
@@ -800,7 +798,7 @@ class _Merger:
         if k < len(seg) and self.orig.markdown:
             end = self._rewritten_prose(seg[k:], end)
         elif k < len(seg):
-            end = self._unit_tail(seg, seg[k:], delta, q_end, end, after, pinned_end)
+            end = self._unit_tail(seg, seg[k:], delta, q_end, end, after)
         body = seg[h + head_run : t - tail_run + 1] if tail_run else []
         rendered = [self.render_new(x, delta) for x in body]
         if tail_run and p + head_run == q_end - tail_run and rendered and rendered[0] and rendered[-1]:
@@ -833,7 +831,6 @@ class _Merger:
                 seg,
                 cursor,
                 pinned_start=gaps[number] is None,
-                pinned_end=gaps[number + 1] is None,
                 after=gaps[number + 1],
                 prefer_delta=delta,
             )
@@ -987,7 +984,7 @@ class _Merger:
     def merge_units(self) -> tuple[list[str], list[tuple[int, int]]]:
         """A marker-less snippet that is some units of the file: replace each by its name, insert new ones."""
         seg = _trim(self.snippet)
-        edits = self._unit_edits(seg, 0, len(self.orig.lines), None)
+        edits = self._unit_edits(seg, 0, len(self.orig.lines))
         out, spans, cursor = [], [], 0
         for start, end, new in sorted(edits, key=lambda e: (e[0], e[1])):
             if start < cursor:
@@ -1069,7 +1066,7 @@ class _Merger:
         j = candidates[0]
         return j, self.orig.lines[j].level - header.level
 
-    def _unit_edits(self, seg: list[Line], low: int, high: int, _parent) -> list[tuple[int, int, list[str]]]:
+    def _unit_edits(self, seg: list[Line], low: int, high: int) -> list[tuple[int, int, list[str]]]:
         units = self._units(seg)
         edits: list[tuple[int, int, list[str]]] = []
         placed: list[tuple[int, int] | None] = []
@@ -1133,7 +1130,7 @@ class _Merger:
         j = at
         while j < len(self.orig.lines) and self.orig.lines[j].blank:
             j += 1
-        return max(1, j - at) if j > at or at < len(self.orig.lines) else 1
+        return max(1, j - at)
 
     def _gap_before(self, at: int) -> int:
         j = at
@@ -1170,7 +1167,7 @@ class _Merger:
         ]
         if not missing:
             return None  # the snippet shows every child: it is the whole unit
-        return self._unit_edits(body, j + 1, end, None)
+        return self._unit_edits(body, j + 1, end)
 
     # ---------------------------------------------------------------- driver
     def merge(self) -> ApplyResult:

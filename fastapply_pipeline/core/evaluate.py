@@ -50,7 +50,8 @@ def per_example(merge: Callable[..., Merge]) -> Runner:
 
 
 def _applier(original: str, snippet: str, language: str | None = None) -> Merge:
-    result = apply_snippet(original, snippet, language=language if language != "unknown" else None)
+    # ("unknown", load_rows' filler, is a language without grammar or sections: plain line alignment)
+    result = apply_snippet(original, snippet, language=language)
     return Merge(result.merged) if result.ok else Merge(None, error=f"applier_refused:{result.reason}")
 
 
@@ -68,16 +69,9 @@ def hybrid_candidate(model: Runner) -> Runner:
         refused: list[int] = []
         for row in rows:
             started = time.perf_counter()
-            language = row.get("language")
-            result = apply_snippet(
-                row["original_code"],
-                row["update_snippet"],
-                language=language if language != "unknown" else None,
-            )
-            if result.ok:
-                merges.append(
-                    Merge(result.merged, seconds=time.perf_counter() - started, merged_by="applier")
-                )
+            merge = _applier(row["original_code"], row["update_snippet"], row.get("language"))
+            if merge.output is not None:
+                merges.append(replace(merge, seconds=time.perf_counter() - started, merged_by="applier"))
                 tick()
             else:
                 merges.append(None)
