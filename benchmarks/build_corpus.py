@@ -1,7 +1,7 @@
 """Build a real multi-repository corpus offline, from the package registries this machine reaches.
 
     python benchmarks/build_corpus.py [--out .fastapply/corpus]
-    fastapply --config benchmarks/corpus.yaml run        # then the pipeline on it (see corpus.yaml)
+    fastapply run --config benchmarks/corpus.yaml        # then the pipeline on it (see corpus.yaml)
 
 Each package below becomes one git repository: its older release's source (the PyPI sdist, or the npm
 tarball) as the first commit, its newer release as the second, so `git_history` has real history. The
