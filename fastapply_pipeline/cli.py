@@ -1,9 +1,13 @@
 """The `fastapply` command line: run the pipeline in the local Dagster instance, manage sources."""
 
 import contextlib
+import errno
 import functools
+import logging
 import os
 import shutil
+import signal
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -11,39 +15,60 @@ from pathlib import Path
 
 import click
 import dagster as dg
+from filelock import FileLock
 
-from fastapply_pipeline.config import ConfigError, FastApplyConfig, config_path, load_config
+from fastapply_pipeline.config import ConfigError, FastApplyConfig, config_path, deployment, load_config
 from fastapply_pipeline.core.files import EXTENSION_LANGUAGES
+from fastapply_pipeline.core.sources import redact_url
 from fastapply_pipeline.defs.partitions import SOURCE_REPO_PARTITIONS
+from fastapply_pipeline.instance import (
+    CLI_TAG,
+    ensure_dagster_home,
+    pool_holders,
+    recover_dead_runs,
+    run_owner,
+    sigterm_interrupts,
+    unfinished_partitions,
+)
 
-RUN_TAG = "fastapply/cli"
 LOG_LEVELS = {0: "WARNING", 1: "INFO", 2: "DEBUG"}
-
-
-def ensure_dagster_home(config: FastApplyConfig) -> Path:
-    """DAGSTER_HOME, defaulting to .dagster_home beside fastapply.yaml, seeded with the project's dagster.yaml.
-
-    `dagster dev` (or `fastapply ui`) with the same DAGSTER_HOME shows the runs that `fastapply run` made.
-    """
-    home = os.environ.get("DAGSTER_HOME")
-    if not home:
-        home = str(config.base_dir / ".dagster_home")
-        os.environ["DAGSTER_HOME"] = home
-    home_path = Path(home).resolve()
-    home_path.mkdir(parents=True, exist_ok=True)
-    instance_yaml = home_path / "dagster.yaml"
-    project_yaml = config.base_dir / "dagster.yaml"
-    if not instance_yaml.exists() and project_yaml.is_file() and project_yaml.resolve() != instance_yaml:
-        shutil.copyfile(project_yaml, instance_yaml)
-    return home_path
 
 
 @contextlib.contextmanager
 def local_instance(config: FastApplyConfig):
     """(DAGSTER_HOME, the instance there), disposed on exit (which also restores Dagster's context)."""
-    home = ensure_dagster_home(config)
-    with dg.DagsterInstance.get() as instance:
+    home = ensure_dagster_home(config.base_dir)
+    # Two commands starting at once on a fresh DAGSTER_HOME would both create its SQLite tables
+    # ("table runs already exists"): the first creates them, the second waits and opens them.
+    (home / ".fastapply").mkdir(exist_ok=True)
+    with FileLock(str(home / ".fastapply" / "instance.lock"), timeout=300):
+        instance = dg.DagsterInstance.get()
+    with instance:
         yield home, instance
+
+
+@contextlib.contextmanager
+def owned_runs(home: Path, instance: dg.DagsterInstance, config: FastApplyConfig):
+    """Hold this process's owner lock, clean up after killed commands, yield the tags of our runs."""
+    with run_owner(home) as owner, sigterm_interrupts():
+        recovery = recover_dead_runs(instance, home)
+        for run_id in recovery.failed:
+            click.echo(f"Marked run {run_id} failed: the process running it is gone; freed its pool slots.")
+        held = pool_holders(instance, sorted(config.pools))
+        for pool, run_ids in held.items():
+            click.echo(
+                f"Pool {pool!r} is in use by run(s) {', '.join(run_ids)} (another command still running): "
+                "steps in that pool wait for it.",
+                err=True,
+            )
+        for run_id in recovery.unknown:
+            if any(run_id in ids for ids in held.values()):
+                click.echo(
+                    f"Run {run_id} holds a pool slot and was not started by a live `fastapply` command; if "
+                    f"its process is gone, `dagster run delete {run_id}` frees it.",
+                    err=True,
+                )
+        yield owner.tags
 
 
 def root_message(error) -> str:
@@ -60,7 +85,30 @@ def _load(config_file: str | None) -> FastApplyConfig:
         raise click.ClickException(str(err)) from None
 
 
-@click.group()
+class _Commands(click.Group):
+    """Every command: a settings error or a full disk is one line naming the fix, never a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except ConfigError as err:
+            raise click.ClickException(str(err)) from None
+        except Exception as err:
+            # OSError ENOSPC from our writes; SQLite's "database or disk is full" from the instance's.
+            full = (
+                isinstance(err, OSError) and err.errno == errno.ENOSPC
+            ) or "database or disk is full" in str(err)
+            if not full:
+                raise
+            where = f" writing {err.filename}" if getattr(err, "filename", None) else ""
+            raise click.ClickException(
+                f"no space left on the device{where}: free some space (DAGSTER_HOME "
+                f"{os.environ.get('DAGSTER_HOME', '(unset)')}, storage.artifacts_dir and cache_dir), then run "
+                "again; finished steps are kept"
+            ) from None
+
+
+@click.group(cls=_Commands)
 @click.version_option(package_name="fastapply-pipeline")
 def main() -> None:
     """fastapply: build Fast Apply training data and models with Dagster."""
@@ -134,6 +182,7 @@ def run(
             ) from None
         if not keys:
             raise click.ClickException(f"--select {selection!r} matches no asset; see `dagster asset list`")
+        keys = _with_their_siblings(defs, keys)
 
         apply_pools(instance, config)
         added, orphaned = register_sources(instance, config)
@@ -150,6 +199,7 @@ def run(
                 f"--partition {', '.join(unknown)}: no such source; known: {', '.join(configured)}"
             )
         repo_keys = list(partitions) or configured
+        _require_upstream(instance, graph, keys, repo_keys, selection)
 
         per_repo = sorted(k for k in keys if graph.get(k).partitions_def is not None)
         whole = sorted(k for k in keys if graph.get(k).partitions_def is None)
@@ -159,7 +209,77 @@ def run(
         if whole:
             plan.append((None, whole))
 
-        _execute(defs, instance, plan, verbose=verbose, quiet=quiet)
+        with owned_runs(home, instance, config) as tags:
+            _execute(defs, instance, plan, verbose=verbose, quiet=quiet, tags=tags)
+
+
+def _with_their_siblings(defs, keys: set[dg.AssetKey]) -> set[dg.AssetKey]:
+    """Assets written by one step together (fastapply_dataset and rejected_triples) are selected together."""
+    whole = set(keys)
+    for assets_def in defs.assets:
+        if (
+            isinstance(assets_def, dg.AssetsDefinition)
+            and not assets_def.can_subset
+            and keys & assets_def.keys
+        ):
+            added = assets_def.keys - whole
+            if added:
+                names = ", ".join(sorted(k.to_user_string() for k in added))
+                click.echo(f"Also selected {names}: written by the same step as the selected asset.")
+            whole |= assets_def.keys
+    return whole
+
+
+def _require_upstream(instance, graph, keys, repo_keys: list[str], selection: str) -> None:
+    """A selected asset whose input is neither selected nor ever materialized fails before any run starts."""
+    for key in sorted(keys):
+        node = graph.get(key)
+        for parent in sorted(node.parent_keys - keys):
+            parent_node = graph.get(parent)
+            if parent_node.partitions_def is not None and node.partitions_def is not None:
+                built = instance.get_materialized_partitions(parent)
+                missing = [repo for repo in repo_keys if repo not in built]
+            elif parent_node.partitions_def is None:
+                missing = [] if instance.get_latest_materialization_event(parent) else ["(all)"]
+            else:
+                continue  # the dataset reads whichever repositories are built (missing ones allowed)
+            if missing:
+                raise click.ClickException(
+                    f"--select {selection!r}: {key.to_user_string()} reads {parent.to_user_string()}, which is "
+                    f"not selected and was never materialized for {', '.join(missing)}; select it too "
+                    f"(e.g. '{parent.to_user_string()}+' or '*{key.to_user_string()}'), or run `fastapply run` first"
+                )
+
+
+CLI_JOB = "__ephemeral_asset_job__"  # the name dg.materialize gives its runs: the UI and tests know it
+
+
+class _ConciseFormatter(logging.Formatter):
+    """A failure in one line: the step and its error; the stack trace stays in the run's log (`dagster dev`)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if record.levelno >= logging.ERROR and "\n" in text:
+            lines = [line for line in text.splitlines() if line.strip()]
+            cause = next((line.strip() for line in lines[1:] if not line.startswith(" ")), "")
+            text = f"{lines[0]} {cause} (stack trace in the run's log: `fastapply ui`)".rstrip()
+        return text
+
+
+@dg.logger(
+    config_schema={
+        "log_level": dg.Field(str, default_value="INFO"),
+        "name": dg.Field(str, default_value="dagster"),
+    },
+    description="Dagster's console log without stack traces (one line per failure).",
+)
+def concise_console_logger(init_context) -> logging.Logger:
+    config = init_context.logger_config
+    logger = logging.Logger(config["name"], level=config["log_level"])
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_ConciseFormatter("%(asctime)s - %(name)s - %(levelname)s - %(message)s"))
+    logger.addHandler(handler)
+    return logger
 
 
 def _execute(defs, instance, plan, *, verbose: int, quiet: bool, tags: dict | None = None) -> None:
@@ -168,19 +288,43 @@ def _execute(defs, instance, plan, *, verbose: int, quiet: bool, tags: dict | No
     run_config = {"loggers": {"console": {"config": {"log_level": level}}}}
     failures = []
     started = time.monotonic()
+    try:
+        _execute_plan(defs, instance, plan, run_config, failures, tags, concise=verbose < 1)
+    except KeyboardInterrupt:
+        click.echo(
+            "\nInterrupted: the current run is marked failed; `fastapply run` again resumes.", err=True
+        )
+        sys.exit(130)
+    total = time.monotonic() - started
+    if failures:
+        click.echo(f"\n{len(failures)} step(s) failed in {total:.1f} s:", err=True)
+        for line in failures:
+            click.echo(f"  - {line}", err=True)
+        sys.exit(1)
+    click.echo(
+        f"\nDone: {len(plan)} run(s) in {total:.1f} s. See them with `fastapply ui` (or `dagster dev`)."
+    )
+
+
+def _execute_plan(
+    defs, instance, plan, run_config, failures: list[str], tags: dict | None, concise: bool
+) -> None:
     for index, (partition, asset_keys) in enumerate(plan, start=1):
         names = ", ".join(k.to_user_string() for k in asset_keys)
         where = f" [{partition}]" if partition else ""
         click.echo(f"[{index}/{len(plan)}]{where} {names} ...")
         t0 = time.monotonic()
-        result = dg.materialize(
-            defs.assets,
-            instance=instance,
+        job = dg.Definitions(
+            jobs=[dg.define_asset_job(CLI_JOB, selection=asset_keys)],
+            assets=defs.assets,
             resources=defs.resources,
+            loggers={"console": concise_console_logger} if concise else None,
+        ).resolve_job_def(CLI_JOB)
+        result = job.execute_in_process(
+            instance=instance,
             partition_key=partition,
-            selection=asset_keys,
             raise_on_error=False,
-            tags={RUN_TAG: "run", **(tags or {}), **({"fastapply/source": partition} if partition else {})},
+            tags={CLI_TAG: "run", **(tags or {}), **({"fastapply/source": partition} if partition else {})},
             run_config=run_config,
         )
         seconds = time.monotonic() - t0
@@ -202,16 +346,6 @@ def _execute(defs, instance, plan, *, verbose: int, quiet: bool, tags: dict | No
                 failures.append(f"{partition or 'all'}: {failure.step_key}: {message}")
                 click.echo(f"    FAILED {failure.step_key}: {message}", err=True)
             click.echo(f"    failed after {seconds:.1f} s (run {result.run_id}; see `dagster dev`)", err=True)
-
-    total = time.monotonic() - started
-    if failures:
-        click.echo(f"\n{len(failures)} step(s) failed in {total:.1f} s:", err=True)
-        for line in failures:
-            click.echo(f"  - {line}", err=True)
-        sys.exit(1)
-    click.echo(
-        f"\nDone: {len(plan)} run(s) in {total:.1f} s. See them with `fastapply ui` (or `dagster dev`)."
-    )
 
 
 @main.command()
@@ -241,19 +375,31 @@ def backfill(config_file: str | None, dataset: bool, verbose: int, quiet: bool) 
         if added:
             click.echo(f"Registered source_repo partitions: {', '.join(added)}")
         built = instance.get_materialized_partitions(dg.AssetKey("edit_triples"))
-        todo = [s.key for s in config.sources if s.key not in built]
+        graph = defs.resolve_asset_graph()
+        per_repo = sorted(PER_REPO.resolve(graph))
+        tables = {  # where the local deployment stores them (in prod, S3 objects appear whole or not at all)
+            key.to_user_string(): config.artifacts_dir / "tables" / key.to_user_string()
+            for key in per_repo
+            if graph.get(key).io_manager_key == "parquet_io_manager" and deployment() == "local"
+        }
+        locations = {s.key: redact_url(config.source_location(s)) for s in config.sources if s.key in built}
+        broken = unfinished_partitions(instance, locations, tables)
+        for key, why in broken.items():
+            click.echo(f"Rebuilding {key}: {why}.")
+        todo = [s.key for s in config.sources if s.key not in built or s.key in broken]
         if not todo:
             click.echo(
                 "Nothing to backfill: every source has been built (`fastapply run` rebuilds them all)."
             )
             return
         click.echo(f"Backfilling {len(todo)} source(s): {', '.join(todo)} (already built: {len(built)})")
-        graph = defs.resolve_asset_graph()
-        per_repo = sorted(PER_REPO.resolve(graph))
         plan: list[tuple[str | None, list[dg.AssetKey]]] = [(key, per_repo) for key in todo]
         if dataset:
             plan.append((None, [dg.AssetKey("fastapply_dataset"), dg.AssetKey("rejected_triples")]))
-        _execute(defs, instance, plan, verbose=verbose, quiet=quiet, tags={"fastapply/backfill": "cli"})
+        with owned_runs(home, instance, config) as tags:
+            _execute(
+                defs, instance, plan, verbose=verbose, quiet=quiet, tags={"fastapply/backfill": "cli", **tags}
+            )
 
 
 EXIT_REFUSED = 3
@@ -410,6 +556,10 @@ def apply(
         if hybrid:
             summary = f"merged by the model (the applier refused: {result.reason}); {summary}"
     if output:
+        if not Path(output).parent.is_dir():
+            raise click.ClickException(
+                f"-o {output}: the folder {Path(output).parent} does not exist; create it first"
+            )
         Path(output).write_text(merged, encoding="utf-8", newline="")
         click.echo(f"merged into {output} ({summary})", err=True)
     else:
@@ -598,7 +748,7 @@ def sources() -> None:
 def sources_list(config_file: str | None) -> None:
     """Show configured sources and registered partitions."""
     config = _load(config_file)
-    ensure_dagster_home(config)
+    ensure_dagster_home(config.base_dir)
     registered = set(dg.DagsterInstance.get().get_dynamic_partitions(SOURCE_REPO_PARTITIONS))
     for source in config.sources:
         state = "registered" if source.key in registered else "not registered yet"
@@ -611,18 +761,42 @@ def sources_list(config_file: str | None) -> None:
 @config_option
 @click.argument("keys", nargs=-1, required=True)
 def sources_remove(config_file: str | None, keys: tuple[str, ...]) -> None:
-    """Delete source_repo partitions (their materialization history stays in the event log)."""
+    """Delete source_repo partitions and the tables built from them (runs and the git mirror stay).
+
+    A name removed and later added again starts from nothing: backfill rebuilds a partition whose
+    tables are gone, or whose settings point at another repository than the one it was built from.
+    """
     config = _load(config_file)
-    ensure_dagster_home(config)
+    from fastapply_pipeline.definitions import PER_REPO, build_defs
+
+    ensure_dagster_home(config.base_dir)
     instance = dg.DagsterInstance.get()
     registered = set(instance.get_dynamic_partitions(SOURCE_REPO_PARTITIONS))
     missing = [k for k in keys if k not in registered]
     if missing:
         raise click.ClickException(f"no such partition: {', '.join(missing)}")
     still_configured = [k for k in keys if k in {s.key for s in config.sources}]
+    per_repo = sorted(PER_REPO.resolve(build_defs(config_path(config_file)).resolve_asset_graph()))
     for key in keys:
+        deleted = []
+        for asset in per_repo:
+            name = asset.to_user_string()
+            for path in (
+                config.artifacts_dir / "tables" / name / f"{key}.parquet",
+                config.artifacts_dir / "objects" / name / key,
+            ):
+                if path.is_file():
+                    path.unlink()
+                    deleted.append(str(path))
         instance.delete_dynamic_partition(SOURCE_REPO_PARTITIONS, key)
-        click.echo(f"removed partition {key}")
+        click.echo(
+            f"removed partition {key}: {len(deleted)} stored table(s)/value(s) deleted (a source added "
+            "again under this name is built afresh by `fastapply backfill`)"
+            + "".join(f"\n  deleted {path}" for path in deleted)
+            + "\n  kept: its runs and materialization history in the Dagster instance, its git mirror and LLM "
+            "answers in "
+            f"{config.cache_dir} (content-addressed; delete that folder to free the space)"
+        )
     if still_configured:
         click.echo(
             f"note: {', '.join(still_configured)} is still in the settings file; the sensor will add it back "
@@ -637,11 +811,36 @@ def sources_remove(config_file: str | None, keys: tuple[str, ...]) -> None:
 def ui(config_file: str | None, dagster_args: tuple[str, ...]) -> None:
     """Start `dagster dev` on the same DAGSTER_HOME that `fastapply run` uses (extra args go to it)."""
     config = _load(config_file)
-    ensure_dagster_home(config)
+    ensure_dagster_home(config.base_dir)
     os.environ.setdefault("FASTAPPLY_CONFIG", str(config_path(config_file)))
     os.chdir(config.base_dir)
     dagster = shutil.which("dagster") or "dagster"
-    os.execvp(dagster, [dagster, "dev", *dagster_args])
+    # A child in its own process group, not exec: on SIGTERM/SIGINT the whole group (webserver, daemon,
+    # code server) gets SIGTERM, then SIGKILL after UI_STOP_SECONDS; `dagster dev` alone took > 30 s.
+    child = subprocess.Popen([dagster, "dev", *dagster_args], start_new_session=True)
+    stopping = []
+
+    def stop(signum, _frame) -> None:
+        stopping.append(signum)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    code = None
+    while code is None:
+        try:
+            code = child.wait(timeout=UI_STOP_SECONDS if stopping else None)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGKILL)
+            code = child.wait()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(child.pid, signal.SIGKILL)  # anything of the group still around
+    sys.exit(0 if stopping else code)
+
+
+UI_STOP_SECONDS = 10
 
 
 if __name__ == "__main__":

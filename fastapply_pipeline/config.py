@@ -847,10 +847,36 @@ def load_config(path: str | os.PathLike[str] | None = None) -> FastApplyConfig:
             f"or point {CONFIG_ENV_VAR} at your file."
         )
     try:
-        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"{file}: not UTF-8 text (byte {err.start}: {err.object[err.start : err.start + 1]!r}); "
+            "save the file as UTF-8"
+        ) from None
+    try:
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no arbitrary objects
     except yaml.YAMLError as err:
-        raise ConfigError(f"{file}: not valid YAML: {err}") from None
+        raise ConfigError(f"{file}: not valid YAML: {' '.join(str(err).split())}") from None
     return parse_config(raw, base_dir=file.parent, origin=str(file))
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, but a key given twice in one mapping is an error (YAML lets the last one win)."""
+
+    def construct_mapping(self, node, deep=False):
+        self.flatten_mapping(node)  # `<<` merges first: a merged key may be overridden on purpose
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping",
+                    node.start_mark,
+                    f"{key!r} is set twice (first on line {seen[key] + 1}); keep one",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
 
 
 def parse_config(raw: object, *, base_dir: Path, origin: str = DEFAULT_CONFIG_NAME) -> FastApplyConfig:
@@ -864,6 +890,14 @@ def parse_config(raw: object, *, base_dir: Path, origin: str = DEFAULT_CONFIG_NA
     except ValidationError as err:
         raise ConfigError(_explain(err, origin)) from None
     config._base_dir = Path(base_dir).resolve()
+    for name in ("artifacts_dir", "cache_dir"):
+        folder = config.resolve(getattr(config.storage, name)).resolve()
+        if folder == config._base_dir or folder in config._base_dir.parents:
+            raise ConfigError(
+                f"{origin}: storage.{name} ({getattr(config.storage, name)!r}) is the project folder "
+                f"{config._base_dir} or a folder above it; the pipeline replaces folders in it and must "
+                f"not touch your files: use a folder of its own, e.g. .fastapply/{name.removesuffix('_dir')}"
+            )
     return config
 
 

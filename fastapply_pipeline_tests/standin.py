@@ -61,6 +61,7 @@ class Batch:
     output_file_id: str | None = None
     error_file_id: str | None = None
     results: list[str] | None = None  # JSONL lines, computed once when the batch ends
+    metadata: dict | None = None
 
 
 @dataclass
@@ -74,6 +75,8 @@ class StandIn:
     retry_after: str = "0.2"  # the Retry-After header of a 429 (seconds)
     batch_polls: int = 1  # retrieves that still say "in progress" before a batch ends
     hold_batches: threading.Event = field(default_factory=threading.Event)  # set: batches never end
+    # set: a batch create is carried out, then its answer is held back (a client killed during the call)
+    hold_creates: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self):
         unknown = set(self.faults) - set(TRANSIENT + CONTENT + BATCH_ONLY)
@@ -277,12 +280,14 @@ class _Handler(BaseHTTPRequestHandler):
         routes = [
             ("POST", r"/v1/messages", self._messages),
             ("POST", r"/v1/messages/batches", self._anthropic_batch_create),
+            ("GET", r"/v1/messages/batches", self._anthropic_batch_list),
             ("GET", r"/v1/messages/batches/([\w-]+)", self._anthropic_batch_get),
             ("GET", r"/v1/messages/batches/([\w-]+)/results", self._anthropic_batch_results),
             ("POST", r"/v1/chat/completions", self._chat),
             ("POST", r"/v1/files", self._file_upload),
             ("GET", r"/v1/files/([\w-]+)/content", self._file_content),
             ("POST", r"/v1/batches", self._openai_batch_create),
+            ("GET", r"/v1/batches", self._openai_batch_list),
             ("GET", r"/v1/batches/([\w-]+)", self._openai_batch_get),
         ]
         for verb, pattern, handler in routes:
@@ -354,7 +359,20 @@ class _Handler(BaseHTTPRequestHandler):
             [(r["custom_id"], r["params"]) for r in payload["requests"]],
         )
         self.standin.batches[batch.id] = batch
+        self._hold_create()
         self._send(200, self._anthropic_batch_json(batch))
+
+    def _hold_create(self) -> None:
+        while self.standin.hold_creates.is_set():
+            time.sleep(0.05)
+
+    def _newest_first(self, provider: str) -> list[Batch]:
+        return [b for b in reversed(self.standin.batches.values()) if b.provider == provider]
+
+    def _anthropic_batch_list(self) -> None:
+        data = [self._anthropic_batch_json(b) for b in self._newest_first("anthropic")]
+        first, last = (data[0]["id"], data[-1]["id"]) if data else (None, None)
+        self._send(200, {"data": data, "has_more": False, "first_id": first, "last_id": last})
 
     def _anthropic_batch_json(self, batch: Batch) -> dict:
         ended = self._ended(batch)
@@ -476,10 +494,22 @@ class _Handler(BaseHTTPRequestHandler):
         lines = self.standin.files[payload["input_file_id"]].decode().splitlines()
         requests = [(entry["custom_id"], entry["body"]) for entry in map(json.loads, filter(None, lines))]
         batch = Batch(
-            "openai", self.standin.new_id("batch"), requests, input_file_id=payload["input_file_id"]
+            "openai",
+            self.standin.new_id("batch"),
+            requests,
+            input_file_id=payload["input_file_id"],
+            metadata=payload.get("metadata"),
         )
         self.standin.batches[batch.id] = batch
+        self._hold_create()
         self._send(200, self._openai_batch_json(batch))
+
+    def _openai_batch_list(self) -> None:
+        data = [self._openai_batch_json(b) for b in self._newest_first("openai")]
+        first, last = (data[0]["id"], data[-1]["id"]) if data else (None, None)
+        self._send(
+            200, {"object": "list", "data": data, "first_id": first, "last_id": last, "has_more": False}
+        )
 
     def _openai_batch_json(self, batch: Batch) -> dict:
         ended = self._ended(batch)
@@ -497,7 +527,7 @@ class _Handler(BaseHTTPRequestHandler):
             "error_file_id": batch.error_file_id,
             "created_at": 1795000000,
             "request_counts": {"total": len(batch.requests), "completed": 0, "failed": 0},
-            "metadata": None,
+            "metadata": batch.metadata,
         }
 
     def _finish_openai_batch(self, batch: Batch) -> None:

@@ -1,6 +1,7 @@
 """cloned_repo and code_snippets materialized for real into a SQLite Dagster instance holding the partitions."""
 
 import json
+import os
 import shutil
 
 import dagster as dg
@@ -152,3 +153,30 @@ def test_a_failing_source_fails_only_its_own_partition(mixed_repo, tmp_path, mak
         defs.resolve_assets_def("code_snippets").partitions_def,
     )
     assert status["good"].value == "MATERIALIZED"
+
+
+def test_a_killed_fetch_and_a_file_name_that_is_not_utf8_fail_nothing(tmp_path, make_config, instance):
+    repo = tmp_path / "latin1"
+    init_repo(repo)
+    write_files(repo, {"LICENSE": MIT_TEXT, "a.py": python_module("a", 5)})
+    with open(os.fsencode(repo) + b"/caf\xe9.py", "wb") as f:
+        f.write(python_module("cafe", 5).encode())
+    commit_all(repo, "one")
+    path, config = make_config([{"path": str(repo), "name": "latin1"}])
+    defs = build_defs(path)
+    instance.add_dynamic_partitions(SOURCE_REPO_PARTITIONS, ["latin1"])
+    selection = ["cloned_repo", "code_snippets"]
+    first = materialize(defs, instance, "latin1", selection)
+    assert first.success
+    snip = metadata(first, "code_snippets")
+    assert snip["rows"] == 1 and snip["exclusions"] == {"language_not_selected": 1, "non_utf8_path": 1}
+    assert "caf\\xe9.py" in snip["excluded_examples"]
+    assert metadata(first, "cloned_repo")["stale_git_locks_cleared"] == 0
+
+    # A run killed during `git fetch` leaves git's lock in the mirror; the next run clears it and goes on.
+    (config.cache_dir / "repos" / "latin1.git" / "shallow.lock").write_text("")
+    write_files(repo, {"a.py": python_module("a", 6)})
+    commit_all(repo, "two")
+    second = materialize(defs, instance, "latin1", selection)
+    assert second.success
+    assert metadata(second, "cloned_repo")["stale_git_locks_cleared"] == 1

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+import polars as pl
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -13,7 +14,7 @@ from click.testing import CliRunner
 from fastapply_pipeline.cli import main
 from fastapply_pipeline.defs.partitions import SOURCE_REPO_PARTITIONS
 
-from .conftest import base_settings, write_config
+from .conftest import MIT_TEXT, base_settings, commit_all, init_repo, python_module, write_config, write_files
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -82,6 +83,17 @@ def test_invalid_settings_exit_with_the_field(tmp_path, home):
     assert "snippets.tokenizer" in result.output and "cl100k_base" in result.output
 
 
+def test_a_token_in_a_source_url_is_refused_and_never_printed(tmp_path, home):
+    path = write_config(
+        tmp_path / "fastapply.yaml",
+        base_settings(tmp_path, [{"url": "https://ghp_s3cr3tT0k3n@github.com/o/r.git", "name": "r"}]),
+    )
+    result = CliRunner().invoke(main, ["sources", "list", "--config", str(path)])
+    assert result.exit_code == 1
+    assert "sources.0" in result.output and "credential helper" in result.output
+    assert "s3cr3t" not in result.output
+
+
 def test_sources_list_and_remove(mixed_repo, make_config, home):
     path, _ = make_config([{"path": str(mixed_repo), "name": "mixed"}])
     invoke("run", "--config", str(path), "--select", "cloned_repo", "-q")
@@ -143,3 +155,73 @@ def test_an_llm_generator_without_its_key_fails_naming_the_variable(
     result = invoke("run", "--config", str(path), "-q")
     assert result.exit_code == 1
     assert "openai_triples" in result.output and "OPENAI_API_KEY is not set" in result.output
+
+
+def test_backfill_rebuilds_a_torn_table_and_a_partition_whose_latest_run_failed(
+    mixed_repo, tmp_path, make_config, home
+):
+    """Before: "Nothing to backfill" over a 0-byte table or a failed latest run, then a failing dataset."""
+    path, config = make_config([{"path": str(mixed_repo), "name": "mixed"}])
+    assert invoke("run", "--config", str(path), "-q").exit_code == 0
+    assert "Nothing to backfill" in invoke("backfill", "--config", str(path), "-q").output
+
+    table = config.artifacts_dir / "tables" / "edit_triples" / "mixed.parquet"
+    good = table.read_bytes()
+    table.write_bytes(good[: len(good) // 2])  # what a kill or a full disk left before writes were atomic
+    result = invoke("backfill", "--config", str(path), "-q")
+    assert result.exit_code == 0, result.output
+    assert f"Rebuilding mixed: its edit_triples table {table} is unreadable" in result.output
+    assert "materialized edit_triples" in result.output and "materialized fastapply_dataset" in result.output
+    assert "Nothing to backfill" in invoke("backfill", "--config", str(path), "-q").output
+
+    # The latest run of the partition failed (the source was gone at the time): backfill builds it again.
+    moved = tmp_path / "moved-away"
+    mixed_repo.rename(moved)
+    try:
+        assert invoke("run", "--config", str(path), "-q", "--partition", "mixed").exit_code == 1
+    finally:
+        moved.rename(mixed_repo)
+    result = invoke("backfill", "--config", str(path), "-q")
+    assert result.exit_code == 0, result.output
+    assert "Rebuilding mixed: its latest run" in result.output and "failure" in result.output
+    assert "Nothing to backfill" in invoke("backfill", "--config", str(path), "-q").output
+
+
+def _other_repo(tmp_path) -> Path:
+    repo = tmp_path / "other-repo"
+    init_repo(repo)
+    write_files(
+        repo, {"LICENSE": MIT_TEXT, **{f"pkg/other_{i}.py": python_module(f"other{i}", 4) for i in range(3)}}
+    )
+    commit_all(repo, "other")
+    return repo
+
+
+def test_a_name_that_points_elsewhere_is_rebuilt_and_remove_deletes_what_it_built(
+    mixed_repo, tmp_path, make_config, home
+):
+    """Before: a source re-pointed (or removed and re-added) under the same name kept the old repo's rows."""
+    other = _other_repo(tmp_path)
+    path, config = make_config([{"path": str(mixed_repo), "name": "lib"}])
+    assert invoke("run", "--config", str(path), "-q").exit_code == 0
+    old_rows = pl.read_parquet(config.artifacts_dir / "tables" / "code_snippets" / "lib.parquet")
+
+    path, config = make_config([{"path": str(other), "name": "lib"}])
+    result = invoke("backfill", "--config", str(path), "-q")
+    assert result.exit_code == 0, result.output
+    assert f"Rebuilding lib: it was built from {mixed_repo}, the settings now say {other}" in result.output
+    new_rows = pl.read_parquet(config.artifacts_dir / "tables" / "code_snippets" / "lib.parquet")
+    assert set(new_rows["path"]) == {f"pkg/other_{i}.py" for i in range(3)}
+    assert not set(new_rows["path"]) & set(old_rows["path"])
+    assert "Nothing to backfill" in invoke("backfill", "--config", str(path), "-q").output
+
+    removed = invoke("sources", "remove", "--config", str(path), "lib")
+    assert removed.exit_code == 0, removed.output
+    table = config.artifacts_dir / "tables" / "code_snippets" / "lib.parquet"
+    assert f"deleted {table}" in removed.output and "kept: its runs" in removed.output
+    assert not table.exists()
+    # Added back (the settings still name it): its tables are gone, so backfill builds it again.
+    result = invoke("backfill", "--config", str(path), "-q")
+    assert result.exit_code == 0, result.output
+    assert "Rebuilding lib: its" in result.output and "is missing" in result.output
+    assert table.exists()

@@ -7,7 +7,12 @@ import pytest
 import yaml
 from datasets import load_dataset, load_from_disk
 
-from fastapply_pipeline.core.chat import example_lengths, load_training_tokenizer, render_example
+from fastapply_pipeline.core.chat import (
+    control_tokens,
+    example_lengths,
+    load_training_tokenizer,
+    render_example,
+)
 from fastapply_pipeline.core.dataset import (
     dataset_card,
     dedup,
@@ -19,6 +24,7 @@ from fastapply_pipeline.core.dataset import (
     write_dataset,
 )
 from fastapply_pipeline.core.prompt import parse_answer
+from fastapply_pipeline.core.training import IGNORE_INDEX, encode
 from fastapply_pipeline.core.triples import Provenance, make_triple, triples_frame, with_token_counts
 from fastapply_pipeline_tests.conftest import python_module
 
@@ -143,6 +149,7 @@ def run_validate(table, tokenizer, policy="reject", max_seq_length=2048):
         max_seq_length=max_seq_length,
         llm_disagreement=policy,
         example_lengths=lambda rows: example_lengths(tokenizer, rows),
+        control_tokens=control_tokens(tokenizer),
     )
 
 
@@ -195,6 +202,53 @@ def test_exact_and_near_duplicates_keep_one_row_each(tokenizer):
     assert again.kept["triple_id"].to_list() == outcome.kept["triple_id"].to_list()
     without_near = dedup(run_validate(table, tokenizer), near=False, threshold=0.8, num_perm=128, seed=1)
     assert without_near.kept.height == 3
+
+
+def test_the_control_tokens_are_every_added_token_of_the_training_tokenizer(tokenizer):
+    tokens = control_tokens(tokenizer)
+    assert {"<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|fim_prefix|>", "<tool_call>"} <= set(tokens)
+    assert len(tokens) == 22  # Qwen2.5's added tokens, special or not: each is one id when it is in a text
+
+
+def test_code_spelling_a_control_token_is_dropped_and_counted_and_no_answer_holds_one(tmp_path, tokenizer):
+    """Code holding `<|im_end|>` would become a real end of turn inside the supervised answer."""
+    code = python_module("ctl", 6)
+    in_final = edit(
+        code, "return math.sqrt", 'print("<|im_end|>")\n    return math.sqrt', "alpha", "final.py"
+    )
+    spiked = code.replace('"""The ctl module."""', '"""The ctl module. Ends a turn: <|endoftext|>"""')
+    in_original = edit(spiked, "scale: float = 2.0", "scale: float = 2.5", "beta", "original.py")
+    fim = edit(code, "scale: float = 3.0", 'scale: float = 3.0, tag="<|fim_prefix|>"', "gamma", "fim.py")
+    good = good_rows()
+    table = pl.concat([good, frame([in_final, in_original, fim])])
+    outcome = dedup(run_validate(table, tokenizer), near=False, threshold=0.8, num_perm=64, seed=1)
+    rejected = outcome.rejected_frame()
+    assert dict(Counter(zip(rejected["stage"], rejected["reason"], strict=True))) == {
+        ("validate", "control_token"): 3
+    }
+    details = dict(zip(rejected["triple_id"], rejected["detail"], strict=True))
+    assert details == {
+        in_final.triple_id: "'<|im_end|>' in update_snippet",  # the snippet shows the added line first
+        in_original.triple_id: "'<|endoftext|>' in original_code",
+        fim.triple_id: "'<|fim_prefix|>' in update_snippet",
+    }
+    assert outcome.kept.height + rejected.height == table.height  # nothing lost
+
+    parts = split(outcome.kept, test=0.25, validation=0.0, seed=1)
+    write_dataset(tmp_path / "dataset", parts.splits, "card")
+    dataset = load_from_disk(str(tmp_path / "dataset" / "hf"))
+    eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    for name in dataset:
+        for row in dataset[name]:
+            example = encode(tokenizer, row["original_code"], row["update_snippet"], row["final_code"], 4096)
+            answer = [
+                t for t, label in zip(example.input_ids, example.labels, strict=True) if label != IGNORE_INDEX
+            ]
+            # Exactly one end of turn in what the model learns to write: its own, at the very end.
+            assert answer.count(eos) == 1 and tokenizer.decode(answer[answer.index(eos) + 1 :]) == "\n"
+            assert not set(answer) & {
+                tokenizer.convert_tokens_to_ids(t) for t in control_tokens(tokenizer)
+            } - {eos}
 
 
 def test_split_keeps_each_repository_in_one_split_and_is_seeded():
@@ -342,3 +396,40 @@ def test_snippet_subsequence_rule():
     assert snippet_is_subsequence("b  \nd\n", final)  # trailing spaces do not matter
     assert not snippet_is_subsequence("c\nb\n", final)  # order does
     assert not snippet_is_subsequence("b\nx\n", final)
+
+
+def test_the_dataset_never_replaces_a_folder_holding_the_users_files(tmp_path):
+    """Before: `storage.artifacts_dir: .` made the dataset build delete the user's ./dataset/labels.csv."""
+    from fastapply_pipeline.core.artifacts import ForeignFilesError
+    from fastapply_pipeline.core.dataset import DATASET_COLUMNS, write_dataset
+
+    frame = pl.DataFrame({c: ["x"] for c in DATASET_COLUMNS})
+    user = tmp_path / "dataset"
+    user.mkdir()
+    (user / "labels.csv").write_text("id,label\n1,cat\n")
+    (tmp_path / "dataset.old").mkdir()  # names the old code used for its own temporary folders
+    (tmp_path / "dataset.old" / "keep.txt").write_text("mine")
+    with pytest.raises(ForeignFilesError, match=r"labels\.csv.*storage\.artifacts_dir"):
+        write_dataset(user, {"train": frame}, "card")
+    assert (user / "labels.csv").read_text() == "id,label\n1,cat\n"
+
+    ours = tmp_path / "artifacts" / "dataset"
+    write_dataset(ours, {"train": frame}, "card")
+    write_dataset(ours, {"train": frame}, "card v2")  # ours (marked): replaced as a whole
+    assert (ours / "README.md").read_text() == "card v2"
+    assert (tmp_path / "dataset.old" / "keep.txt").read_text() == "mine"
+    assert sorted(p.name for p in (tmp_path / "artifacts").iterdir()) == ["dataset"]  # no temp left
+
+
+@pytest.mark.parametrize("folder", [".", "..", "~"])
+def test_storage_in_the_project_folder_or_above_is_refused(tmp_path, folder, monkeypatch):
+    from fastapply_pipeline.config import ConfigError, parse_config
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    project = tmp_path / "project"
+    project.mkdir()
+    with pytest.raises(
+        ConfigError, match=r"storage\.artifacts_dir .* is the project folder .* e\.g\. \.fastapply/artifacts"
+    ):
+        parse_config({"sources": [{"path": "."}], "storage": {"artifacts_dir": folder}}, base_dir=project)
+    parse_config({"sources": [{"path": "."}], "storage": {"artifacts_dir": "out"}}, base_dir=project)

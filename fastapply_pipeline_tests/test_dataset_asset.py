@@ -7,6 +7,7 @@ from datasets import load_from_disk
 
 from fastapply_pipeline.definitions import PER_REPO, build_defs
 from fastapply_pipeline.defs.partitions import SOURCE_REPO_PARTITIONS
+from fastapply_pipeline.defs.triples import assets as triples_assets
 from fastapply_pipeline_tests.conftest import (
     MIT_TEXT,
     commit_all,
@@ -127,3 +128,79 @@ def test_too_few_rows_to_split_fails_clearly_and_still_writes_the_rejections(tmp
     assert "needs rows from at least two files" in str(failure.step_failure_data.error)
     assert "rejected_triples holds the others" in str(failure.step_failure_data.error)
     assert (config.artifacts_dir / "tables" / "rejected_triples.parquet").is_file()
+
+
+def dataset_repos(config) -> set[str]:
+    dataset = load_from_disk(str(config.artifacts_dir / "dataset" / "hf"))
+    return {repo for name in dataset for repo in dataset[name]["repo"]}
+
+
+def test_a_partition_whose_blocking_check_last_failed_is_not_consumed(
+    mixed_repo, second_repo, make_config, instance, monkeypatch
+):
+    """A blocking check fails the run but the table it checked stays stored: the next dataset run must not
+    build on it. Its rows are counted in rejected_triples, and the partition and check are named."""
+    path, config = make_config(
+        [{"path": str(mixed_repo), "name": "mixed"}, {"path": str(second_repo), "name": "second"}],
+        triples={"generators": ["structural"]},
+        dataset={"split": {"test": 0.3}, "max_seq_length": 4096},
+    )
+    defs = build(path, instance)
+    tables = config.artifacts_dir / "tables"
+
+    # A run of `second` whose unique_triple_ids check fails. Its edits are exact by construction, so the
+    # check's verdict is the one thing substituted here; the run, its storage and the dataset are real.
+    real_check = triples_assets.check_triples
+    monkeypatch.setattr(
+        triples_assets,
+        "check_triples",
+        lambda table: real_check(table) | {"unique_triple_ids": table["triple_id"].head(1).to_list()},
+    )
+    failed_run = dg.materialize(
+        defs.assets,
+        instance=instance,
+        resources=defs.resources,
+        partition_key="second",
+        selection=PER_REPO,
+        raise_on_error=False,
+    )
+    assert not failed_run.success
+    monkeypatch.undo()
+    second_rows = pl.read_parquet(tables / "edit_triples" / "second.parquet").height  # still stored
+
+    result = materialize_dataset(defs, instance)
+    (event,) = [
+        e for e in result.get_asset_materialization_events() if e.asset_key.path == ["fastapply_dataset"]
+    ]
+    meta = {k: v.value for k, v in event.materialization.metadata.items()}
+    assert f"| second | unique_triple_ids | {second_rows} |" in meta["partitions_skipped"]
+    assert dataset_repos(config) == {"mixed"}
+    rejected = pl.read_parquet(tables / "rejected_triples.parquet")
+    skipped = rejected.filter(pl.col("reason") == "failed_check")
+    assert skipped.height == second_rows and set(skipped["repo"]) == {"second"}
+    assert set(skipped["stage"]) == {"input"}
+    assert set(skipped["detail"]) == {"edit_triples partition second: unique_triple_ids failed"}
+    dataset = load_from_disk(str(config.artifacts_dir / "dataset" / "hf"))
+    assert sum(dataset[n].num_rows for n in dataset) + rejected.height == meta["rows_in"]  # nothing lost
+
+    # Built again, its checks pass: the partition is consumed again.
+    assert dg.materialize(
+        defs.assets, instance=instance, resources=defs.resources, partition_key="second", selection=PER_REPO
+    ).success
+    materialize_dataset(defs, instance)
+    assert dataset_repos(config) == {"mixed", "second"}
+    rejected = pl.read_parquet(tables / "rejected_triples.parquet")
+    assert rejected.filter(pl.col("reason") == "failed_check").is_empty()
+
+    # A failed evaluation reported for the partition later (outside a run) counts too, as the latest.
+    instance.report_runless_asset_event(
+        dg.AssetCheckEvaluation(
+            asset_key=dg.AssetKey("edit_triples"),
+            check_name="applier_roundtrip",
+            passed=False,
+            partition="second",
+            blocking=True,
+        )
+    )
+    materialize_dataset(defs, instance)
+    assert dataset_repos(config) == {"mixed"}

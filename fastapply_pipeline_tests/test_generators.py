@@ -1,5 +1,6 @@
 """The offline generators: structural edits in every language, and real edits from git history."""
 
+import os
 import random
 from collections import Counter
 
@@ -202,3 +203,102 @@ def test_git_history_respects_the_fetched_depth(history_repo, tmp_path):
     assert report.failures["root_or_history_boundary"] == 1
     # Only the head commit's parent was fetched: its one modified file (no scanner here) is the only triple.
     assert [(t.provenance.commit, t.provenance.path) for t in report.triples] == [(head, "src/new.py")]
+
+
+def add_commit_to(repo, name):
+    write_files(repo, {name: python_module(name[:-3], 1)})
+    return commit_all(repo, f"add {name}")
+
+
+def _commit_paths(repo, message, *paths):
+    git(repo, "add", "--", *paths)
+    git(repo, "commit", "-q", "-m", message)
+    return git(repo, "rev-parse", "HEAD")
+
+
+def test_git_history_skips_submodules_symlinks_and_unreadable_names_with_reasons(tmp_path):
+    # The submodule's own repository: its commits are never in the parent's mirror.
+    library = tmp_path / "library"
+    init_repo(library)
+    library_commits = [add_commit_to(library, f"lib{i}.py") for i in range(2)]
+    repo = tmp_path / "odd-entries"
+    init_repo(repo)
+    app = python_module("app", 10)
+    latin1_name = os.fsencode(repo) + b"/caf\xe9.py"
+    write_files(repo, {"app.py": app, "target_a.py": "A = 1\n", "target_b.py": "B = 2\n"})
+    with open(latin1_name, "wb") as f:
+        f.write(python_module("cafe", 10).encode())
+    os.symlink("target_a.py", repo / "link.py")
+    _commit_paths(repo, "initial", ".")
+    # A submodule (gitlink) whose name looks like a source file: its "content" is a commit of another
+    # repository, which this mirror does not hold.
+    git(repo, "update-index", "--add", "--cacheinfo", f"160000,{library_commits[0]},lib.py")
+    git(repo, "commit", "-q", "-m", "add a submodule")
+    # One commit changes all four: the submodule's commit, the symlink's target, the Latin-1-named file
+    # and a real file.
+    write_files(repo, {"app.py": app.replace("app_step_3(", "app_step_three(")})
+    with open(latin1_name, "wb") as f:
+        f.write(python_module("cafe", 10).replace("cafe_step_2(", "cafe_step_two(").encode())
+    os.remove(repo / "link.py")
+    os.symlink("target_b.py", repo / "link.py")
+    git(repo, "update-index", "--cacheinfo", f"160000,{library_commits[1]},lib.py")
+    _commit_paths(repo, "change everything", "app.py", "link.py", os.fsdecode(latin1_name))
+
+    mirror = tmp_path / "m.git"
+    head = sync_mirror(str(repo), mirror, ref=None, depth=50, timeout=30, what="t").commit
+    report = git_history_triples(
+        mirror, head, repo="odd", rules=FileRules.build(["python"], 100_000), scanner=None
+    )
+    assert [t.provenance.path for t in report.triples] == ["app.py"]
+    assert report.failures == Counter(
+        {
+            "submodule": 2,  # added, then its commit changed
+            "symlink": 1,
+            "non_utf8_path": 1,
+            "root_or_history_boundary": 1,
+        }
+    )
+
+
+def test_one_copy_of_an_edit_is_kept_whichever_generators_made_it():
+    """The same edit of the same file is one triple; the copy kept follows GENERATOR_PRECEDENCE."""
+    import polars as pl
+
+    from fastapply_pipeline.core.triples import (
+        Provenance,
+        check_triples,
+        drop_repeated_triples,
+        make_triple,
+        triples_frame,
+    )
+
+    code = python_module("dup", 4)
+    final = code.replace("scale: float = 2.0", "scale: float = 2.5")
+    other = code.replace("scale: float = 3.0", "scale: float = 3.5")
+
+    def triple(generator, new=final, path="dup.py"):
+        return make_triple(code, new, Provenance("r", "c0ffee", path, "python", generator, "modify"))
+
+    table = triples_frame(
+        [
+            triple("structural"),
+            triple("git_history"),
+            triple("structural", other),
+            triple("git_history", path="b.py"),
+        ]
+    )
+    llm = triples_frame([triple("openai"), triple("anthropic", other), triple("anthropic", other)])
+    both = pl.concat([table, llm]).with_columns(pl.col("model").fill_null("m"))
+    assert check_triples(both)["unique_triple_ids"]  # the repeats are there to find
+    kept, dropped = drop_repeated_triples(both)
+    assert not check_triples(kept)["unique_triple_ids"]
+    assert dropped == Counter(
+        {"structural: duplicate_triple": 1, "openai: duplicate_triple": 1, "anthropic: duplicate_triple": 2}
+    )
+    assert kept.height + sum(dropped.values()) == both.height  # nothing lost uncounted
+    # A real commit's copy wins over the structural one, offline over LLM; order otherwise unchanged.
+    assert kept.select("path", "generator", "final_code").rows() == [
+        ("dup.py", "git_history", final),
+        ("dup.py", "structural", other),
+        ("b.py", "git_history", final),
+    ]

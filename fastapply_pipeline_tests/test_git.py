@@ -1,8 +1,13 @@
 """git runs safely: pinned commits, no prompts, no hooks, a timeout, and trees read from the object store."""
 
+import json
+import os
+import signal
 import socket
 import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -149,10 +154,10 @@ def test_snapshot_records_commit_license_and_census(tmp_path):
         repo, {"LICENSE": MIT_TEXT, "a.py": "x = 1\n", "b.ts": "export const b = 1;\n", "c.md": "# c\n"}
     )
     commit = commit_all(repo, "c")
-    snapshot, fetched = snapshot_repo(
+    snapshot, synced = snapshot_repo(
         key="r", location=str(repo), ref=None, cache_dir=tmp_path / "cache", depth=10, timeout=30
     )
-    assert fetched and snapshot.commit == commit
+    assert synced.fetched and synced.commit == snapshot.commit == commit
     assert snapshot.license == "MIT" and snapshot.license_files == ["LICENSE"]
     assert snapshot.file_count == 4
     assert snapshot.files_by_language == {"markdown": 1, "other": 1, "python": 1, "typescript": 1}
@@ -188,3 +193,146 @@ def test_license_detection_override_and_noassertion(tmp_path):
         key="n", location=str(bare), ref=None, cache_dir=tmp_path / "c", depth=1, timeout=30
     )
     assert none.license == "NOASSERTION"
+
+
+# A stand-in for another run: it takes the mirror's lock (as sync_mirror does), optionally leaves a git
+# lock file inside the mirror as a git it started would, says "held", and keeps the lock until told.
+HOLDER = """
+import sys
+from pathlib import Path
+from fastapply_pipeline.core.git import mirror_lock
+mirror = Path(sys.argv[1])
+with mirror_lock(mirror, timeout=30, what="run holder-1 fetching source 'demo'"):
+    if sys.argv[2:]:
+        (mirror / sys.argv[2]).write_text("")
+    print("held", flush=True)
+    sys.stdin.readline()
+    if sys.argv[2:]:
+        (mirror / sys.argv[2]).unlink()
+"""
+
+
+@pytest.fixture
+def lock_holder():
+    """start(mirror, git_lock=None) -> a running process that holds the mirror's lock."""
+    started = []
+
+    def start(mirror: Path, git_lock: str | None = None) -> subprocess.Popen:
+        args = [sys.executable, "-c", HOLDER, str(mirror), *([git_lock] if git_lock else [])]
+        proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        started.append(proc)
+        assert proc.stdout.readline().strip() == "held"
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def add_commit(repo: Path, value: int) -> str:
+    write_files(repo, {"src/mod.py": f"VALUE = {value}\n"})
+    return commit_all(repo, f"commit {value}")
+
+
+def test_git_lock_files_left_by_a_killed_fetch_are_cleared_on_the_next_sync(history_repo, tmp_path):
+    repo, _ = history_repo
+    mirror = tmp_path / "m.git"
+    sync_mirror(str(repo), mirror, ref=None, depth=1, timeout=30, what="t")
+    # What a git fetch killed mid-way leaves behind: git refuses to fetch into the mirror while they exist.
+    (mirror / "shallow.lock").write_text("")
+    (mirror / "refs" / "fastapply" / "pinned.lock").write_text("")
+    head = add_commit(repo, 10)
+    result = sync_mirror(str(repo), mirror, ref=None, depth=1, timeout=30, what="t")
+    assert result.commit == head and result.fetched
+    assert result.cleared_locks == ("refs/fastapply/pinned.lock", "shallow.lock")
+    assert not (mirror / "shallow.lock").exists()
+    assert run_git(["rev-parse", "refs/fastapply/pinned"], git_dir=mirror).decode().strip() == head
+    # Nothing left over: the next sync has nothing to clear.
+    assert sync_mirror(str(repo), mirror, ref=None, depth=1, timeout=30, what="t").cleared_locks == ()
+
+
+def test_a_run_killed_while_fetching_does_not_block_the_next(history_repo, tmp_path, lock_holder):
+    repo, _ = history_repo
+    mirror = tmp_path / "m.git"
+    sync_mirror(str(repo), mirror, ref=None, depth=1, timeout=30, what="t")
+    holder = lock_holder(mirror, "shallow.lock")
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    assert (mirror / "shallow.lock").exists()
+    head = add_commit(repo, 11)
+    result = sync_mirror(str(repo), mirror, ref=None, depth=1, timeout=30, what="t", lock_timeout=5)
+    assert result.commit == head and result.cleared_locks == ("shallow.lock",)
+
+
+def test_a_run_waits_for_the_one_fetching_and_a_timeout_names_it(history_repo, tmp_path, lock_holder):
+    repo, _ = history_repo
+    mirror = tmp_path / "m.git"
+    sync_mirror(str(repo), mirror, ref=None, depth=1, timeout=30, what="t")
+    holder = lock_holder(mirror, "shallow.lock")  # a live fetch: its lock file must stay untouched
+    head = add_commit(repo, 12)
+
+    started = time.monotonic()
+    with pytest.raises(GitError) as err:
+        sync_mirror(str(repo), mirror, ref=None, depth=1, timeout=30, what="source 'demo'", lock_timeout=1)
+    assert time.monotonic() - started >= 1
+    message = str(err.value)
+    assert message.startswith(f"source 'demo': the git mirror {mirror} is in use by pid {holder.pid}")
+    assert f"on host {socket.gethostname()}" in message and "run holder-1 fetching source 'demo'" in message
+    assert "waited 1 s" in message and "Let that run finish (or stop it)" in message
+    assert (mirror / "shallow.lock").exists()
+
+    # A run with time to wait waits for the holder, then fetches.
+    results = []
+    waiter = threading.Thread(
+        target=lambda: results.append(
+            sync_mirror(str(repo), mirror, ref=None, depth=1, timeout=30, what="t", lock_timeout=30)
+        )
+    )
+    waiter.start()
+    waiter.join(1.0)
+    assert waiter.is_alive() and not results
+    holder.stdin.write("done\n")
+    holder.stdin.flush()
+    assert holder.wait(10) == 0
+    waiter.join(30)
+    assert [(r.commit, r.fetched, r.cleared_locks) for r in results] == [(head, True, ())]
+
+
+def test_concurrent_syncs_of_one_mirror_all_succeed(history_repo, tmp_path):
+    repo, commits = history_repo
+    mirror = tmp_path / "m.git"
+    refs = [None, "main", "v0", commits[1]] * 2
+    results: dict[int, object] = {}
+
+    def sync(i: int) -> None:
+        try:
+            results[i] = sync_mirror(str(repo), mirror, ref=refs[i], depth=1, timeout=30, what=f"run {i}")
+        except GitError as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=sync, args=(i,)) for i in range(len(refs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    expected = {None: commits[-1], "main": commits[-1], "v0": commits[0], commits[1]: commits[1]}
+    assert {i: getattr(r, "commit", r) for i, r in results.items()} == {
+        i: expected[ref] for i, ref in enumerate(refs)
+    }
+
+
+def test_snapshot_of_a_repository_with_names_that_are_not_utf8_stores_only_text(tmp_path):
+    repo = tmp_path / "latin1"
+    init_repo(repo)
+    for name, content in ((b"LICENSE.caf\xe9", MIT_TEXT), (b"caf\xe9.py", "x = 1\n")):
+        with open(os.fsencode(repo) + b"/" + name, "wb") as f:
+            f.write(content.encode())
+    commit_all(repo, "c")
+    snapshot, _ = snapshot_repo(
+        key="l", location=str(repo), ref=None, cache_dir=tmp_path / "cache", depth=1, timeout=30
+    )
+    assert snapshot.license == "MIT" and snapshot.license_files == ["LICENSE.caf\\xe9"]
+    assert snapshot.file_count == 2 and snapshot.files_by_language == {"other": 1, "python": 1}
+    json.dumps(snapshot.to_dict(), ensure_ascii=False).encode("utf-8")  # storable as UTF-8 text

@@ -220,3 +220,78 @@ def test_a_killed_run_resumes_its_batch_instead_of_paying_again(tmp_path, llm_re
         assert metadata["anthropic_triples"]["batches_created"] == "none"
         table = tables(tmp_path)["anthropic_triples"]
         assert table.height > 0 and set(table["status"]) == {"ok"}
+
+
+def test_a_run_killed_in_an_llm_step_never_blocks_the_next_on_the_same_instance(tmp_path, llm_repo):
+    """kill -9 while `anthropic_triples` holds the `anthropic` pool slot; `fastapply run` again, same home.
+
+    The dead run stays STARTED in the instance and keeps its pool slot (limit 1): before the fix the second
+    run's step waited for it forever. Now the second run marks it failed, frees the slot and finishes.
+    """
+    env = {**os.environ, "ANTHROPIC_API_KEY": "sk-ant-e2e", "DAGSTER_HOME": str(tmp_path / "home")}
+    command = [str(Path(sys.executable).with_name("fastapply")), "run", "-q"]
+    with StandIn(latency=0.3) as server:
+        path = settings(tmp_path, llm_repo, server, {"anthropic": "sync"}, edits_per_file=1)
+        command += ["--config", str(path)]
+        proc = subprocess.Popen(
+            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while len(server.calls("POST", "/v1/messages")) < 3:  # inside the step, holding the slot
+                assert proc.poll() is None and time.monotonic() < deadline, "ended before the LLM step"
+                time.sleep(0.05)
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+        server.latency = 0.0
+        second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        assert second.returncode == 0, second.stdout + second.stderr
+        assert "Marked run" in second.stdout and "the process running it is gone" in second.stdout
+        table = tables(tmp_path)["anthropic_triples"]
+        assert table.height == 2 * FILES  # every planned request has its row
+        assert set(table["status"]) == {"ok"}
+
+
+@pytest.mark.parametrize(
+    ("provider", "create_path"), [("anthropic", "/v1/messages/batches"), ("openai", "/v1/batches")]
+)
+def test_a_run_killed_during_the_batch_create_call_never_creates_a_second_batch(
+    tmp_path, llm_repo, provider, create_path
+):
+    """kill -9 after the provider created the batch but before its id reached the run; run again.
+
+    The id was never saved: before the fix the re-run created (and paid for) a second batch. Now the intent
+    saved before the call makes the re-run look for the batch on the provider and adopt it.
+    """
+    env = {
+        **os.environ,
+        "ANTHROPIC_API_KEY": "sk-ant-e2e",
+        "OPENAI_API_KEY": "sk-openai-e2e",
+        "DAGSTER_HOME": str(tmp_path / "home"),
+    }
+    with StandIn() as server:
+        server.hold_creates.set()
+        path = settings(tmp_path, llm_repo, server, {provider: "batch"}, edits_per_file=1)
+        command = [str(Path(sys.executable).with_name("fastapply")), "run", "-q", "--config", str(path)]
+        proc = subprocess.Popen(
+            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while not server.calls("POST", create_path):  # the provider has the batch; the run waits
+                assert proc.poll() is None and time.monotonic() < deadline, "ended before creating"
+                time.sleep(0.05)
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        server.hold_creates.clear()
+        (batch_id,) = server.batches
+
+        second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        assert second.returncode == 0, second.stdout + second.stderr
+        assert len(server.calls("POST", create_path)) == 1  # no second batch
+        assert list(server.batches) == [batch_id]
+        table = tables(tmp_path)[f"{provider}_triples"]
+        assert table.height == 2 * FILES and set(table["status"]) == {"ok"}  # every planned row

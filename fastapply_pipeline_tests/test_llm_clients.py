@@ -11,7 +11,13 @@ import pytest
 
 from fastapply_pipeline.config import parse_config
 from fastapply_pipeline.core.llm.cache import BatchStore, ResponseCache
-from fastapply_pipeline.core.llm.clients import LLMError, complete_all
+from fastapply_pipeline.core.llm.clients import (
+    LLMConfigurationError,
+    LLMError,
+    complete_all,
+    error_class,
+    reason_class,
+)
 from fastapply_pipeline.core.synth.llm import plan_jobs
 from fastapply_pipeline_tests.conftest import python_module, ts_module
 from fastapply_pipeline_tests.standin import StandIn
@@ -40,7 +46,9 @@ def provider_settings(server, **overrides):
 
 
 def setup(tmp_path, server, provider, *, api="sync", **overrides):
-    base_url = server.anthropic_url if provider == "anthropic" else server.openai_url
+    base_url = overrides.pop(
+        "base_url", server.anthropic_url if provider == "anthropic" else server.openai_url
+    )
     llm = {
         "mix": {provider: 1},
         provider: provider_settings(server, base_url=base_url, api=api, **overrides),
@@ -218,3 +226,62 @@ class StandInAddress:
     def __init__(self, url):
         self.anthropic_url = self.url = url
         self.openai_url = url + "/v1"
+
+
+@pytest.mark.parametrize("api", ["sync", "batch"])
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_wrong_base_url_fails_the_step_with_the_fix_and_poisons_no_cache(tmp_path, provider, api):
+    """Every request 404s at a wrong endpoint: that is a setting to fix, not an answer to remember."""
+    with StandIn() as server:
+        wrong = server.url + "/not-the-api"
+        llm, jobs = setup(tmp_path, server, provider, api=api, base_url=wrong)
+        with pytest.raises(LLMConfigurationError, match=r"http_404.*check base_url and model") as caught:
+            run(tmp_path, provider, llm, jobs)
+        assert wrong in str(caught.value)
+        assert not list((tmp_path / "responses").rglob("*.json"))  # nothing cached
+        assert not server.batches
+        # Fixed: every request is sent (none answered from a poisoned cache), and all are answered.
+        llm, jobs = setup(tmp_path, server, provider, api=api)
+        results, run_log = run(tmp_path, provider, llm, jobs)
+        assert run_log.sent == 24 and all(c.status == "completed" for c in results.values())
+
+
+def test_the_cache_key_holds_the_endpoint_model_prompt_and_parameters(tmp_path):
+    with StandIn() as first, StandIn() as second:
+        llm, jobs = setup(tmp_path, first, "openai")
+        run(tmp_path, "openai", llm, jobs)
+        _, again = run(tmp_path, "openai", llm, jobs)
+        assert again.sent == 0
+        keys = {j.request.key for j in jobs}
+        for change in ({"base_url": second.openai_url}, {"model": "gpt-other"}, {"max_tokens": 999}):
+            _, jobs2 = setup(tmp_path, first, "openai", **change)
+            assert not keys & {j.request.key for j in jobs2}, change  # another answer: another key
+
+
+@pytest.mark.parametrize(
+    ("reason", "expected"),
+    [
+        ("http_401:authentication_error", "configuration"),
+        ("http_403:permission_error", "configuration"),
+        ("http_404:not_found_error", "configuration"),
+        ("batch_http_404:model_not_found", "configuration"),
+        ("batch_errored:not_found_error", "configuration"),
+        # The provider's own trouble is transient for both providers, sync or batch.
+        ("batch_errored:api_error", "transient"),
+        ("batch_errored:overloaded_error", "transient"),
+        ("batch_errored:server_error", "transient"),  # an OpenAI batch line with no status
+        ("batch_http_500:server_error", "transient"),
+        ("http_529:overloaded_error", "transient"),
+        ("http_429:rate_limit_error", "transient"),
+        # A verdict on this request is final (cached).
+        ("batch_errored:invalid_request_error", "final"),
+        ("batch_errored:invalid_request", "final"),
+        ("http_400:invalid_request_error", "final"),
+        ("http_413:request_too_large", "final"),
+        ("batch_expired", "final"),
+    ],
+)
+def test_one_rule_classifies_every_error_answer(reason, expected):
+    assert reason_class(reason) == expected
+    status = int(reason.split("http_")[1][:3]) if "http_" in reason else None
+    assert error_class(status, reason.partition(":")[2]) == expected

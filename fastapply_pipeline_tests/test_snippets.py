@@ -1,5 +1,7 @@
 """code_snippets' core over a real git repository holding every kind of file it must keep or exclude."""
 
+import json
+import os
 from collections import Counter
 
 import pytest
@@ -12,7 +14,15 @@ from fastapply_pipeline.core.secrets import SecretScanner, loosen
 from fastapply_pipeline.core.snippets import build_snippets, check_snippets
 from fastapply_pipeline.core.tokens import get_token_counter
 
-from .conftest import EXPECTED_REASONS, FAKE_AWS, FAKE_PRIVATE_KEY
+from .conftest import (
+    EXPECTED_REASONS,
+    FAKE_AWS,
+    FAKE_PRIVATE_KEY,
+    commit_all,
+    init_repo,
+    python_module,
+    write_files,
+)
 
 KEEP_ALL = BucketSpec(uppers=(100, 400, None), samples=(None, None, None))
 
@@ -205,3 +215,33 @@ def test_scanning_candidate_lines_agrees_with_detect_secrets_on_whole_files(tmp_
         with transient_settings({"plugins_used": [{"name": n} for n in DEFAULT_SECRET_PLUGINS]}):
             expected = sorted({s.type for s in scan_file(str(whole))})
         assert scanner.secret_types(name, text) == expected, name
+
+
+def test_a_file_name_that_is_not_utf8_is_counted_and_the_rest_go_on(tmp_path):
+    # git stores names as bytes: a Latin-1 name committed from a bytes path cannot become a string column.
+    repo = tmp_path / "latin1-names"
+    init_repo(repo)
+    write_files(repo, {"ok.py": python_module("ok", 2)})
+    (repo / "x").mkdir()
+    with open(os.fsencode(repo / "x") + b"/caf\xe9.py", "wb") as f:
+        f.write(python_module("cafe", 2).encode())
+    commit = commit_all(repo, "latin-1 file name")
+    mirror = tmp_path / "m.git"
+    sync_mirror(str(repo), mirror, ref=None, depth=1, timeout=30, what="t")
+    result = build_snippets(
+        mirror,
+        commit,
+        repo="latin1",
+        rules=FileRules.build(["python"], 20_000),
+        counter=get_token_counter("cl100k_base"),
+        buckets=KEEP_ALL,
+        seed=1,
+        scanner=SecretScanner(DEFAULT_SECRET_PLUGINS),
+    )
+    assert result.table["path"].to_list() == ["ok.py"]
+    assert result.exclusions == Counter({"non_utf8_path": 1})
+    assert result.accounted()
+    # The report names the file readably, and it can be stored as UTF-8 (JSON, Dagster metadata).
+    assert result.examples() == {"non_utf8_path": ["x/caf\\xe9.py"]}
+    json.dumps(result.examples(), ensure_ascii=False).encode("utf-8")
+    result.table.write_parquet(tmp_path / "snippets.parquet")

@@ -34,6 +34,9 @@ HOSTILE_URLS = {
     "https://github.com": "no repository path",
     "https://github.com/": "no repository path",
     "https://user:ghp_secret@github.com/o/r.git": "embeds a password",
+    "https://ghp_secret@github.com/o/r.git": "embeds a password or token",
+    "https://user@github.com/o/r.git": "embeds a password or token",
+    "https://x-access-token:abc@github.com/o/r.git": "embeds a password or token",
     "not a url": "whitespace",
     "justaword": "not a URL git can clone",
     "https://github.com/o/r\n--upload-pack=x": "control characters",
@@ -52,6 +55,32 @@ def test_hostile_urls_are_rejected_with_a_reason(url, why):
     with pytest.raises(SourceLocationError) as err:
         validate_git_url(url)
     assert why in str(err.value)
+
+
+# A token in a URL's user part ends up in plain text wherever the URL goes (cloned_repo's output,
+# `sources list`, logs): refused like a password, and never echoed back in the error.
+URLS_WITH_CREDENTIALS = [
+    "https://ghp_s3cr3tT0k3n@github.com/o/r.git",
+    "https://x-access-token:ghp_s3cr3tT0k3n@github.com/o/r.git",
+    "https://ghp_s3cr3tT0k3n@github.com",  # also no repository path: the credential is still not shown
+    "http://ghp_s3cr3tT0k3n@example.com/o/r.git",  # also the wrong scheme
+    " https://ghp_s3cr3tT0k3n@github.com/o/r.git",  # also whitespace
+    "ssh://git:ghp_s3cr3tT0k3n@github.com/o/r.git",  # a password, even over ssh
+]
+
+
+@pytest.mark.parametrize("url", URLS_WITH_CREDENTIALS)
+def test_credentials_in_a_url_are_refused_without_echoing_them(url):
+    with pytest.raises(SourceLocationError) as err:
+        validate_git_url(url)
+    assert "s3cr3t" not in str(err.value)
+
+
+def test_a_url_user_part_is_refused_pointing_at_credential_helpers():
+    with pytest.raises(SourceLocationError) as err:
+        validate_git_url("https://ghp_s3cr3tT0k3n@github.com/o/r.git")
+    assert "credential.helper" in str(err.value)
+    assert "github.com" in str(err.value) and "s3cr3t" not in str(err.value)
 
 
 @pytest.mark.parametrize("path", ["-rf", "ext::sh", "fd::3", "a\x00b", ""])

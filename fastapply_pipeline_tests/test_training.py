@@ -1,6 +1,7 @@
 """Training: examples and loss masking, the unsloth path, the GPU job resource, lora_adapter through Pipes."""
 
 import json
+import re
 import sys
 import types
 
@@ -44,6 +45,31 @@ def test_the_loss_is_on_the_answer_only_and_the_text_is_prompt_plus_target(token
     assert example.labels[len(prompt) :] == example.input_ids[len(prompt) :]
     with pytest.raises(ValueError, match="exceeds max_seq_length 50; rebuild fastapply_dataset"):
         encode(tokenizer, ORIGINAL, SNIPPET, FINAL, 50)  # never truncated
+
+
+@pytest.mark.parametrize(
+    "token", ["<|im_end|>", "<|endoftext|>", "<|im_start|>", "<|fim_prefix|>", "<tool_call>"]
+)
+def test_code_spelling_a_control_token_never_becomes_one(tokenizer, token):
+    """`<|im_end|>` in code would be a real end of turn inside the supervised answer: refused, naming it."""
+    final = FINAL.replace("return", f"print({token!r})\n    return")
+    snippet = SNIPPET.replace("    return", f"    print({token!r})\n    return")
+    with pytest.raises(
+        ValueError, match=f"final_code contains .*{re.escape(repr(token))}.*rebuild fastapply_dataset"
+    ):
+        encode(tokenizer, ORIGINAL, SNIPPET, final, 4096)
+    with pytest.raises(ValueError, match=f"update_snippet contains .*{re.escape(repr(token))}"):
+        encode(tokenizer, ORIGINAL, snippet, FINAL, 4096)
+    with pytest.raises(ValueError, match="original_code contains"):
+        render_example(tokenizer, final, SNIPPET, FINAL)  # what counts example lengths, too
+    # The same code without the token is a normal example with one end of turn, at the end of the answer.
+    example = encode(tokenizer, ORIGINAL, snippet.replace(token, "done"), final.replace(token, "done"), 4096)
+    answer = [t for t, label in zip(example.input_ids, example.labels, strict=True) if label != IGNORE_INDEX]
+    eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert answer.count(eos) == 1 and answer[-2:] == [
+        eos,
+        *tokenizer("\n", add_special_tokens=False)["input_ids"],
+    ]
 
 
 def test_collator_pads_to_the_longest_and_counts_padding():

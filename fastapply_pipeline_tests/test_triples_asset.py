@@ -9,6 +9,7 @@ from fastapply_pipeline.core.apply import apply_snippet
 from fastapply_pipeline.core.parsing import parses
 from fastapply_pipeline.definitions import PER_REPO, build_defs
 from fastapply_pipeline.defs.partitions import SOURCE_REPO_PARTITIONS
+from fastapply_pipeline_tests.conftest import MIT_TEXT, commit_all, init_repo, python_module, write_files
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -79,3 +80,29 @@ def test_generators_are_chosen_in_the_settings(mixed_repo, make_config, instance
         "update_snippet",
         "final_code",
     ]
+
+
+def test_the_same_edit_from_two_generators_is_kept_once_and_counted(tmp_path, make_config, instance):
+    """A commit that adds one function equals the structural edit that removes it from the file: both
+    generators make the same triple. One copy is kept (the real commit's), the other counted."""
+    repo = tmp_path / "adds-one"
+    init_repo(repo)
+    before = python_module("calc", 3)
+    write_files(repo, {"LICENSE": MIT_TEXT, "calc.py": before})
+    commit_all(repo, "calc")
+    added = "\n\ndef calc_total(values: list[float]) -> float:\n    return sum(values)\n"
+    write_files(repo, {"calc.py": before + added})
+    commit_all(repo, "add calc_total")
+    path, config = make_config(
+        [{"path": str(repo), "name": "adds-one"}],
+        # Only add_feature, tried often enough to remove every unit of the file once, the new one too.
+        triples={"structural": {"attempts_per_file": 40, "edit_kinds": {"add_feature": 1}}},
+    )
+    meta, checks = run_all(path, instance, "adds-one")
+    assert checks == {"applier_roundtrip": True, "no_marker_in_final": True, "unique_triple_ids": True}
+    table = pl.read_parquet(config.artifacts_dir / "tables" / "edit_triples" / "adds-one.parquet")
+    assert table["triple_id"].is_unique().all()
+    commit_rows = table.filter(pl.col("final_code") == before + added, pl.col("original_code") == before)
+    assert commit_rows["generator"].to_list() == ["git_history"]  # the real commit's copy
+    assert meta["rejected"]["structural: duplicate_triple"] == 1
+    assert meta["rows"] == table.height

@@ -24,6 +24,37 @@ class ArtifactMissing(FileNotFoundError):
     """The folder was never published (materialize its asset first)."""
 
 
+OWNED_MARKER = ".fastapply-artifact"  # in every folder the pipeline replaces as a whole
+
+
+class ForeignFilesError(RuntimeError):
+    """A folder the pipeline would replace holds files it did not write."""
+
+
+def mark_owned(folder: Path) -> None:
+    """Mark a freshly written folder as the pipeline's: replacing it later deletes nothing of the user's."""
+    (Path(folder) / OWNED_MARKER).write_text(
+        "Written by fastapply-pipeline: this folder is replaced as a whole on each build.\n", encoding="utf-8"
+    )
+
+
+def check_replaceable(folder: Path, expected: set[str]) -> None:
+    """Refuse to replace `folder` unless the pipeline wrote it (its marker, or only the names it writes)."""
+    folder = Path(folder)
+    if not folder.exists() or (folder / OWNED_MARKER).exists():
+        return
+    if not folder.is_dir():
+        raise ForeignFilesError(f"{folder} is a file the pipeline did not write; move it elsewhere")
+    foreign = sorted(entry.name for entry in folder.iterdir() if entry.name not in expected)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise ForeignFilesError(
+            f"{folder} holds files the pipeline did not write ({shown}) and would be replaced by this build: "
+            "move them elsewhere, or set storage.artifacts_dir in fastapply.yaml to a folder of the "
+            "pipeline's own (e.g. .fastapply/artifacts)"
+        )
+
+
 @dataclass(frozen=True)
 class LocalStore:
     """The local folder is the store: publish and fetch only check that the folder is there."""
@@ -119,6 +150,8 @@ class S3Store:
                 shutil.rmtree(staging, ignore_errors=True)
                 continue
             staging.mkdir(parents=True, exist_ok=True)  # an empty version is still a folder
+            # No ownership check here: in prod `artifacts_dir` is the pipeline's staging copy of S3 (a stale
+            # copy of an older version is replaced whole), and it is never the project folder (config).
             if target.is_dir():
                 shutil.rmtree(target)
             elif target.exists():

@@ -10,6 +10,8 @@ when `allow_download` is set.
 from __future__ import annotations
 
 import importlib.util
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -60,6 +62,27 @@ def load_training_tokenizer(name: str = QWEN25_NAME, *, allow_download: bool = F
     return tokenizer
 
 
+def control_tokens(tokenizer) -> tuple[str, ...]:
+    """Every string the tokenizer turns into one control token wherever it appears in a text: its added
+    tokens, special or not (`<|im_end|>`, `<|endoftext|>`, `<|fim_prefix|>`, `<tool_call>`, ...), and its
+    special tokens. Code that spells one cannot be tokenized as the text it is inside a chat template."""
+    added = (token.content for token in tokenizer.added_tokens_decoder.values())
+    return tuple(sorted({*added, *tokenizer.all_special_tokens} - {""}))
+
+
+def control_token_in(text: str, tokens: Sequence[str]) -> str | None:
+    """The first control token (of `tokens`) that `text` spells, or None."""
+    if not tokens:
+        return None
+    found = _control_pattern(tuple(tokens)).search(text)
+    return found.group(0) if found else None
+
+
+@cache
+def _control_pattern(tokens: tuple[str, ...]) -> re.Pattern[str]:
+    return re.compile("|".join(re.escape(t) for t in sorted(tokens, key=len, reverse=True)))
+
+
 @dataclass(frozen=True)
 class RenderedExample:
     prompt: str  # the inference prompt, up to and including the assistant header
@@ -67,7 +90,22 @@ class RenderedExample:
 
 
 def render_example(tokenizer, original_code: str, update_snippet: str, final_code: str) -> RenderedExample:
-    """The training example exactly as the model sees it: the chat template over the ONE prompt."""
+    """The training example exactly as the model sees it: the chat template over the ONE prompt.
+
+    Code that spells a control token of the tokenizer is refused (ValueError): tokenized, it would become
+    that token, e.g. an end of turn inside the answer, instead of the text it is."""
+    tokens = control_tokens(tokenizer)
+    for column, code in (
+        ("original_code", original_code),
+        ("update_snippet", update_snippet),
+        ("final_code", final_code),
+    ):
+        token = control_token_in(code, tokens)
+        if token is not None:
+            raise ValueError(
+                f"{column} contains the tokenizer's control token {token!r}, which it would read as that "
+                "token instead of text; rebuild fastapply_dataset (it drops such rows as control_token)"
+            )
     prompt = tokenizer.apply_chat_template(
         inference_messages(original_code, update_snippet), tokenize=False, add_generation_prompt=True
     )

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from fastapply_pipeline.core.apply import apply_snippet
+from fastapply_pipeline.core.artifacts import check_replaceable, mark_owned
+from fastapply_pipeline.core.chat import control_token_in
 from fastapply_pipeline.core.markers import contains_marker, is_marker_line
 from fastapply_pipeline.core.parsing import parses
 from fastapply_pipeline.core.triples import TRIPLE_SCHEMA
@@ -47,7 +49,7 @@ REJECTED_SCHEMA = {
     },
     "edit_kind": pl.String,
     "snippet_style": pl.String,
-    "stage": pl.String,  # validate | dedup
+    "stage": pl.String,  # input (a partition not used) | validate | dedup
     "reason": pl.String,
     "detail": pl.String,  # e.g. the triple_id a duplicate duplicates
     "original_code": pl.String,
@@ -56,6 +58,7 @@ REJECTED_SCHEMA = {
 }
 VALIDATION_REASONS = (
     "llm_applier_disagrees",
+    "control_token",
     "no_change",
     "marker_in_final",
     "final_does_not_parse",
@@ -115,8 +118,13 @@ def validate(
     max_seq_length: int,
     llm_disagreement: str,
     example_lengths: Callable[[list[tuple[str, str, str]]], list[int]],
+    control_tokens: Sequence[str],
 ) -> Outcome:
-    """Apply the rules in order; a row's first failing rule is its reason."""
+    """Apply the rules in order; a row's first failing rule is its reason.
+
+    `control_tokens`: the strings the training tokenizer reads as control tokens (core.chat.control_tokens).
+    A row whose code spells one is dropped (`control_token`): in a training example it would become that
+    token, e.g. an end of turn inside the answer."""
     outcome = Outcome(kept=table.head(0))
     survivors = []
     for row in table.sort("triple_id").iter_rows(named=True):
@@ -129,6 +137,22 @@ def validate(
             else:
                 outcome.reject(row, "validate", "llm_applier_disagrees", row["flag"])
                 continue
+        spelled = next(
+            (
+                (column, token)
+                for column, text in (
+                    ("original_code", original),
+                    ("update_snippet", snippet),
+                    ("final_code", final),
+                )
+                if (token := control_token_in(text, control_tokens)) is not None
+            ),
+            None,
+        )
+        if spelled is not None:
+            column, token = spelled
+            outcome.reject(row, "validate", "control_token", f"{token!r} in {column}")
+            continue
         if final == original:
             reason = "no_change"
         elif contains_marker(final):
@@ -354,7 +378,8 @@ def dataset_card(
         "Training data for **fast apply** code-merge models: each row is an `original_code`, a lazy "
         "`update_snippet` (unchanged code elided with the language's `... existing code ...` comment) and "
         "the merged `final_code`, made from permissively licensed repositories by "
-        "fastapply-pipeline. Every row passed these checks: the final differs from "
+        "fastapply-pipeline. Every row passed these checks: no text spells a control token of the training "
+        "tokenizer (such as `<|im_end|>`), the final differs from "
         "the original, parses wherever the original parsed, holds no elision marker, contains every "
         "snippet line in order, is not a whole-file rewrite, and the whole training example fits "
         f"{settings.get('max_seq_length')} tokens of the training tokenizer. Exact and near duplicates "
@@ -443,14 +468,16 @@ def write_dataset(folder, splits: dict[str, pl.DataFrame], card: str):
     """The DatasetDict under `folder/hf` (save_to_disk), one parquet per split under `folder/data`, and
     the card as `folder/README.md`; written beside and swapped in, so a reader never sees half of it."""
     import shutil
+    import uuid
     from pathlib import Path
 
     from datasets import Dataset, DatasetDict, disable_progress_bars
 
     disable_progress_bars()  # progress bars of save_to_disk would fill the run's log
     folder = Path(folder)
-    staging = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(staging, ignore_errors=True)
+    check_replaceable(folder, {"hf", "data", "README.md"})
+    unique = uuid.uuid4().hex[:8]  # never a name the user may have: only what this call creates is removed
+    staging = folder.with_name(f".{folder.name}.{unique}.tmp")
     (staging / "data").mkdir(parents=True)
     dataset = DatasetDict(
         {name: Dataset.from_polars(frame.select(DATASET_COLUMNS)) for name, frame in splits.items()}
@@ -459,8 +486,8 @@ def write_dataset(folder, splits: dict[str, pl.DataFrame], card: str):
     for name, frame in splits.items():
         frame.select(DATASET_COLUMNS).write_parquet(staging / "data" / f"{name}.parquet")
     (staging / "README.md").write_text(card, encoding="utf-8")
-    old = folder.with_name(folder.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
+    mark_owned(staging)
+    old = folder.with_name(f".{folder.name}.{unique}.old")
     if folder.exists():
         folder.rename(old)
     staging.rename(folder)

@@ -288,10 +288,18 @@ def load_rows(path: str, split: str = "test") -> list[dict]:
                 raise ValueError(f"{path} has no {split!r} split (it has {', '.join(data)}); pass --split")
             data = data[split]
         rows = data.to_list()
-    elif source.suffix == ".parquet":
-        rows = pl.read_parquet(source).to_dicts()
-    elif source.suffix in (".jsonl", ".ndjson"):
-        rows = pl.read_ndjson(source).to_dicts()
+    elif source.suffix in (".parquet", ".jsonl", ".ndjson"):
+        read = pl.read_parquet if source.suffix == ".parquet" else pl.read_ndjson
+        try:
+            rows = read(source).to_dicts()
+        except FileNotFoundError:
+            raise ValueError(f"{path}: no such file") from None
+        except (pl.exceptions.PolarsError, OSError) as err:  # torn, empty or not that format
+            kind = "parquet" if source.suffix == ".parquet" else "JSON lines"
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ValueError(
+                f"{path} is not a readable {kind} file ({first}); rebuild or replace it"
+            ) from None
     else:
         raise ValueError(f"{path}: expected a dataset folder, a .parquet file or a .jsonl file")
     if not rows:

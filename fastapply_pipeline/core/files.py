@@ -20,6 +20,7 @@ from fastapply_pipeline.core.git import TreeEntry
 class Exclusion(StrEnum):
     """Why a tracked file did not become a snippet. Every excluded file gets exactly one."""
 
+    NON_UTF8_PATH = "non_utf8_path"  # a file name git holds as bytes that are not UTF-8
     SUBMODULE = "submodule"
     SYMLINK_OUTSIDE_REPO = "symlink_outside_repo"
     SYMLINK = "symlink"  # points inside the repo: its target is read on its own
@@ -136,6 +137,20 @@ def language_of(path: str) -> str | None:
     return EXTENSION_LANGUAGES.get(posixpath.splitext(path)[1].lower())
 
 
+def is_utf8_path(path: str) -> bool:
+    """Whether a path read from git (undecodable bytes kept as surrogates) is valid UTF-8 text."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def printable_path(path: str) -> str:
+    """A path safe to store and show: bytes that are not UTF-8 written as escapes (`caf\\xe9.py`)."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def _symlink_escapes(link_path: str, target: bytes) -> bool:
     try:
         target_str = target.decode("utf-8")
@@ -155,6 +170,8 @@ def classify_entry(
     `symlink_target` is the blob of a symlink entry (its target path), needed to tell escaping links apart.
     """
     path = entry.path
+    if not is_utf8_path(path):  # a row's path must be text; checked first so no later step sees it
+        return Exclusion.NON_UTF8_PATH
     if entry.is_submodule:
         return Exclusion.SUBMODULE
     if entry.is_symlink:

@@ -6,12 +6,18 @@ something that can lead outside the repository, and hooks never have a working t
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import subprocess
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from fastapply_pipeline.core.locking import LockBusy, exclusive_lock
+
+log = logging.getLogger(__name__)
 
 _SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 
@@ -90,35 +96,112 @@ def run_git(
 class SyncResult:
     commit: str
     fetched: bool  # False when the pinned commit was already in the mirror (no network, no work)
+    # git lock files a killed git left in the mirror, removed before this fetch (paths inside the mirror)
+    cleared_locks: tuple[str, ...] = ()
+
+
+def mirror_lock_path(mirror: Path) -> Path:
+    """The pipeline's own lock of a mirror: beside it, so it is never taken for one of git's."""
+    return mirror.with_name(mirror.name + ".lock")
+
+
+@contextmanager
+def mirror_lock(mirror: Path, *, timeout: float, what: str) -> Iterator[None]:
+    """Hold the pipeline's lock of `mirror` (every run, thread and process waits for it).
+
+    Raises GitError naming the run that holds it when it stays held for `timeout` seconds.
+    """
+    try:
+        with exclusive_lock(mirror_lock_path(mirror), timeout=timeout, what=what or str(mirror)):
+            yield
+    except LockBusy as busy:
+        label = f"{what}: " if what else ""
+        who = busy.holder.describe() if busy.holder else "another run (not yet named)"
+        raise GitError(
+            f"{label}the git mirror {mirror} is in use by {who}; waited {busy.waited:g} s. "
+            "Let that run finish (or stop it) and run again."
+        ) from None
+
+
+def clear_stale_git_locks(mirror: Path) -> list[str]:
+    """Remove the git lock files (shallow.lock, index.lock, refs/.../x.lock, ...) inside `mirror`.
+
+    Call it only while holding `mirror_lock`: every git that writes to a mirror runs under that lock, so
+    a lock file found then was left by a git process that was killed, and git would refuse to work
+    until it is gone. Returns the removed paths, relative to the mirror.
+    """
+    removed = []
+    for root, dirs, files in os.walk(mirror):
+        if Path(root) == mirror / "objects":
+            dirs[:] = [d for d in dirs if d in ("info", "pack")]  # skip the loose-object folders
+        for name in files:
+            if name.endswith(".lock"):
+                path = Path(root, name)
+                path.unlink(missing_ok=True)
+                removed.append(path.relative_to(mirror).as_posix())
+    return sorted(removed)
 
 
 def sync_mirror(
-    location: str, mirror: Path, *, ref: str | None, depth: int | None, timeout: float, what: str
+    location: str,
+    mirror: Path,
+    *,
+    ref: str | None,
+    depth: int | None,
+    timeout: float,
+    what: str,
+    lock_timeout: float | None = None,
 ) -> SyncResult:
     """Make `mirror` a bare repository holding `ref` of `location`; return the resolved commit.
 
-    A ref that is already a full commit SHA present in the mirror costs nothing. Otherwise only the
-    requested ref is fetched (with `depth` commits of history).
+    A ref that is already a full commit SHA present in the mirror costs nothing (and takes no lock).
+    Otherwise only the requested ref is fetched (with `depth` commits of history), under the mirror's
+    lock: a run that finds it held waits up to `lock_timeout` seconds (default: twice `timeout`, time
+    for the holder's own fetch to end), then fails naming the holder. Lock files that a killed git left
+    in the mirror are removed first and reported in `cleared_locks`.
     """
     mirror.parent.mkdir(parents=True, exist_ok=True)
-    if not (mirror / "HEAD").exists():
-        run_git(["init", "--bare", "--quiet", str(mirror)], timeout=timeout, what=what)
-    if ref and _SHA_RE.match(ref) and _has_commit(mirror, ref):
-        return SyncResult(commit=ref, fetched=False)
+    if ref and _SHA_RE.match(ref) and (mirror / "HEAD").exists() and _has_commit(mirror, ref):
+        return SyncResult(commit=ref, fetched=False)  # reading needs no lock: git readers never collide
+    wait = 2 * timeout if lock_timeout is None else lock_timeout
+    with mirror_lock(mirror, timeout=wait, what=what):
+        cleared = tuple(clear_stale_git_locks(mirror)) if mirror.exists() else ()
+        if cleared:
+            log.warning("%s: removed git lock files left in %s by a killed git: %s", what, mirror, cleared)
+        if not (mirror / "HEAD").exists():
+            run_git(["init", "--bare", "--quiet", str(mirror)], timeout=timeout, what=what)
+        if ref and _SHA_RE.match(ref) and _has_commit(mirror, ref):  # fetched by the run we waited for
+            return SyncResult(commit=ref, fetched=False, cleared_locks=cleared)
 
-    remote = location
-    if depth is not None and "://" not in location and Path(location).exists():
-        remote = Path(location).resolve().as_uri()  # --depth is ignored for plain local paths
-    fetch = ["fetch", "--quiet", "--no-tags", "--no-recurse-submodules"]
-    if depth is not None:
-        fetch.append(f"--depth={depth}")
-    target = ref or "HEAD"
-    run_git([*fetch, "--", remote, f"{target}"], git_dir=mirror, timeout=timeout, what=what)
-    commit = run_git(["rev-parse", "--verify", "FETCH_HEAD^{commit}"], git_dir=mirror, timeout=60, what=what)
-    commit_sha = commit.decode().strip()
-    # Keep the fetched commit reachable so `git gc` never prunes it.
-    run_git(["update-ref", "refs/fastapply/pinned", commit_sha], git_dir=mirror, timeout=60, what=what)
-    return SyncResult(commit=commit_sha, fetched=True)
+        remote = location
+        if depth is not None and "://" not in location and Path(location).exists():
+            remote = Path(location).resolve().as_uri()  # --depth is ignored for plain local paths
+        # No automatic gc: a detached `git gc --auto` would still hold lock files after our lock is
+        # released, and the next holder would take them for stale ones.
+        fetch = ["fetch", "--quiet", "--no-tags", "--no-recurse-submodules", "--no-auto-gc"]
+        if depth is not None:
+            fetch.append(f"--depth={depth}")
+        target = ref or "HEAD"
+        try:
+            run_git([*fetch, "--", remote, f"{target}"], git_dir=mirror, timeout=timeout, what=what)
+        except GitError as err:
+            if (
+                target == "HEAD"
+                and "couldn't find remote ref HEAD" in str(err)
+                and _is_empty(location, timeout)
+            ):
+                raise GitError(
+                    f"{what or location}: the repository has no commits yet; commit something (or give a "
+                    "`ref:` that exists), or remove the source"
+                ) from None
+            raise
+        commit = run_git(
+            ["rev-parse", "--verify", "FETCH_HEAD^{commit}"], git_dir=mirror, timeout=60, what=what
+        )
+        commit_sha = commit.decode().strip()
+        # Keep the fetched commit reachable so `git gc` never prunes it.
+        run_git(["update-ref", "refs/fastapply/pinned", commit_sha], git_dir=mirror, timeout=60, what=what)
+    return SyncResult(commit=commit_sha, fetched=True, cleared_locks=cleared)
 
 
 def remote_commit(location: str, ref: str | None, *, timeout: float, what: str) -> str:
@@ -145,6 +228,14 @@ def remote_commit(location: str, ref: str | None, *, timeout: float, what: str) 
         if name and name in found:
             return found[name]
     raise GitError(f"`git ls-remote`{f' for {what}' if what else ''}: {location} has no ref {target!r}")
+
+
+def _is_empty(location: str, timeout: float) -> bool:
+    """Whether a repository has no refs at all (`git ls-remote` lists nothing)."""
+    try:
+        return not run_git(["ls-remote", "--", location], timeout=timeout).strip()
+    except GitError:
+        return False
 
 
 def _has_commit(mirror: Path, sha: str) -> bool:

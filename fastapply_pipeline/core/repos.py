@@ -6,8 +6,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from fastapply_pipeline.core.files import language_of
-from fastapply_pipeline.core.git import commit_info, list_tree, read_blobs, sync_mirror
+from fastapply_pipeline.core.files import language_of, printable_path
+from fastapply_pipeline.core.git import SyncResult, commit_info, list_tree, read_blobs, sync_mirror
 from fastapply_pipeline.core.licenses import detect_license, license_files
 
 
@@ -51,15 +51,19 @@ def snapshot_repo(
     depth: int | None,
     timeout: float,
     license_override: str | None = None,
-) -> tuple[RepoSnapshot, bool]:
-    """Fetch `ref` of `location` into the cache and describe it. Returns (snapshot, fetched)."""
+) -> tuple[RepoSnapshot, SyncResult]:
+    """Fetch `ref` of `location` into the cache and describe it.
+
+    Returns the snapshot and how the mirror was synced (fetched or not, stale git locks cleared).
+    """
     mirror = mirror_path(cache_dir, key)
     synced = sync_mirror(location, mirror, ref=ref, depth=depth, timeout=timeout, what=f"source {key!r}")
     entries = list_tree(mirror, synced.commit, timeout=timeout)
     names = license_files(e.path for e in entries if not e.is_symlink and not e.is_submodule)
     by_path = {e.path: e.sha for e in entries}
     blobs = read_blobs(mirror, (by_path[n] for n in names))
-    texts = {n: blobs[by_path[n]].decode("utf-8", "replace") for n in names}
+    # Keyed by a printable name: the snapshot is stored as text, and a name need not be UTF-8.
+    texts = {printable_path(n): blobs[by_path[n]].decode("utf-8", "replace") for n in names}
     info = detect_license(texts, override=license_override)
     languages = Counter(language_of(e.path) or "other" for e in entries)
     snapshot = RepoSnapshot(
@@ -77,7 +81,7 @@ def snapshot_repo(
         depth=depth,
         **commit_info(mirror, synced.commit),
     )
-    return snapshot, synced.fetched
+    return snapshot, synced
 
 
 def ensure_mirror(snapshot: RepoSnapshot, *, timeout: float) -> Path:

@@ -10,7 +10,14 @@ from pathlib import Path
 import polars as pl
 
 from fastapply_pipeline.core.buckets import BucketSpec, seeded_sample
-from fastapply_pipeline.core.files import Exclusion, FileRules, classify_content, classify_entry, language_of
+from fastapply_pipeline.core.files import (
+    Exclusion,
+    FileRules,
+    classify_content,
+    classify_entry,
+    language_of,
+    printable_path,
+)
 from fastapply_pipeline.core.git import list_tree, read_blobs
 from fastapply_pipeline.core.secrets import SecretScanner
 from fastapply_pipeline.core.tokens import TokenCounter
@@ -36,7 +43,7 @@ class SnippetBuild:
     table: pl.DataFrame
     files_total: int
     exclusions: Counter[str] = field(default_factory=Counter)
-    excluded_paths: dict[str, str] = field(default_factory=dict)  # path -> reason
+    excluded_paths: dict[str, str] = field(default_factory=dict)  # printable path -> reason
     secret_types: Counter[str] = field(default_factory=Counter)
     candidates_per_bucket: dict[str, int] = field(default_factory=dict)
 
@@ -47,7 +54,7 @@ class SnippetBuild:
 
     def exclude(self, path: str, reason: Exclusion) -> None:
         self.exclusions[reason] += 1
-        self.excluded_paths[path] = reason.value
+        self.excluded_paths[printable_path(path)] = reason.value
 
     def examples(self, per_reason: int = 3) -> dict[str, list[str]]:
         """A few excluded paths for each reason, to answer "why is my file missing?"."""

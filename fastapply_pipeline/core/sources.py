@@ -27,56 +27,73 @@ def validate_git_url(url: str) -> str:
 
     Rejected before git runs: options disguised as URLs (a leading '-'), remote-helper transports
     (`ext::`, `fd::`, ...), control characters and whitespace, plain http/git:// (unauthenticated),
-    and URLs without a host or repository path.
+    URLs without a host or repository path, and credentials in the URL: any user part of an https URL
+    (`https://<token>@host/...`) and any password. The URL is stored and shown wherever the source goes,
+    so a credential in it would be too. An ssh user (`git@host:o/r`, `ssh://git@host/o/r`) is no secret and
+    stays allowed. Error messages never repeat a URL's user part.
     """
     if not isinstance(url, str) or not url.strip():
         raise SourceLocationError("the git URL is empty; give an https://, ssh:// or git@host:path URL")
+    shown = _without_userinfo(url)
     if url.startswith("-"):
         raise SourceLocationError(
-            f"git URL {url!r} starts with '-', which git would read as an option; give a real URL"
+            f"git URL {shown!r} starts with '-', which git would read as an option; give a real URL"
         )
     if _TRANSPORT_RE.match(url):
         transport = url.split("::", 1)[0]
         raise SourceLocationError(
-            f"git URL {url!r} uses the '{transport}::' remote-helper transport, which can run commands; "
+            f"git URL {shown!r} uses the '{transport}::' remote-helper transport, which can run commands; "
             "use an https:// or ssh:// URL"
         )
     if url != url.strip() or any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
-        raise SourceLocationError(f"git URL {url!r} contains whitespace or control characters; remove them")
+        raise SourceLocationError(f"git URL {shown!r} contains whitespace or control characters; remove them")
     if "://" in url:
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
         if scheme not in _ALLOWED_SCHEMES:
             raise SourceLocationError(
-                f"git URL {url!r} uses the '{scheme}' scheme; use https:// or ssh:// "
+                f"git URL {shown!r} uses the '{scheme}' scheme; use https:// or ssh:// "
                 "(plain http:// and git:// are unauthenticated)"
             )
         if scheme == "file":
             if not parts.path or parts.path == "/":
-                raise SourceLocationError(f"file URL {url!r} has no path; give file:///abs/path/to/repo")
+                raise SourceLocationError(f"file URL {shown!r} has no path; give file:///abs/path/to/repo")
             return url
         host = parts.hostname or ""
+        if parts.password is not None or (scheme == "https" and parts.username is not None):
+            raise SourceLocationError(
+                f"git URL for host {host or '?'!r} embeds a password or token in its user part (before '@'); "
+                "remove it from the URL (it would be stored and shown in plain text with the source) and let "
+                "git get it from a credential helper: `git config --global credential.helper store` with the "
+                "token in ~/.git-credentials, or `gh auth setup-git` for GitHub"
+            )
         if not host or host.startswith("-") or not re.fullmatch(r"[A-Za-z0-9.\-\[\]:]+", host):
             raise SourceLocationError(
-                f"git URL {url!r} has no valid host; expected e.g. https://github.com/o/r"
-            )
-        if parts.password is not None:
-            raise SourceLocationError(
-                f"git URL for host {host!r} embeds a password or token; remove it from the URL and let git "
-                "get it from a credential helper or the environment (it would end up in logs and metadata)"
+                f"git URL {shown!r} has no valid host; expected e.g. https://github.com/o/r"
             )
         if parts.path.strip("/") == "":
-            raise SourceLocationError(f"git URL {url!r} names no repository path; expected host/owner/repo")
+            raise SourceLocationError(f"git URL {shown!r} names no repository path; expected host/owner/repo")
         return url
     match = _SCP_LIKE_RE.match(url)
     if match and "/" not in url.split(":", 1)[0]:
         if match.group("path").startswith("-"):
-            raise SourceLocationError(f"git URL {url!r} has a path starting with '-'; give a real repository")
+            raise SourceLocationError(
+                f"git URL {shown!r} has a path starting with '-'; give a real repository"
+            )
         return url
     raise SourceLocationError(
-        f"git URL {url!r} is not a URL git can clone safely; use https://host/owner/repo(.git), "
+        f"git URL {shown!r} is not a URL git can clone safely; use https://host/owner/repo(.git), "
         "ssh://git@host/owner/repo.git, git@host:owner/repo.git, or `path:` for a local repository"
     )
+
+
+# "<scheme>://<user info>@": everything up to the last '@' before the path.
+_USERINFO_RE = re.compile(r"^(\s*[A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@")
+
+
+def _without_userinfo(url: str) -> str:
+    """`url` for an error message: a user part (perhaps a token) replaced by '***'. Never raises."""
+    return _USERINFO_RE.sub(r"\1***@", url)
 
 
 def validate_local_path(path: str) -> str:

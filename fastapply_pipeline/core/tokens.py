@@ -44,7 +44,8 @@ class TokenCounter(Protocol):
     name: str
 
     def count_batch(self, texts: Sequence[str]) -> list[int]:
-        """Token counts of many texts (no special tokens), in order."""
+        """Token counts of many texts, in order: as plain text (no special tokens added, and none read
+        out of the text)."""
         ...
 
 
@@ -103,14 +104,21 @@ def qwen25_tokenizer_json() -> str:
 
 
 class QwenCounter:
+    """Counts code as text: a file that spells `<|im_end|>` or `<|fim_prefix|>` is counted as those
+    characters, never as the control token (what `tokenizer` alone would do: it matches every added
+    token, special or not, inside any text)."""
+
     def __init__(self) -> None:
         from tokenizers import Tokenizer
 
         self.name = QWEN25_NAME
-        self.tokenizer = Tokenizer.from_str(qwen25_tokenizer_json())
+        spec = json.loads(qwen25_tokenizer_json())
+        self.tokenizer = Tokenizer.from_str(json.dumps(spec))  # the whole vocabulary, control tokens too
+        # The same BPE without the added tokens: they lie outside its vocabulary, so text stays text.
+        self._text_tokenizer = Tokenizer.from_str(json.dumps(spec | {"added_tokens": []}))
 
     def count_batch(self, texts: Sequence[str]) -> list[int]:
-        encodings = self.tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        encodings = self._text_tokenizer.encode_batch(list(texts), add_special_tokens=False)
         return [len(e.ids) for e in encodings]
 
 

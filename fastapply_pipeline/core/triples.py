@@ -69,8 +69,16 @@ class Triple:
         return triple_id(self.provenance.repo, self.provenance.path, self.original_code, self.final_code)
 
 
+# When generators make the same edit of the same file (a commit that adds one function is also the
+# structural edit that removes it; a reverted and re-applied commit; an LLM goal leading to an edit
+# already made), one copy is kept: the first in this order. A real commit over a synthetic edit, exact
+# offline labels over LLM-written ones.
+GENERATOR_PRECEDENCE = ("git_history", "structural", "anthropic", "openai")
+
+
 def triple_id(repo: str, path: str, original: str, final: str) -> str:
-    """Content-addressed: the same edit of the same file gets the same id, whichever generator made it."""
+    """Content-addressed: the same edit of the same file gets the same id, whichever generator made it
+    (and `drop_repeated_triples` keeps one copy of it)."""
     digest = hashlib.sha256()
     for part in (repo, path, original, final):
         digest.update(part.encode())
@@ -171,6 +179,24 @@ def triples_frame(triples: list[Triple]) -> pl.DataFrame:
         for t in triples
     ]
     return pl.DataFrame(rows, schema=TRIPLE_SCHEMA)
+
+
+def drop_repeated_triples(table: pl.DataFrame) -> tuple[pl.DataFrame, Counter[str]]:
+    """Every triple_id once: the copy of the generator first in GENERATOR_PRECEDENCE (then the first in
+    the table) is kept; the others are counted by "<generator>: duplicate_triple". Same rows, same order
+    otherwise."""
+    rank = {name: i for i, name in enumerate(GENERATOR_PRECEDENCE)}
+    ordered = (
+        table.with_row_index("_row")
+        .with_columns(
+            pl.col("generator").replace_strict(rank, default=len(rank), return_dtype=pl.Int64).alias("_rank")
+        )
+        .sort("_rank", "_row")
+    )
+    first = ordered["triple_id"].is_first_distinct()
+    dropped = Counter(f"{g}: duplicate_triple" for g in ordered.filter(~first)["generator"])
+    kept = ordered.filter(first).sort("_row").drop("_row", "_rank")
+    return kept, dropped
 
 
 def with_token_counts(table: pl.DataFrame, count_batch: Callable[[list[str]], list[int]]) -> pl.DataFrame:

@@ -1,19 +1,43 @@
 """Resources shared by every stage: the settings file and where artifacts are stored."""
 
 import os
+import pickle
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
 from dagster_polars import PolarsParquetIOManager
+from upath import UPath
 
 from fastapply_pipeline.config import ConfigError, FastApplyConfig, config_path, deployment, load_config
 from fastapply_pipeline.core.artifacts import LocalStore, S3Store
 from fastapply_pipeline.defs.training.resources import GPUJobResource
 
 
+def _is_local(path) -> bool:
+    return getattr(path, "protocol", "") in ("", "file", "local")
+
+
+def write_atomically(path, write) -> None:
+    """write(temporary path) then rename over `path`: a kill or a full disk leaves the last good file.
+
+    Local files only: an S3 object appears whole or not at all anyway.
+    """
+    if not _is_local(path):
+        write(path)
+        return
+    target = Path(str(path))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        write(temporary)
+        os.replace(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
 class ParquetIOManager(PolarsParquetIOManager):
-    """Polars DataFrames as parquet (locally or on S3 through universal-pathlib).
+    """Polars DataFrames as parquet (locally or on S3 through universal-pathlib), written atomically.
 
     dagster-polars also stores a preview of the first rows and `describe()` statistics as metadata;
     for tables of whole source files those are full file contents (min/max of a text column), which
@@ -23,6 +47,35 @@ class ParquetIOManager(PolarsParquetIOManager):
     def get_metadata(self, context: dg.OutputContext, obj: pl.DataFrame | pl.LazyFrame | None):
         metadata = super().get_metadata(context, obj)
         return {k: v for k, v in metadata.items() if k not in {"table", "stats"}}
+
+    def write_df_to_path(self, context: dg.OutputContext, df: pl.DataFrame, path) -> None:
+        write_atomically(
+            path, lambda target: super(ParquetIOManager, self).write_df_to_path(context, df, target)
+        )
+
+
+class _AtomicPickleIOManager(dg.UPathIOManager):
+    extension = ""  # the paths of Dagster's FilesystemIOManager, so values it wrote stay readable
+
+    def dump_to_path(self, context: dg.OutputContext, obj, path) -> None:
+        def dump(target: Path) -> None:
+            with target.open("wb") as handle:
+                pickle.dump(obj, handle, pickle.HIGHEST_PROTOCOL)
+
+        write_atomically(path, dump)
+
+    def load_from_path(self, context: dg.InputContext, path):
+        with path.open("rb") as handle:
+            return pickle.load(handle)
+
+
+class PickleIOManager(dg.ConfigurableIOManagerFactory):
+    """Small Python values pickled under `base_dir` (like Dagster's FilesystemIOManager), written atomically."""
+
+    base_dir: str
+
+    def create_io_manager(self, context) -> dg.UPathIOManager:
+        return _AtomicPickleIOManager(base_path=UPath(self.base_dir))
 
 
 class FastApplyResource(dg.ConfigurableResource):
@@ -79,7 +132,7 @@ def build_resources(config: FastApplyConfig, path: str, env: str | None = None) 
             **common,
             "artifacts": ArtifactsResource(root=str(artifacts)),
             # Small Python values (e.g. a repo snapshot) are pickled; tables are parquet written by polars.
-            "io_manager": dg.FilesystemIOManager(base_dir=str(artifacts / "objects")),
+            "io_manager": PickleIOManager(base_dir=str(artifacts / "objects")),
             "parquet_io_manager": ParquetIOManager(base_dir=str(artifacts / "tables")),
         }
     s3 = config.storage.s3

@@ -23,6 +23,7 @@ import importlib
 import io
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -33,6 +34,10 @@ from fastapply_pipeline.core.llm.ratelimit import RateLimiter
 
 API_KEY_ENV = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
 OPENAI_BATCH_ENDPOINT = "/v1/chat/completions"
+REQUEST_SET_METADATA = (
+    "fastapply_request_set"  # an OpenAI batch's metadata key: the content id of its requests
+)
+MAX_LISTED_BATCHES = 500  # how far back a re-run looks for a batch that a killed run created
 
 
 class LLMError(RuntimeError):
@@ -77,8 +82,69 @@ def _failure(api: str, error: str, *, final: bool) -> Completion:
     return Completion(status="failed", api=api, error=error, final=final)
 
 
+# One rule for every answer that is an error, sync or batch, Anthropic or OpenAI:
+# - configuration: the key, the endpoint or the model is wrong, so every request will fail alike. The
+#   step fails with the fix; nothing is cached (after the fix, everything is sent again).
+# - transient: the provider could not answer now (rate limits, overload, its own errors, timeouts).
+#   Not cached: the next run sends the request again.
+# - final: the provider's verdict on this request (a 400 for this prompt, an expired batch entry).
+#   Cached, so reruns are free and reproducible (`retry_failed: true` sends them again).
+CONFIG_STATUSES = {401, 403, 404}
+CONFIG_KINDS = {
+    "authentication_error",
+    "permission_error",
+    "not_found_error",
+    "model_not_found",
+    "invalid_api_key",
+}
+TRANSIENT_STATUSES = {408, 409, 429}
+TRANSIENT_KINDS = {
+    "api_error",
+    "overloaded_error",
+    "rate_limit_error",
+    "rate_limit_exceeded",
+    "server_error",
+    "timeout",
+}
+
+
+def error_class(status: int | None, kind: str) -> str:
+    """ "configuration", "transient" or "final" for an error answer (HTTP status, the error's type/code)."""
+    if status in CONFIG_STATUSES or kind in CONFIG_KINDS:
+        return "configuration"
+    if status in TRANSIENT_STATUSES or (status or 0) >= 500 or kind in TRANSIENT_KINDS:
+        return "transient"
+    return "final"
+
+
+def reason_class(reason: str) -> str:
+    """error_class of a failure's reason string (`http_404:not_found_error`, `batch_errored:api_error`, ...)."""
+    status = re.search(r"http_(\d+)", reason)
+    kind = reason.partition(":")[2]
+    return error_class(int(status.group(1)) if status else None, kind)
+
+
+class LLMConfigurationError(LLMError):
+    """The key, the endpoint or the model is wrong: no request can succeed until the settings change."""
+
+
+def configuration_error(provider: str, settings, reason: str, detail: str = "") -> LLMConfigurationError:
+    env = API_KEY_ENV[provider]
+    where = settings.base_url or f"the {provider} API"
+    status = reason.split(":")[0]
+    hint = {
+        "http_401": f"the key in {env} was refused: check it (it is read only from the environment)",
+        "http_403": f"the key in {env} has no access to model {settings.model!r}",
+        "http_404": f"{where} has no such endpoint or model: check base_url and model in fastapply.yaml",
+    }.get(status, f"check {env}, base_url and model in fastapply.yaml")
+    return LLMConfigurationError(
+        f"{provider} answered {reason} at {where} (model {settings.model!r}): {hint}. "
+        f"{detail}Nothing was cached for these requests: run again after the fix.".rstrip()
+    )
+
+
 def _sdk_failure(err: Exception, api: str) -> Completion:
-    """Classify an SDK exception: the provider's verdict on this request (final) or a passing condition."""
+    """Classify an SDK exception (after the SDK's own retries) by the one rule above."""
     status = getattr(err, "status_code", None)
     body = getattr(err, "body", None)
     kind = ""
@@ -91,9 +157,7 @@ def _sdk_failure(err: Exception, api: str) -> Completion:
         reason = "timeout" if "Timeout" in name else "connection_error" if "Connection" in name else name
         return _failure(api, reason, final=False)
     reason = f"http_{status}" + (f":{kind}" if kind else "")
-    # 400/404/413/422: this request is wrong for this model, and will stay so. 401/403 (keys), 408/409/
-    # 429/5xx (retried by the SDK until max_retries) may pass.
-    return _failure(api, reason, final=status in {400, 404, 413, 422})
+    return _failure(api, reason, final=error_class(status, kind) == "final")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -150,11 +214,32 @@ class Anthropic:
     async def complete(self, client, body: dict) -> Completion:
         return self._completion(await client.messages.create(**body), "sync")
 
-    def submit(self, client, requests: list[LLMRequest], description: str) -> str:
+    def submit(self, client, requests: list[LLMRequest], description: str, content_id: str, save) -> str:
         batch = client.messages.batches.create(
             requests=[{"custom_id": r.key, "params": r.body} for r in requests]
         )
         return batch.id
+
+    def find(self, client, requests: list[LLMRequest], content_id: str, state: dict, known: set[str]):
+        """A batch of these requests that a killed run created (Message Batches carry no metadata).
+
+        The provider lists batches newest first; one of ours has the same number of requests and, once
+        ended, exactly our custom_ids. An in-progress candidate cannot show its custom_ids yet: it is
+        adopted, and checked when its results come (a stranger's batch is then dropped, not trusted).
+        """
+        wanted = {r.key for r in requests}
+        for index, batch in enumerate(client.messages.batches.list(limit=100)):
+            if index >= MAX_LISTED_BATCHES:
+                break
+            counts = batch.request_counts
+            total = counts.processing + counts.succeeded + counts.errored + counts.canceled + counts.expired
+            if batch.id in known or total != len(wanted):
+                continue
+            if batch.processing_status != "ended":
+                return batch.id
+            if {entry.custom_id for entry in client.messages.batches.results(batch.id)} == wanted:
+                return batch.id
+        return None
 
     def status(self, client, batch_id: str) -> BatchStatus:
         batch = client.messages.batches.retrieve(batch_id)
@@ -174,7 +259,7 @@ class Anthropic:
             elif result.type == "errored":
                 error = getattr(result.error, "error", None)
                 kind = getattr(error, "type", "") or "error"
-                final = kind not in {"api_error", "overloaded_error", "rate_limit_error"}
+                final = error_class(None, kind) == "final"
                 found[entry.custom_id] = _failure("batch", f"batch_errored:{kind}", final=final)
             else:  # canceled, expired
                 found[entry.custom_id] = _failure("batch", f"batch_{result.type}", final=True)
@@ -227,7 +312,7 @@ class OpenAI:
         response = await client.chat.completions.create(**body)
         return self._completion(response.model_dump(), "sync")
 
-    def submit(self, client, requests: list[LLMRequest], description: str) -> str:
+    def submit(self, client, requests: list[LLMRequest], description: str, content_id: str, save) -> str:
         lines = [
             json.dumps({"custom_id": r.key, "method": "POST", "url": OPENAI_BATCH_ENDPOINT, "body": r.body})
             for r in requests
@@ -236,13 +321,29 @@ class OpenAI:
             file=("requests.jsonl", io.BytesIO(("\n".join(lines) + "\n").encode()), "application/jsonl"),
             purpose="batch",
         )
+        save({"input_file_id": upload.id})  # a killed run's batch is then found by its input file too
         batch = client.batches.create(
             input_file_id=upload.id,
             endpoint=OPENAI_BATCH_ENDPOINT,
             completion_window="24h",
-            metadata={"description": description[:512]},
+            metadata={"description": description[:512], REQUEST_SET_METADATA: content_id},
         )
         return batch.id
+
+    def find(self, client, requests: list[LLMRequest], content_id: str, state: dict, known: set[str]):
+        """A batch of these requests that a killed run created: by our metadata, or by its input file."""
+        input_file = state.get("input_file_id")
+        for index, batch in enumerate(client.batches.list(limit=100)):
+            if index >= MAX_LISTED_BATCHES:
+                break
+            if batch.id in known:
+                continue
+            metadata = batch.metadata or {}
+            if metadata.get(REQUEST_SET_METADATA) == content_id or (
+                input_file and batch.input_file_id == input_file
+            ):
+                return batch.id
+        return None
 
     def status(self, client, batch_id: str) -> BatchStatus:
         batch = client.batches.retrieve(batch_id)
@@ -279,8 +380,8 @@ class OpenAI:
                         reason = (
                             f"batch_http_{status}" if status else "batch_errored"
                         ) + f":{code or 'error'}"
-                    transient = status in {408, 409, 429} or (status or 0) >= 500
-                    found[custom_id] = _failure("batch", reason, final=not transient)
+                    final = error_class(status, code or "") == "final"
+                    found[custom_id] = _failure("batch", reason, final=final)
         # Requests missing from both files: the batch's own fate says why.
         default = {"completed": "batch_missing_result"}.get(batch.status, f"batch_{batch.status}")
         return found, default
@@ -343,7 +444,18 @@ def complete_all(
     if settings.api == "sync":
         fresh = asyncio.run(_run_sync(adapter, settings, todo, api_key, cache, run, log))
     else:
-        fresh = _run_batches(adapter, settings, todo, api_key, cache, batches, run, log, description)
+        try:
+            fresh = _run_batches(adapter, settings, todo, api_key, cache, batches, run, log, description)
+        except Exception as err:
+            if not _is_sdk_error(err):
+                raise
+            failure = _sdk_failure(err, "batch")
+            if reason_class(failure.error) == "configuration":
+                raise configuration_error(provider, settings, failure.error) from None
+            raise LLMError(
+                f"{provider} Batch API call failed ({failure.error}); the batches created so far are saved: "
+                "materialize again to resume them (nothing is created twice)."
+            ) from err
     failed = [c for c in fresh.values() if c.status == "failed" and not c.final]
     if failed and len(failed) == len(todo):
         raise LLMError(
@@ -371,6 +483,9 @@ async def _run_sync(adapter, settings, todo, api_key, cache, run, log) -> dict[s
                 if not _is_sdk_error(err):
                     raise
                 completion = _sdk_failure(err, "sync")
+                status = getattr(err, "status_code", None)
+                if error_class(status, completion.error.partition(":")[2]) == "configuration":
+                    raise configuration_error(adapter.name, settings, completion.error) from None
         if completion.final:
             cache.put(adapter.name, request.key, completion.record())
         done += 1
@@ -399,20 +514,11 @@ def _run_batches(adapter, settings, todo, api_key, cache, store, run, log, descr
     for chunk in chunks:
         content_id = batch_id_for(r.key for r in chunk)
         state = store.get(adapter.name, content_id)
-        if state is not None:
+        if state is not None and state.get("batch_id"):
             run.batches_resumed.append(state["batch_id"])
             log(f"{adapter.name}: resuming batch {state['batch_id']} ({len(chunk)} requests)")
         else:
-            batch_id = adapter.submit(client, chunk, description)
-            state = {
-                "batch_id": batch_id,
-                "requests": len(chunk),
-                "model": chunk[0].body.get("model"),
-                "created_at": datetime.now(UTC).isoformat(),
-            }
-            store.put(adapter.name, content_id, state)  # before anything else can fail
-            run.batches_created.append(batch_id)
-            log(f"{adapter.name}: created batch {batch_id} ({len(chunk)} requests)")
+            state = _create_once(adapter, client, chunk, content_id, state, store, run, log, description)
         pending.append((content_id, state["batch_id"], chunk))
 
     results: dict[str, Completion] = {}
@@ -425,15 +531,34 @@ def _run_batches(adapter, settings, todo, api_key, cache, store, run, log, descr
                 continue
             found, missing_reason = adapter.results(client, batch_id)
             wanted = {r.key for r in chunk}
+            if found and not set(found) & wanted:
+                # An adopted batch (see _create_once) that was someone else's: trust none of it.
+                log(
+                    f"{adapter.name}: batch {batch_id} holds none of these requests; the next run creates one"
+                )
+                store.forget(adapter.name, content_id)
+                pending.remove(item)
+                results.update({r.key: _failure("batch", "batch_not_ours", final=False) for r in chunk})
+                continue
             run.unexpected_results += len(set(found) - wanted)
+            misconfigured = []
             for request in chunk:
                 completion = found.get(request.key) or _failure("batch", missing_reason, final=True)
                 if completion.final:
                     cache.put(adapter.name, request.key, completion.record())
+                elif completion.status == "failed" and reason_class(completion.error) == "configuration":
+                    misconfigured.append(completion.error)
                 results[request.key] = completion
             store.done(adapter.name, content_id)
             pending.remove(item)
             log(f"{adapter.name}: batch {batch_id} {status.state} ({status.counts})")
+            if misconfigured:
+                raise configuration_error(
+                    adapter.name,
+                    settings,
+                    misconfigured[0],
+                    f"{len(misconfigured)} of the {len(chunk)} requests of batch {batch_id} were refused so. ",
+                )
         if pending:
             if time.monotonic() > deadline:
                 ids = ", ".join(batch_id for _, batch_id, _ in pending)
@@ -443,6 +568,39 @@ def _run_batches(adapter, settings, todo, api_key, cache, store, run, log, descr
                 )
             time.sleep(settings.poll_interval_seconds)
     return results
+
+
+def _create_once(adapter, client, chunk, content_id, state, store, run, log, description) -> dict:
+    """Create the batch of `chunk`, or adopt the one a killed run created: never pay for it twice.
+
+    The intent is saved before the create call. Finding an intent without a batch id means a run died
+    during (or right before) that call: the provider may hold the batch, so look for it first.
+    """
+    if state is not None:  # an intent, no id
+        found = adapter.find(client, chunk, content_id, state, store.known_batch_ids(adapter.name))
+        if found is not None:
+            state = {**state, "batch_id": found}
+            store.put(adapter.name, content_id, state)
+            run.batches_resumed.append(found)
+            log(f"{adapter.name}: found batch {found}, created by an interrupted run ({len(chunk)} requests)")
+            return state
+    state = {
+        **(state or {}),
+        "requests": len(chunk),
+        "model": chunk[0].body.get("model"),
+        "intent_at": datetime.now(UTC).isoformat(),
+    }
+    store.put(adapter.name, content_id, state)  # the intent, before the call that spends
+
+    def save(extra: dict) -> None:
+        state.update(extra)
+        store.put(adapter.name, content_id, state)
+
+    batch_id = adapter.submit(client, chunk, description, content_id, save)
+    save({"batch_id": batch_id, "created_at": datetime.now(UTC).isoformat()})  # before anything can fail
+    run.batches_created.append(batch_id)
+    log(f"{adapter.name}: created batch {batch_id} ({len(chunk)} requests)")
+    return state
 
 
 def estimate_cost(

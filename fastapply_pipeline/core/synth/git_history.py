@@ -3,7 +3,8 @@
 For each non-merge commit in the fetched history whose parent was fetched too, every modified source
 file that passes the same filters as code_snippets (language, vendored, generated, minified, size,
 secrets) becomes a candidate (original = parent version, final = child version). Renames, added and
-deleted files, whole rewrites and commits that touch too many files are skipped and counted.
+deleted files, whole rewrites, commits that touch too many files, submodules and symlinks (told by their
+tree mode: never read as content) and names that are not UTF-8 are skipped and counted.
 """
 
 from __future__ import annotations
@@ -12,7 +13,13 @@ import difflib
 from dataclasses import dataclass
 from pathlib import Path
 
-from fastapply_pipeline.core.files import FileRules, classify_content, classify_entry, language_of
+from fastapply_pipeline.core.files import (
+    Exclusion,
+    FileRules,
+    classify_content,
+    classify_entry,
+    language_of,
+)
 from fastapply_pipeline.core.git import GitError, TreeEntry, read_blobs, run_git
 from fastapply_pipeline.core.secrets import SecretScanner
 from fastapply_pipeline.core.triples import GeneratorReport, Provenance, Triple, make_triple
@@ -41,8 +48,33 @@ def _commits(mirror: Path, head: str, limit: int) -> list[tuple[str, list[str]]]
     return [(parts[0], parts[1:]) for parts in (line.split() for line in out.splitlines()) if parts]
 
 
-def _changes(mirror: Path, parent: str, commit: str) -> list[tuple[str, str, str, str]]:
-    """(status, old sha, new sha, path) of each file the commit changed, renames detected."""
+# Tree entry modes that are not file content: a submodule's entry is a commit of another repository,
+# a symlink's blob is its target path.
+_GITLINK_MODE = "160000"
+_SYMLINK_MODE = "120000"
+
+
+@dataclass(frozen=True)
+class _DiffEntry:
+    status: str
+    old_mode: str
+    new_mode: str
+    old_sha: str
+    new_sha: str
+    path: str
+
+    def not_a_file(self) -> str | None:
+        """The reason when either side is a submodule or a symlink (never read as content), else None."""
+        modes = (self.old_mode, self.new_mode)
+        if _GITLINK_MODE in modes:
+            return str(Exclusion.SUBMODULE)
+        if _SYMLINK_MODE in modes:
+            return str(Exclusion.SYMLINK)
+        return None
+
+
+def _changes(mirror: Path, parent: str, commit: str) -> list[_DiffEntry]:
+    """Each entry the commit changed (status, modes, shas, path), renames detected."""
     out = run_git(["diff-tree", "-r", "-z", "-M", "--no-commit-id", parent, commit], git_dir=mirror)
     fields = out.split(b"\0")
     changes, i = [], 0
@@ -51,14 +83,14 @@ def _changes(mirror: Path, parent: str, commit: str) -> list[tuple[str, str, str
         if not meta.startswith(":"):
             i += 1
             continue
-        _, _, old_sha, new_sha, status = meta[1:].split(" ")
+        old_mode, new_mode, old_sha, new_sha, status = meta[1:].split(" ")
         if status[0] in "RC":
             path = fields[i + 2].decode("utf-8", "surrogateescape")
             i += 3
         else:
             path = fields[i + 1].decode("utf-8", "surrogateescape")
             i += 2
-        changes.append((status[0], old_sha, new_sha, path))
+        changes.append(_DiffEntry(status[0], old_mode, new_mode, old_sha, new_sha, path))
     return changes
 
 
@@ -83,22 +115,30 @@ def git_history_triples(
         except GitError:
             report.failures["parent_not_fetched"] += 1
             continue
-        source_changes = [c for c in changes if language_of(c[3]) is not None]
+        source_changes = [c for c in changes if language_of(c.path) is not None]
         if len(source_changes) > settings.max_files_per_commit:
             report.failures["too_many_files_in_commit"] += len(source_changes)
             continue
-        for status, old_sha, new_sha, path in source_changes:
-            if status != "M":
+        for change in source_changes:
+            not_a_file = change.not_a_file()
+            if not_a_file is not None:
+                report.failures[not_a_file] += 1
+                continue
+            if change.status != "M":
                 report.failures[
-                    {"A": "file_added", "D": "file_deleted", "R": "file_renamed"}.get(status, "other_change")
+                    {"A": "file_added", "D": "file_deleted", "R": "file_renamed"}.get(
+                        change.status, "other_change"
+                    )
                 ] += 1
                 continue
-            entry = TreeEntry(mode="100644", kind="blob", sha=new_sha, size=None, path=path)
+            entry = TreeEntry(
+                mode=change.new_mode, kind="blob", sha=change.new_sha, size=None, path=change.path
+            )
             reason = classify_entry(entry, rules)
             if reason is not None:
                 report.failures[str(reason)] += 1
                 continue
-            candidates.append(_Change(commit, path, old_sha, new_sha))
+            candidates.append(_Change(commit, change.path, change.old_sha, change.new_sha))
 
     blobs = read_blobs(mirror, [s for c in candidates for s in (c.old_sha, c.new_sha)])
     for change in candidates:

@@ -126,9 +126,8 @@ def plan_jobs(
                 max_tokens=settings.max_tokens,
                 max_tokens_param=settings.max_tokens_param,
             )
-            request = LLMRequest(
-                request_key(provider, body), body, count_tokens(SYSTEM_PROMPT + user) + settings.max_tokens
-            )
+            key = request_key(provider, body, settings.base_url)
+            request = LLMRequest(key, body, count_tokens(SYSTEM_PROMPT + user) + settings.max_tokens)
             provenance = Provenance(repo, commit, path, language, provider, kind)
             jobs.append(LLMJob(provenance, content, request))
     return jobs, +skipped

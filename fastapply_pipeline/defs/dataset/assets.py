@@ -2,13 +2,19 @@
 
 import os
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Collection, Iterable, Iterator
 
 import dagster as dg
 import polars as pl
 
+# Not exported at the top level in Dagster 1.13: reading a partition's latest check evaluation needs them.
+from dagster._core.event_api import PartitionKeyFilter
+from dagster._core.storage.asset_check_execution_record import (
+    COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES,
+)
+
 from fastapply_pipeline.core.buckets import BucketSpec
-from fastapply_pipeline.core.chat import example_lengths, load_training_tokenizer
+from fastapply_pipeline.core.chat import control_tokens, example_lengths, load_training_tokenizer
 from fastapply_pipeline.core.dataset import (
     dataset_card,
     dedup,
@@ -23,6 +29,7 @@ from fastapply_pipeline.core.parsing import parses
 from fastapply_pipeline.core.sources import redact_url
 from fastapply_pipeline.defs.reporting import count_table, markdown_table
 from fastapply_pipeline.defs.resources import ArtifactsResource, FastApplyResource
+from fastapply_pipeline.defs.triples.assets import TRIPLE_CHECKS
 
 DATASET_CHECKS = {
     "no_repo_in_two_splits": "No repository (or, with one repository, no file) appears in two splits.",
@@ -39,7 +46,8 @@ HF_TOKEN_ENV = "HF_TOKEN"
             group_name="dataset",
             kinds={"huggingface", "parquet"},
             description=(
-                "The training dataset: every repository's edit_triples validated (no-op, marker leak, "
+                "The training dataset: every repository's edit_triples validated (code spelling a control "
+                "token of the training tokenizer such as `<|im_end|>`, no-op, marker leak, "
                 "unparseable final, snippet not a subsequence of the final, whole-file rewrite, too long "
                 "for max_seq_length with the training tokenizer's chat template, LLM rows the applier "
                 "disagrees with), deduplicated (exact and MinHash near-duplicates), split by repository, "
@@ -51,7 +59,10 @@ HF_TOKEN_ENV = "HF_TOKEN"
             group_name="dataset",
             kinds={"polars", "parquet"},
             io_manager_key="parquet_io_manager",
-            description="Every row fastapply_dataset dropped, with its stage, reason and detail.",
+            description=(
+                "Every row fastapply_dataset dropped, with its stage, reason and detail; stage `input`: "
+                "the rows of an edit_triples partition whose blocking checks last failed (not used)."
+            ),
         ),
     },
     ins={
@@ -75,12 +86,27 @@ def fastapply_dataset(
     cloned_repo = _by_partition(context, "cloned_repo", cloned_repo)
     settings = config.dataset
     registered = sorted(set(edit_triples) | set(cloned_repo))
+    # A failed blocking check fails its run, but the table it checked stays stored: never build on it.
+    failing = _partitions_failing_blocking_checks(context, "edit_triples", TRIPLE_CHECKS, edit_triples)
+    skipped = {key: edit_triples.pop(key) for key in failing}
+    skipped_rows = sum(frame.height for frame in skipped.values())
+    if failing:
+        context.log.warning(
+            "edit_triples partitions not used, their blocking checks last failed (rematerialize them): "
+            + "; ".join(f"{key} ({', '.join(checks)})" for key, checks in failing.items())
+        )
     # diagonal: a partition written by an older code version may lack newer columns (they become null)
     table = pl.concat(list(edit_triples.values()), how="diagonal_relaxed") if edit_triples else pl.DataFrame()
     if table.height == 0:
         raise dg.Failure(
             "no edit triples to build a dataset from: materialize edit_triples for at least one source "
-            f"(registered partitions with triples: {sorted(edit_triples) or 'none'})"
+            f"(registered partitions with triples: {sorted(edit_triples) or 'none'}"
+            + (
+                f"; not used because their blocking checks last failed: {', '.join(sorted(failing))}"
+                if failing
+                else ""
+            )
+            + ")"
         )
     buckets = BucketSpec(
         uppers=tuple(b.upper for b in config.snippets.buckets),
@@ -101,6 +127,7 @@ def fastapply_dataset(
         max_seq_length=settings.max_seq_length,
         llm_disagreement=settings.llm_disagreement,
         example_lengths=lambda rows: example_lengths(tokenizer, rows),
+        control_tokens=control_tokens(tokenizer),
     )
     outcome = dedup(
         outcome,
@@ -109,6 +136,10 @@ def fastapply_dataset(
         num_perm=settings.dedup.num_perm,
         seed=config.seed,
     )
+    for key, frame in skipped.items():
+        detail = f"edit_triples partition {key}: {', '.join(failing[key])} failed"
+        for row in frame.iter_rows(named=True):
+            outcome.reject(row, "input", "failed_check", detail)
     rejected = outcome.rejected_frame()
     reasons = Counter(
         f"{stage}: {reason}" for stage, reason in rejected.select("stage", "reason").iter_rows()
@@ -121,11 +152,12 @@ def fastapply_dataset(
         )
     except ValueError as err:
         raise dg.Failure(
-            f"{outcome.kept.height} of {table.height} rows survived validation and dedup: {err} "
+            f"{outcome.kept.height} of {table.height + skipped_rows} rows survived validation and dedup: {err} "
             f"(rejected_triples holds the others; by reason: {dict(reasons)})"
         ) from None
     kept_rows = sum(frame.height for frame in parts.splits.values())
-    assert kept_rows + rejected.height == table.height, "every row is kept or rejected"
+    rows_in = table.height + skipped_rows
+    assert kept_rows + rejected.height == rows_in, "every row is kept or rejected"
 
     sources = []
     for key in sorted(cloned_repo):
@@ -182,7 +214,7 @@ def fastapply_dataset(
         metadata={
             "stored_at": dg.MetadataValue.path(stored_at),  # "path" is the IO manager's (the pickled value)
             "rows": kept_rows,
-            "rows_in": table.height,
+            "rows_in": rows_in,
             "rejected": rejected.height,
             "splits": markdown_table(["split", "rows", "repositories"], split_rows),
             "split_by": "repository" if parts.by == "repo" else "file (only one repository has rows)",
@@ -203,7 +235,16 @@ def fastapply_dataset(
                 ["repository", "commit", "license"],
                 [(s["repo"], s["commit"][:12], s["license"]) for s in sources],
             ),
-            "partitions_without_triples": ", ".join(sorted(set(registered) - set(edit_triples))) or "none",
+            "partitions_without_triples": ", ".join(
+                sorted(set(registered) - set(edit_triples) - set(skipped))
+            )
+            or "none",
+            "partitions_skipped": markdown_table(
+                ["partition", "failed blocking checks", "rows not used"],
+                [(key, ", ".join(failing[key]), skipped[key].height) for key in sorted(skipped)],
+            )
+            if skipped
+            else "none",
             "pushed_to": pushed,
             "card": dg.MetadataValue.md(card.split("---\n", 2)[-1]),
         },
@@ -232,6 +273,63 @@ def fastapply_dataset(
             passed=not bad,
             metadata={"violations": len(bad), "examples": ", ".join(bad[:10]) or "-"},
         )
+
+
+def _partitions_failing_blocking_checks(
+    context: dg.AssetExecutionContext, asset: str, checks: Collection[str], partitions: Iterable[str]
+) -> dict[str, list[str]]:
+    """{partition: [check names]}: the partitions of `asset` whose stored table's latest evaluation of one
+    of its blocking `checks` failed (ERROR severity: the ones that stop a run). A run that fails such a
+    check still leaves the table it checked in storage.
+
+    An evaluation counts when the run that wrote the latest materialization made it for that
+    materialization, or when it was recorded for the partition later (e.g. reported from outside a run).
+    Dagster 1.13 records the checks a partitioned asset's step evaluates without the partition, so the
+    run is what ties them to it."""
+    instance = context.instance
+    asset_key = dg.AssetKey(asset)
+    check_keys = [dg.AssetCheckKey(asset_key, name) for name in sorted(checks)]
+    failing: dict[str, list[str]] = {}
+    for partition in sorted(partitions):
+        materializations = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=[partition]), limit=1
+        ).records
+        if not materializations:
+            continue
+        stored = materializations[0]
+        evaluations = []  # (when, evaluation)
+        for record in instance.get_records_for_run(
+            stored.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
+        ).records:
+            evaluation = record.event_log_entry.dagster_event.asset_check_evaluation_data
+            target = evaluation.target_materialization_data
+            if target is None or target.storage_id == stored.storage_id:
+                evaluations.append((record.timestamp, evaluation))
+        later = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+            check_keys, partition_filter=PartitionKeyFilter(key=partition)
+        )
+        evaluations += [
+            (record.event.timestamp, record.evaluation)
+            for record in later.values()
+            if record.status in COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES
+            and record.event is not None
+            and record.event.timestamp >= stored.timestamp
+        ]
+        latest = {
+            evaluation.check_name: evaluation
+            for _, evaluation in sorted(evaluations, key=lambda pair: pair[0])
+            if evaluation.asset_key == asset_key and evaluation.check_name in checks
+        }
+        failed = [
+            name
+            for name, evaluation in sorted(latest.items())
+            if not evaluation.passed
+            and evaluation.blocking is not False
+            and evaluation.severity == dg.AssetCheckSeverity.ERROR
+        ]
+        if failed:
+            failing[partition] = failed
+    return failing
 
 
 def _by_partition(context: dg.AssetExecutionContext, name: str, value) -> dict:

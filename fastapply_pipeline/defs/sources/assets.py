@@ -34,7 +34,7 @@ def cloned_repo(context: dg.AssetExecutionContext, fastapply: FastApplyResource)
         raise FileNotFoundError(
             f"source {source.key!r}: {location} is not a git repository; fix its `path:` in fastapply.yaml"
         )
-    snapshot, fetched = snapshot_repo(
+    snapshot, synced = snapshot_repo(
         key=source.key,
         location=location,
         ref=source.ref,
@@ -49,7 +49,14 @@ def cloned_repo(context: dg.AssetExecutionContext, fastapply: FastApplyResource)
             f"{source.key}: license {snapshot.license} is not in files.allowed_licenses; code_snippets will "
             "skip this repository (set `license:` on the source if the detection is wrong)"
         )
-    context.log.info(f"{source.key}: {snapshot.commit[:12]} ({'fetched' if fetched else 'already cached'})")
+    if synced.cleared_locks:
+        context.log.warning(
+            f"{source.key}: removed git lock files that a killed git left in the mirror: "
+            f"{', '.join(synced.cleared_locks)}"
+        )
+    context.log.info(
+        f"{source.key}: {snapshot.commit[:12]} ({'fetched' if synced.fetched else 'already cached'})"
+    )
     return dg.Output(
         snapshot.to_dict(),
         data_version=dg.DataVersion(snapshot.commit),
@@ -67,6 +74,7 @@ def cloned_repo(context: dg.AssetExecutionContext, fastapply: FastApplyResource)
             "committed_at": snapshot.committed_at,
             "commit_subject": snapshot.subject,
             "history_depth": snapshot.depth or "full",
-            "fetched": fetched,
+            "fetched": synced.fetched,
+            "stale_git_locks_cleared": len(synced.cleared_locks),
         },
     )

@@ -14,6 +14,7 @@ from fastapply_pipeline.core.triples import (
     TRIPLE_SCHEMA,
     GeneratorReport,
     check_triples,
+    drop_repeated_triples,
     triples_frame,
     with_token_counts,
 )
@@ -33,7 +34,7 @@ TRIPLE_CHECKS = {
     group_name="triples",
     kinds={"polars", "parquet", "tree-sitter"},
     io_manager_key="parquet_io_manager",
-    code_version="3",
+    code_version="4",
     check_specs=check_specs("edit_triples", TRIPLE_CHECKS),
     description=(
         "The repository's edit triples from every enabled generator. Offline, with exact labels: "
@@ -41,8 +42,9 @@ TRIPLE_CHECKS = {
         "`git_history` takes real commits' parent/child file versions; their snippets are rendered with "
         "just enough context and the deterministic applier turns (original, snippet) into exactly the "
         "final, which parses wherever the original did. LLM-written (`anthropic`, `openai`, from their "
-        "assets): the ok rows, and the flagged ones with the applier's disagreement in `flag`. Rejected "
-        "candidates are counted by reason."
+        "assets): the ok rows, and the flagged ones with the applier's disagreement in `flag`. The same "
+        "edit from two generators is kept once (a real commit's copy first, then structural, then LLM) "
+        "and the others counted as duplicate_triple. Rejected candidates are counted by reason."
     ),
 )
 def edit_triples(
@@ -101,19 +103,15 @@ def edit_triples(
             failures[f"{generator}: {reason}"] = n
         kept = llm_table.filter(pl.col("status") != "rejected").rename({"reason": "flag"})
         llm_tables.append(kept.select([name for name in TRIPLE_SCHEMA if name in kept.columns]))
-    # Two edit goals can lead an LLM to the same final: an LLM row repeating a triple already made
-    # (offline, or by an earlier request) is counted and dropped. Offline rows are left to the
-    # unique_triple_ids check.
-    llm_rows = pl.concat(llm_tables, how="diagonal_relaxed")
-    ids = llm_rows["triple_id"]
-    repeated = ids.is_in(offline["triple_id"].implode()) | ~ids.is_first_distinct()
-    for generator, n in Counter(llm_rows.filter(repeated)["generator"]).items():
-        failures[f"{generator}: duplicate_triple"] = n
-    table = (
-        pl.concat([offline, llm_rows.filter(~repeated)], how="diagonal_relaxed")
+    # The same edit of the same file from two generators (or twice from one) is one triple: one copy
+    # is kept (core.triples.GENERATOR_PRECEDENCE), the others are counted as duplicate_triple.
+    table, repeated = drop_repeated_triples(
+        pl.concat([offline, *llm_tables], how="diagonal_relaxed")
         .with_columns(pl.col("snippet_style").fill_null("llm"))
         .select(list(TRIPLE_SCHEMA))
     )
+    for key, n in repeated.items():
+        failures[key] = failures.get(key, 0) + n
     style_fallbacks = Counter()
     for report in reports.values():
         style_fallbacks.update(report.style_fallbacks)
