@@ -77,6 +77,7 @@ class StandIn:
     hold_batches: threading.Event = field(default_factory=threading.Event)  # set: batches never end
     # set: a batch create is carried out, then its answer is held back (a client killed during the call)
     hold_creates: threading.Event = field(default_factory=threading.Event)
+    lists_batches: bool = True  # False: GET of the batch lists is a 404 (a server without that endpoint)
 
     def __post_init__(self):
         unknown = set(self.faults) - set(TRANSIENT + CONTENT + BATCH_ONLY)
@@ -370,6 +371,10 @@ class _Handler(BaseHTTPRequestHandler):
         return [b for b in reversed(self.standin.batches.values()) if b.provider == provider]
 
     def _anthropic_batch_list(self) -> None:
+        if not self.standin.lists_batches:
+            return self._send(
+                404, {"type": "error", "error": {"type": "not_found_error", "message": "no list"}}
+            )
         data = [self._anthropic_batch_json(b) for b in self._newest_first("anthropic")]
         first, last = (data[0]["id"], data[-1]["id"]) if data else (None, None)
         self._send(200, {"data": data, "has_more": False, "first_id": first, "last_id": last})
@@ -505,6 +510,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, self._openai_batch_json(batch))
 
     def _openai_batch_list(self) -> None:
+        if not self.standin.lists_batches:
+            return self._send(404, {"error": {"message": "no list", "type": "invalid_request_error"}})
         data = [self._openai_batch_json(b) for b in self._newest_first("openai")]
         first, last = (data[0]["id"], data[-1]["id"]) if data else (None, None)
         self._send(

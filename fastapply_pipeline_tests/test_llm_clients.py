@@ -285,3 +285,34 @@ def test_one_rule_classifies_every_error_answer(reason, expected):
     assert reason_class(reason) == expected
     status = int(reason.split("http_")[1][:3]) if "http_" in reason else None
     assert error_class(status, reason.partition(":")[2]) == expected
+
+
+@pytest.mark.parametrize("lists", [True, False])
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_an_intent_without_a_batch_adopts_the_providers_batch_or_creates_one(tmp_path, provider, lists):
+    """A run died during the create call. With a batch list, the re-run adopts the batch the provider made
+    (no second create); a server without the list endpoint still gets its requests answered (one create)."""
+    from fastapply_pipeline.core.llm.cache import batch_id_for
+
+    with StandIn(lists_batches=lists) as server:
+        llm, jobs = setup(tmp_path, server, provider, api="batch")
+        create = "/v1/messages/batches" if provider == "anthropic" else "/v1/batches"
+        store = BatchStore(tmp_path / "batches")
+        content_id = batch_id_for(j.request.key for j in jobs)
+        if lists:  # the killed run's batch exists on the provider; only its intent was saved here
+            results, _ = run(tmp_path / "killed", provider, llm, jobs)
+            (path,) = (tmp_path / "killed" / "batches" / provider / "collected").glob("*.json")
+            state = json.loads(path.read_text())
+            state.pop("batch_id")
+            store.put(provider, content_id, state)
+            server.batches[next(iter(server.batches))].polls = 0
+        else:
+            store.put(provider, content_id, {"requests": len(jobs), "intent_at": "2026-11-29T00:00:00+00:00"})
+        creates_before = len(server.calls("POST", create))
+        results, run_log = run(tmp_path, provider, llm, jobs)
+        assert all(c.status == "completed" for c in results.values())
+        if lists:
+            assert len(server.calls("POST", create)) == creates_before  # adopted, not created again
+            assert run_log.batches_created == [] and len(run_log.batches_resumed) == 1
+        else:
+            assert len(server.calls("POST", create)) == creates_before + 1

@@ -577,7 +577,13 @@ def _create_once(adapter, client, chunk, content_id, state, store, run, log, des
     during (or right before) that call: the provider may hold the batch, so look for it first.
     """
     if state is not None:  # an intent, no id
-        found = adapter.find(client, chunk, content_id, state, store.known_batch_ids(adapter.name))
+        try:
+            found = adapter.find(client, chunk, content_id, state, store.known_batch_ids(adapter.name))
+        except Exception as err:  # a server that cannot list batches: nothing to adopt
+            if not _is_sdk_error(err):
+                raise
+            log(f"{adapter.name}: cannot list batches ({_sdk_failure(err, 'batch').error}); creating one")
+            found = None
         if found is not None:
             state = {**state, "batch_id": found}
             store.put(adapter.name, content_id, state)
