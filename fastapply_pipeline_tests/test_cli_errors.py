@@ -189,3 +189,20 @@ def test_a_full_disk_under_dagster_home_is_one_line(mixed_repo, tmp_path, monkey
         assert "no space left on the device" in result.stderr
     finally:
         subprocess.run(["umount", str(disk)], check=False)
+
+
+def test_dagster_definitions_validate_works_in_the_project_root_without_dagster_home():
+    """Before: the project's dagster.yaml read the unset DAGSTER_HOME and the command failed."""
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
+    dagster = str(Path(sys.executable).with_name("dagster"))
+    result = subprocess.run(
+        [dagster, "definitions", "validate", "-m", "fastapply_pipeline.definitions"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "All code locations passed validation" in result.stdout + result.stderr
