@@ -15,6 +15,7 @@ from pathlib import Path
 
 import click
 import dagster as dg
+from dagster._core.storage.defs_state.base import set_defs_state_storage  # no public setter in 1.13
 from filelock import FileLock
 
 from fastapply_pipeline.config import ConfigError, FastApplyConfig, config_path, deployment, load_config
@@ -314,12 +315,17 @@ def _execute_plan(
         where = f" [{partition}]" if partition else ""
         click.echo(f"[{index}/{len(plan)}]{where} {names} ...")
         t0 = time.monotonic()
-        job = dg.Definitions(
-            jobs=[dg.define_asset_job(CLI_JOB, selection=asset_keys)],
-            assets=defs.assets,
-            resources=defs.resources,
-            loggers={"console": concise_console_logger} if concise else None,
-        ).resolve_job_def(CLI_JOB)
+        # Resolving definitions reads the "current" defs-state storage (for state-backed components,
+        # which this project has none of), a context variable that an instance entered earlier in the
+        # same process can leave pointing at a disposed instance: CI hit "undefined DagsterInstance
+        # weakref" there with the CLI run in-process. No storage: nothing to read, nothing stale.
+        with set_defs_state_storage(None):
+            job = dg.Definitions(
+                jobs=[dg.define_asset_job(CLI_JOB, selection=asset_keys)],
+                assets=defs.assets,
+                resources=defs.resources,
+                loggers={"console": concise_console_logger} if concise else None,
+            ).resolve_job_def(CLI_JOB)
         result = job.execute_in_process(
             instance=instance,
             partition_key=partition,
