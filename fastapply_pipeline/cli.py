@@ -22,6 +22,7 @@ from fastapply_pipeline.config import ConfigError, FastApplyConfig, config_path,
 from fastapply_pipeline.core.files import EXTENSION_LANGUAGES
 from fastapply_pipeline.core.sources import redact_url
 from fastapply_pipeline.defs.partitions import SOURCE_REPO_PARTITIONS
+from fastapply_pipeline.defs.resources import OBJECTS_DIR, TABLES_DIR
 from fastapply_pipeline.instance import (
     CLI_TAG,
     ensure_dagster_home,
@@ -383,10 +384,11 @@ def backfill(config_file: str | None, dataset: bool, verbose: int, quiet: bool) 
         built = instance.get_materialized_partitions(dg.AssetKey("edit_triples"))
         graph = defs.resolve_asset_graph()
         per_repo = sorted(PER_REPO.resolve(graph))
-        tables = {  # where the local deployment stores them (in prod, S3 objects appear whole or not at all)
-            key.to_user_string(): config.artifacts_dir / "tables" / key.to_user_string()
+        local = deployment() == "local"  # in prod, S3 objects appear whole or not at all
+        tables = {
+            key.to_user_string(): config.artifacts_dir / TABLES_DIR / key.to_user_string()
             for key in per_repo
-            if graph.get(key).io_manager_key == "parquet_io_manager" and deployment() == "local"
+            if local and graph.get(key).io_manager_key == "parquet_io_manager"
         }
         locations = {s.key: redact_url(config.source_location(s)) for s in config.sources if s.key in built}
         broken = unfinished_partitions(instance, locations, tables)
@@ -788,8 +790,8 @@ def sources_remove(config_file: str | None, keys: tuple[str, ...]) -> None:
         for asset in per_repo:
             name = asset.to_user_string()
             for path in (
-                config.artifacts_dir / "tables" / name / f"{key}.parquet",
-                config.artifacts_dir / "objects" / name / key,
+                config.artifacts_dir / TABLES_DIR / name / f"{key}.parquet",
+                config.artifacts_dir / OBJECTS_DIR / name / key,
             ):
                 if path.is_file():
                     path.unlink()

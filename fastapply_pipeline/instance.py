@@ -113,8 +113,8 @@ def recover_dead_runs(instance: dg.DagsterInstance, home: Path) -> Recovery:
                 run, message="The `fastapply` process running this run is gone (killed); marked failed."
             )
             failed.append(run.run_id)
-        if run.run_id in failed and instance.event_log_storage.supports_global_concurrency_limits:
-            instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+            if instance.event_log_storage.supports_global_concurrency_limits:
+                instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
     return Recovery(failed, alive, unknown)
 
 

@@ -11,6 +11,7 @@ through here: the IO managers store those (parquet and pickles, on S3 in product
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 import uuid
@@ -18,6 +19,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 LATEST = "LATEST"  # the object naming the current version of a published folder
+
+
+def write_atomically(target: Path, write) -> None:
+    """write(a temporary path beside `target`), then rename it over `target`: a kill or a full disk
+    mid-write leaves the last good file (and no temporary one)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        write(temporary)
+        os.replace(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 class ArtifactMissing(FileNotFoundError):

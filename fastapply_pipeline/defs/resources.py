@@ -11,6 +11,7 @@ from upath import UPath
 
 from fastapply_pipeline.config import ConfigError, FastApplyConfig, config_path, deployment, load_config
 from fastapply_pipeline.core.artifacts import LocalStore, S3Store
+from fastapply_pipeline.core.artifacts import write_atomically as core_write_atomically
 from fastapply_pipeline.defs.training.resources import GPUJobResource
 
 
@@ -19,21 +20,11 @@ def _is_local(path) -> bool:
 
 
 def write_atomically(path, write) -> None:
-    """write(temporary path) then rename over `path`: a kill or a full disk leaves the last good file.
-
-    Local files only: an S3 object appears whole or not at all anyway.
-    """
-    if not _is_local(path):
+    """Local files through a temporary file and a rename; an S3 object appears whole or not at all anyway."""
+    if _is_local(path):
+        core_write_atomically(Path(str(path)), write)
+    else:
         write(path)
-        return
-    target = Path(str(path))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        write(temporary)
-        os.replace(temporary, target)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 class ParquetIOManager(PolarsParquetIOManager):
@@ -113,6 +104,10 @@ class ArtifactsResource(dg.ConfigurableResource):
         }
 
 
+TABLES_DIR = "tables"  # parquet tables under artifacts_dir: <TABLES_DIR>/<asset>/<partition>.parquet
+OBJECTS_DIR = "objects"  # pickled values under artifacts_dir: <OBJECTS_DIR>/<asset>/<partition>
+
+
 def build_resources(config: FastApplyConfig, path: str, env: str | None = None) -> dict[str, object]:
     """The resources of a deployment, chosen by FASTAPPLY_ENV (or `env`); asset code is the same in both.
 
@@ -132,8 +127,8 @@ def build_resources(config: FastApplyConfig, path: str, env: str | None = None) 
             **common,
             "artifacts": ArtifactsResource(root=str(artifacts)),
             # Small Python values (e.g. a repo snapshot) are pickled; tables are parquet written by polars.
-            "io_manager": PickleIOManager(base_dir=str(artifacts / "objects")),
-            "parquet_io_manager": ParquetIOManager(base_dir=str(artifacts / "tables")),
+            "io_manager": PickleIOManager(base_dir=str(artifacts / OBJECTS_DIR)),
+            "parquet_io_manager": ParquetIOManager(base_dir=str(artifacts / TABLES_DIR)),
         }
     s3 = config.storage.s3
     if s3 is None:

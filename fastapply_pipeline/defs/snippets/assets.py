@@ -3,12 +3,12 @@
 import hashlib
 import json
 from collections.abc import Iterator
-from pathlib import Path
 
 import dagster as dg
 import polars as pl
 
 from fastapply_pipeline.config import FastApplyConfig, Source
+from fastapply_pipeline.core.artifacts import write_atomically
 from fastapply_pipeline.core.buckets import BucketSpec
 from fastapply_pipeline.core.repos import RepoSnapshot, ensure_mirror
 from fastapply_pipeline.core.snippets import build_snippets, check_snippets
@@ -103,8 +103,8 @@ def code_snippets(
             "candidates_per_bucket": build.candidates_per_bucket,
             "license_allowed": allowed,
         }
-        _write_atomic(cached_table, lambda p: table.write_parquet(p))
-        _write_atomic(cached_report, lambda p: p.write_text(json.dumps(report, indent=2)))
+        write_atomically(cached_table, lambda p: table.write_parquet(p))
+        write_atomically(cached_report, lambda p: p.write_text(json.dumps(report, indent=2)))
 
     if not report["license_allowed"]:
         context.log.warning(f"{source.key}: license {snapshot.license} is not allowed; no snippets")
@@ -151,10 +151,3 @@ def code_snippets(
         },
     )
     yield from check_results(check_snippets(table, spec))
-
-
-def _write_atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    tmp.replace(path)
