@@ -10,10 +10,12 @@ fastapply_dataset's train split (default: the one `fastapply run` wrote) whose w
 of the length-grouped batches against the padding that random batches of the same size give on the same
 rows (computed in the same run): the ratio shows what grouping by length saves.
 
---compare runs the same job four times, each in its own process (so peak memory is its own): fp32 and
+--compare runs the same job several times, each in its own process (so peak memory is its own): fp32 and
 bf16 (bf16 weights, fp32 LoRA parameters, autocast), each with and without gradient checkpointing, and
-prints tokens/s and peak memory with the ratio to fp32 without checkpointing. Whether this CPU computes
-bf16 natively (AMX / avx512_bf16) is printed first: without it bf16 is emulated and slower.
+fp32 without checkpointing with logits over the whole example instead of the answer only
+(`answer_logits_only`, the default), and prints tokens/s and peak memory with the ratio to that last one
+(the previous default). Whether this CPU computes bf16 natively (AMX / avx512_bf16) is printed first:
+without it bf16 is emulated and slower (`--precisions fp32` skips it).
 """
 
 import argparse
@@ -59,6 +61,10 @@ def main() -> None:
     parser.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
     parser.add_argument("--checkpointing", choices=["on", "off"], default="on")
     parser.add_argument(
+        "--answer-logits", choices=["on", "off"], default="on", help="logits on the answer only (default on)"
+    )
+    parser.add_argument("--precisions", default="fp32,bf16", help="--compare: the precisions to run")
+    parser.add_argument(
         "--compare", action="store_true", help="fp32/bf16 x checkpointing on/off, one run each"
     )
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
@@ -97,6 +103,7 @@ def main() -> None:
         max_seq_length=8192,
         precision=args.precision,
         gradient_checkpointing=args.checkpointing == "on",
+        answer_logits_only=args.answer_logits == "on",
     )
     metrics = train(job, Reporter())
     if args.json:
@@ -126,28 +133,30 @@ def compare(args) -> None:
     print(f"CPU computes bf16 natively (AMX / avx512_bf16): {cpu_has_bf16()}")
     base = [sys.executable, __file__, "--json", "--model", args.model, "--dataset", args.dataset]
     base += ["--steps", str(args.steps), "--batch", str(args.batch), "--max-tokens", str(args.max_tokens)]
+    configs = [("fp32", "off", "off")]  # the reference: the previous default
+    configs += [(p, c, "on") for p in args.precisions.split(",") for c in ("off", "on")]
     results = {}
-    for precision in ("fp32", "bf16"):
-        for checkpointing in ("off", "on"):
-            run = subprocess.run(
-                [*base, "--precision", precision, "--checkpointing", checkpointing],
-                capture_output=True,
-                text=True,
-            )
-            if run.returncode:
-                raise SystemExit(f"{precision}, checkpointing {checkpointing}: failed\n{run.stderr[-2000:]}")
-            out = run.stdout
-            line = next(line for line in out.splitlines() if line.startswith("RESULT "))
-            results[precision, checkpointing] = json.loads(line[len("RESULT ") :])
-    reference = results["fp32", "off"]["tokens_per_second"]
+    for precision, checkpointing, answer_logits in configs:
+        run = subprocess.run(
+            [*base, "--precision", precision, "--checkpointing", checkpointing, "--answer-logits", answer_logits],
+            capture_output=True,
+            text=True,
+        )
+        if run.returncode:
+            raise SystemExit(f"{precision}, checkpointing {checkpointing}: failed\n{run.stderr[-2000:]}")
+        line = next(line for line in run.stdout.splitlines() if line.startswith("RESULT "))
+        results[precision, checkpointing, answer_logits] = json.loads(line[len("RESULT ") :])
+    reference = results["fp32", "off", "off"]["tokens_per_second"]
     print(
-        "| precision | checkpointing | tokens/s | vs fp32, no checkpointing | peak memory GiB | final loss |"
+        "| precision | checkpointing | logits | tokens/s | vs fp32, no checkpointing, all logits "
+        "| peak memory GiB | final loss |"
     )
-    print("|---|---|---:|---:|---:|---:|")
-    for (precision, checkpointing), r in results.items():
+    print("|---|---|---|---:|---:|---:|---:|")
+    for (precision, checkpointing, answer_logits), r in results.items():
+        logits = "answer only" if answer_logits == "on" else "all"
         print(
-            f"| {precision} | {checkpointing} | {r['tokens_per_second']:.1f} | {r['tokens_per_second'] / reference:.2f}x | "
-            f"{r['peak_memory_bytes'] / 2**30:.2f} | {r['final_loss']:.4f} |"
+            f"| {precision} | {checkpointing} | {logits} | {r['tokens_per_second']:.1f} | "
+            f"{r['tokens_per_second'] / reference:.2f}x | {r['peak_memory_bytes'] / 2**30:.2f} | {r['final_loss']:.4f} |"
         )
 
 

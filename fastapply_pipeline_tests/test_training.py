@@ -15,8 +15,10 @@ from fastapply_pipeline.core.training import (
     IGNORE_INDEX,
     PaddingCollator,
     TrainJob,
+    answer_loss,
     choose_backend,
     encode,
+    scored_positions,
     tiny_qwen2_config,
 )
 from fastapply_pipeline.definitions import build_defs
@@ -79,6 +81,48 @@ def test_collator_pads_to_the_longest_and_counts_padding():
     assert batch["labels"].tolist() == [[-100, 6, 7], [8, -100, -100]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
     assert collator.padding_fraction == pytest.approx(2 / 6)
+
+
+def test_answer_only_logits_give_the_models_own_loss_and_gradients(tokenizer):
+    """logits_to_keep = the scored positions: the same loss and LoRA-free gradients as the full logits,
+    on a padded batch of two examples with prompts of different lengths."""
+    import torch
+    from transformers import Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(tiny_qwen2_config(len(tokenizer)))
+    examples = [
+        encode(tokenizer, ORIGINAL, SNIPPET, FINAL, 4096),
+        encode(tokenizer, "x = 1\n", "x = 2\n", "x = 2\n", 4096),
+    ]
+    features = [{"input_ids": e.input_ids, "labels": e.labels} for e in examples]
+    fast = PaddingCollator(0, answer_logits_only=True)(features)
+    full = PaddingCollator(0)(features)
+    keep = fast["logits_to_keep"]
+    assert keep.numel() < full["input_ids"].shape[1] - 1  # the prompt is skipped...
+    assert set(keep.tolist()) == {  # ...and every scored position kept
+        p for row in full["labels"].tolist() for p in range(len(row) - 1) if row[p + 1] != IGNORE_INDEX
+    }
+
+    def loss_and_grad(batch, fast_path):
+        model.zero_grad()
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        if fast_path:
+            loss = answer_loss(model(**inputs), batch["labels"])
+        else:
+            loss = model(**inputs, labels=batch["labels"]).loss
+        loss.backward()
+        return loss.item(), model.model.layers[0].mlp.up_proj.weight.grad.clone()
+
+    fast_loss, fast_grad = loss_and_grad(fast, True)
+    full_loss, full_grad = loss_and_grad(full, False)
+    assert fast_loss == pytest.approx(full_loss, rel=1e-5)
+    assert torch.allclose(fast_grad, full_grad, rtol=1e-4, atol=1e-7)
+    # With the Trainer's count of scored labels over an accumulated batch, the sum is divided by it.
+    scored = int((full["labels"][:, 1:] != IGNORE_INDEX).sum())
+    halved = answer_loss(model(**{k: v for k, v in fast.items() if k != "labels"}), fast["labels"], 2 * scored)
+    assert halved.item() == pytest.approx(full_loss / 2, rel=1e-5)
+    assert scored_positions(torch.tensor([[IGNORE_INDEX, IGNORE_INDEX]])).numel() == 0
 
 
 def test_backend_choice():

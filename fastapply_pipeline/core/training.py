@@ -51,6 +51,9 @@ class TrainJob:
     load_in_4bit: bool = True  # on CUDA: QLoRA (unsloth, or bitsandbytes with the hf backend)
     gradient_checkpointing: bool = True  # recompute activations: far less memory for some more compute
     precision: str = "auto"  # auto | bf16 | fp32 (core.hardware.use_bf16)
+    # Logits (the lm_head, a quarter of a 0.5B model's compute) only where the loss is taken: the answer.
+    # The same loss as the full logits, ~15 % faster on a CPU. hf backend only (unsloth fuses its own).
+    answer_logits_only: bool = True
     # Production: the artifact store (bucket, prefix, endpoint_url, region). The job fetches the dataset
     # folder from it into `artifacts_root` first and publishes `output_dir` to it at the end, so it runs
     # the same on the Dagster machine, a Kubernetes pod or an ECS task.
@@ -124,11 +127,42 @@ def encode(tokenizer, original: str, snippet: str, final: str, max_seq_length: i
     return Encoded(ids, [IGNORE_INDEX] * len(prompt_ids) + ids[len(prompt_ids) :])
 
 
-class PaddingCollator:
-    """Pads a batch to its longest example; counts real and padded tokens (padding fraction)."""
+def scored_positions(labels):
+    """The positions whose logits the loss reads: p where the label of p + 1 is scored, in any row.
 
-    def __init__(self, pad_token_id: int):
+    A (batch, seq) label tensor gives a 1-D index tensor for the model's `logits_to_keep`; the prompt,
+    which carries no loss, then costs no lm_head work."""
+    return (labels[:, 1:] != IGNORE_INDEX).any(dim=0).nonzero().squeeze(-1)
+
+
+def answer_loss(outputs, labels, num_items_in_batch=None):
+    """The causal LM loss from logits kept only at `scored_positions(labels)` (Trainer's compute_loss_func).
+
+    Equal to the model's own loss on full logits: the same tokens, the same sum over the scored labels,
+    divided by the scored labels of the whole accumulated batch where the Trainer counts them."""
+    import torch.nn.functional as F
+
+    targets = labels[:, 1:][:, scored_positions(labels)].to(outputs.logits.device)
+    logits = outputs.logits.float()
+    total = F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]),
+        targets.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="sum",
+    )
+    count = num_items_in_batch if num_items_in_batch is not None else (targets != IGNORE_INDEX).sum()
+    return total / count
+
+
+class PaddingCollator:
+    """Pads a batch to its longest example; counts real and padded tokens (padding fraction).
+
+    With `answer_logits_only`, each batch also carries `logits_to_keep` (scored_positions), so that the
+    model computes logits only where `answer_loss` reads them."""
+
+    def __init__(self, pad_token_id: int, *, answer_logits_only: bool = False):
         self.pad_token_id = pad_token_id
+        self.answer_logits_only = answer_logits_only
         self.real_tokens = 0
         self.padded_tokens = 0
 
@@ -144,11 +178,14 @@ class PaddingCollator:
             mask.append([1] * len(f["input_ids"]) + [0] * gap)
             self.real_tokens += len(f["input_ids"])
             self.padded_tokens += gap
-        return {
+        batch = {
             "input_ids": torch.tensor(ids),
             "labels": torch.tensor(labels),
             "attention_mask": torch.tensor(mask),
         }
+        if self.answer_logits_only:
+            batch["logits_to_keep"] = scored_positions(batch["labels"])
+        return batch
 
     @property
     def padding_fraction(self) -> float:

@@ -28,6 +28,7 @@ from fastapply_pipeline.core.training import (
     TINY_MODEL,
     PaddingCollator,
     TrainJob,
+    answer_loss,
     choose_backend,
     encode,
     loss_sparkline,
@@ -45,6 +46,7 @@ RESUMABLE_CHANGES = {
     "logging_steps",
     "s3",
     "artifacts_root",
+    "answer_logits_only",  # the same loss, computed faster
 }
 
 
@@ -196,8 +198,10 @@ def train(job: TrainJob, reporter: Reporter) -> dict:
             f"{job.dataset_path}: the train split has no rows; build the dataset with more sources"
         )
     reporter.info(f"{len(encoded)} training examples, longest {max(e.length for e in encoded)} tokens")
+    answer_logits_only = job.answer_logits_only and backend == "hf"
     collator = PaddingCollator(
-        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+        answer_logits_only=answer_logits_only,
     )
     losses: list[tuple[int, float]] = []
 
@@ -235,7 +239,12 @@ def train(job: TrainJob, reporter: Reporter) -> dict:
         **{checkpointing_argument(TrainingArguments): job.gradient_checkpointing and backend == "hf"},
     )
     trainer = Trainer(
-        model=model, args=args, train_dataset=train_set, data_collator=collator, callbacks=[Report()]
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        data_collator=collator,
+        callbacks=[Report()],
+        compute_loss_func=answer_loss if answer_logits_only else None,
     )
     resume = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
     if resume:
