@@ -138,7 +138,15 @@ def compare(args) -> None:
     results = {}
     for precision, checkpointing, answer_logits in configs:
         run = subprocess.run(
-            [*base, "--precision", precision, "--checkpointing", checkpointing, "--answer-logits", answer_logits],
+            [
+                *base,
+                "--precision",
+                precision,
+                "--checkpointing",
+                checkpointing,
+                "--answer-logits",
+                answer_logits,
+            ],
             capture_output=True,
             text=True,
         )

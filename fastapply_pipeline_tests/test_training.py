@@ -120,7 +120,9 @@ def test_answer_only_logits_give_the_models_own_loss_and_gradients(tokenizer):
     assert torch.allclose(fast_grad, full_grad, rtol=1e-4, atol=1e-7)
     # With the Trainer's count of scored labels over an accumulated batch, the sum is divided by it.
     scored = int((full["labels"][:, 1:] != IGNORE_INDEX).sum())
-    halved = answer_loss(model(**{k: v for k, v in fast.items() if k != "labels"}), fast["labels"], 2 * scored)
+    halved = answer_loss(
+        model(**{k: v for k, v in fast.items() if k != "labels"}), fast["labels"], 2 * scored
+    )
     assert halved.item() == pytest.approx(full_loss / 2, rel=1e-5)
     assert scored_positions(torch.tensor([[IGNORE_INDEX, IGNORE_INDEX]])).numel() == 0
 
