@@ -32,6 +32,7 @@ from fastapply_pipeline.instance import (
     sigterm_interrupts,
     unfinished_partitions,
 )
+from fastapply_pipeline.uptodate import Freshness
 
 LOG_LEVELS = {0: "WARNING", 1: "INFO", 2: "DEBUG"}
 
@@ -164,12 +165,25 @@ DEFAULT_SELECTION = "not group:training and not group:eval"
     multiple=True,
     help="Only these source_repo partitions (repeatable); default: every source in the settings file.",
 )
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Rebuild every selected asset, even those built before from the same code, settings and inputs.",
+)
 @click.option("-v", "--verbose", count=True, help="-v: Dagster's step events too; -vv: debug logs.")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings, errors and the summary.")
 def run(
-    config_file: str | None, selection: str, partitions: tuple[str, ...], verbose: int, quiet: bool
+    config_file: str | None,
+    selection: str,
+    partitions: tuple[str, ...],
+    force: bool,
+    verbose: int,
+    quiet: bool,
 ) -> None:
-    """Register the configured sources and materialize the asset graph in the local Dagster instance."""
+    """Register the configured sources and materialize the asset graph in the local Dagster instance.
+
+    Assets last built by `fastapply` from the same code, settings and inputs (for a source: the commit
+    its ref resolves to now) are up to date and skipped; --force rebuilds them."""
     config = _load(config_file)
     with local_instance(config) as (home, instance):
         from fastapply_pipeline.definitions import build_defs
@@ -212,10 +226,14 @@ def run(
             plan.append((None, whole))
 
         with owned_runs(home, instance, config) as tags:
-            _execute(defs, instance, plan, verbose=verbose, quiet=quiet, tags=tags)
+            unusable = _unusable_builds(config, instance, graph, repo_keys) if not force else {}
+            for key, why in unusable.items():
+                click.echo(f"Rebuilding {key}: {why}.")
+            freshness = Freshness(instance, graph, config, force=force, unusable=unusable)
+            _execute(defs, instance, plan, verbose=verbose, quiet=quiet, tags=tags, freshness=freshness)
 
 
-def _with_their_siblings(defs, keys: set[dg.AssetKey]) -> set[dg.AssetKey]:
+def _with_their_siblings(defs, keys: set[dg.AssetKey], *, say: bool = True) -> set[dg.AssetKey]:
     """Assets written by one step together (fastapply_dataset and rejected_triples) are selected together."""
     whole = set(keys)
     for assets_def in defs.assets:
@@ -225,11 +243,30 @@ def _with_their_siblings(defs, keys: set[dg.AssetKey]) -> set[dg.AssetKey]:
             and keys & assets_def.keys
         ):
             added = assets_def.keys - whole
-            if added:
+            if added and say:
                 names = ", ".join(sorted(k.to_user_string() for k in added))
                 click.echo(f"Also selected {names}: written by the same step as the selected asset.")
             whole |= assets_def.keys
     return whole
+
+
+def _unusable_builds(config: FastApplyConfig, instance, graph, repo_keys: list[str]) -> dict[str, str]:
+    """Built partitions (of `repo_keys`) whose last build cannot be reused, by why (instance.py)."""
+    from fastapply_pipeline.definitions import PER_REPO
+
+    built = instance.get_materialized_partitions(dg.AssetKey("edit_triples"))
+    local = deployment() == "local"  # in prod, S3 objects appear whole or not at all
+    tables = {
+        key.to_user_string(): config.artifacts_dir / TABLES_DIR / key.to_user_string()
+        for key in PER_REPO.resolve(graph)
+        if local and graph.get(key).io_manager_key == "parquet_io_manager"
+    }
+    locations = {
+        s.key: redact_url(config.source_location(s))
+        for s in config.sources
+        if s.key in built and s.key in repo_keys
+    }
+    return unfinished_partitions(instance, locations, tables)
 
 
 def _require_upstream(instance, graph, keys, repo_keys: list[str], selection: str) -> None:
@@ -284,14 +321,35 @@ def concise_console_logger(init_context) -> logging.Logger:
     return logger
 
 
-def _execute(defs, instance, plan, *, verbose: int, quiet: bool, tags: dict | None = None) -> None:
-    """Materialize each (partition, asset keys) of the plan in its own run; exit 1 if any step failed."""
+def _execute(
+    defs,
+    instance,
+    plan,
+    *,
+    verbose: int,
+    quiet: bool,
+    tags: dict | None = None,
+    freshness: Freshness | None = None,
+) -> None:
+    """Materialize each (partition, asset keys) of the plan in its own run, except what `freshness`
+    finds up to date; exit 1 if any step failed."""
     level = "WARNING" if quiet else LOG_LEVELS[min(verbose + 1, 2)]
     run_config = {"loggers": {"console": {"config": {"log_level": level}}}}
-    failures = []
+    failures: list[str] = []
+    skipped: list[str] = []
     started = time.monotonic()
     try:
-        _execute_plan(defs, instance, plan, run_config, failures, tags, concise=verbose < 1)
+        launched = _execute_plan(
+            defs,
+            instance,
+            plan,
+            run_config,
+            failures,
+            tags,
+            concise=verbose < 1,
+            freshness=freshness,
+            skipped=skipped,
+        )
     except KeyboardInterrupt:
         click.echo(
             "\nInterrupted: the current run is marked failed; `fastapply run` again resumes.", err=True
@@ -303,18 +361,48 @@ def _execute(defs, instance, plan, *, verbose: int, quiet: bool, tags: dict | No
         for line in failures:
             click.echo(f"  - {line}", err=True)
         sys.exit(1)
+    fresh = f", {len(skipped)} up to date (skipped; --force rebuilds)" if skipped else ""
     click.echo(
-        f"\nDone: {len(plan)} run(s) in {total:.1f} s. See them with `fastapply ui` (or `dagster dev`)."
+        f"\nDone: {launched} run(s){fresh} in {total:.1f} s. See them with `fastapply ui` (or `dagster dev`)."
     )
 
 
 def _execute_plan(
-    defs, instance, plan, run_config, failures: list[str], tags: dict | None, concise: bool
-) -> None:
-    for index, (partition, asset_keys) in enumerate(plan, start=1):
-        names = ", ".join(k.to_user_string() for k in asset_keys)
+    defs,
+    instance,
+    plan,
+    run_config,
+    failures: list[str],
+    tags: dict | None,
+    concise: bool,
+    freshness: Freshness | None = None,
+    skipped: list[str] | None = None,
+) -> int:
+    """Run the plan's entries in order; return how many runs were launched."""
+    launched = 0
+    for index, (partition, planned_keys) in enumerate(plan, start=1):
         where = f" [{partition}]" if partition else ""
+        asset_keys, fingerprints = list(planned_keys), {}
+        if freshness is not None:
+            # Decided entry by entry: a whole-corpus asset reads what the runs before it recorded.
+            decision = freshness.decide(partition, asset_keys)
+            build = _with_their_siblings(defs, set(decision.build), say=False) & set(asset_keys)
+            fresh = [k for k in asset_keys if k not in build]
+            if not build:
+                names = ", ".join(k.to_user_string() for k in asset_keys)
+                click.echo(f"[{index}/{len(plan)}]{where} {names}: up to date ({decision.why}), skipped")
+                if skipped is not None:
+                    skipped.append(partition or "all")
+                continue
+            asset_keys = [k for k in asset_keys if k in build]
+            fingerprints = decision.tags(asset_keys)
+            if fresh:
+                click.echo(
+                    f"[{index}/{len(plan)}]{where} up to date, not rebuilt: {', '.join(k.to_user_string() for k in fresh)}"
+                )
+        names = ", ".join(k.to_user_string() for k in asset_keys)
         click.echo(f"[{index}/{len(plan)}]{where} {names} ...")
+        launched += 1
         t0 = time.monotonic()
         # Resolving definitions reads the "current" defs-state storage (for state-backed components,
         # which this project has none of), a context variable that an instance entered earlier in the
@@ -331,7 +419,12 @@ def _execute_plan(
             instance=instance,
             partition_key=partition,
             raise_on_error=False,
-            tags={CLI_TAG: "run", **(tags or {}), **({"fastapply/source": partition} if partition else {})},
+            tags={
+                CLI_TAG: "run",
+                **(tags or {}),
+                **fingerprints,
+                **({"fastapply/source": partition} if partition else {}),
+            },
             run_config=run_config,
         )
         seconds = time.monotonic() - t0
@@ -353,6 +446,7 @@ def _execute_plan(
                 failures.append(f"{partition or 'all'}: {failure.step_key}: {message}")
                 click.echo(f"    FAILED {failure.step_key}: {message}", err=True)
             click.echo(f"    failed after {seconds:.1f} s (run {result.run_id}; see `dagster dev`)", err=True)
+    return launched
 
 
 @main.command()
