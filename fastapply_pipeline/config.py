@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from fastapply_pipeline.core.files import FileRules
+from fastapply_pipeline.core.files import DEFAULT_VENDORED_DIRS, FileRules
 from fastapply_pipeline.core.licenses import is_allowed
 from fastapply_pipeline.core.render import DEFAULT_STYLE_WEIGHTS, SNIPPET_STYLES
 from fastapply_pipeline.core.secrets import SecretScanner, available_plugins
@@ -252,10 +252,28 @@ class FileFilterSettings(_Strict):
     exclude: list[str] = Field(
         default_factory=list, description="gitignore-style globs dropped for all sources."
     )
+    vendored_dirs: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_VENDORED_DIRS),
+        description=(
+            "Folder names of copied-in code (node_modules, vendor, _vendor, third_party, ...): files under "
+            "one, at any depth, are excluded as vendored. Replaces the default list; [] turns it off."
+        ),
+    )
     allowed_licenses: list[str] = Field(
         default_factory=lambda: list(DEFAULT_ALLOWED_LICENSES),
         description="SPDX ids a repository's license must be among; others are skipped whole.",
     )
+
+    @field_validator("vendored_dirs")
+    @classmethod
+    def _folder_names(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not name.strip() or "/" in name or "\\" in name or name in (".", ".."):
+                raise ValueError(
+                    f"{name!r} is not a folder name; give bare names such as vendor or _vendored (matched "
+                    "at any depth), and use files.exclude globs for paths like 'web/legacy/**'"
+                )
+        return names
 
 
 class SecretScanSettings(_Strict):
@@ -816,6 +834,7 @@ class FastApplyConfig(_Strict):
             self.files.max_file_bytes,
             include=source.include,
             exclude=[*self.files.exclude, *source.exclude],
+            vendored_dirs=self.files.vendored_dirs,
         )
 
     def allows_license(self, spdx: str) -> bool:

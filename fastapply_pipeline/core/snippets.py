@@ -45,6 +45,8 @@ class SnippetBuild:
     exclusions: Counter[str] = field(default_factory=Counter)
     excluded_paths: dict[str, str] = field(default_factory=dict)  # printable path -> reason
     secret_types: Counter[str] = field(default_factory=Counter)
+    # Files let through although detect-secrets flagged them: every finding an obvious placeholder.
+    placeholder_secrets: Counter[str] = field(default_factory=Counter)
     candidates_per_bucket: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -110,12 +112,14 @@ def build_snippets(
     paths, texts, sizes = [], [], []
     for entry in candidates:
         data = blobs[entry.sha]
-        reason, text = classify_content(data)
+        reason, text = classify_content(data, language_of(entry.path))
         if reason is None and text is not None and scanner is not None:
-            found = scanner.secret_types(entry.path, text)
-            if found:
+            found = scanner.scan(entry.path, text)
+            if found.real:
                 reason = Exclusion.SECRET
-                build.secret_types.update(found)
+                build.secret_types.update(found.real)
+            else:
+                build.placeholder_secrets.update(found.placeholders)
         if reason is not None or text is None:
             build.exclude(entry.path, reason or Exclusion.BINARY)
             continue

@@ -99,6 +99,7 @@ def code_snippets(
             "files_total": build.files_total,
             "exclusions": dict(build.exclusions),
             "secret_types": dict(build.secret_types),
+            "placeholder_secrets": dict(build.placeholder_secrets),
             "examples": build.examples(),
             "candidates_per_bucket": build.candidates_per_bucket,
             "license_allowed": allowed,
@@ -126,6 +127,10 @@ def code_snippets(
                 [(reason, ", ".join(paths)) for reason, paths in sorted(report["examples"].items())],
             ),
             "secret_files_by_type": count_table("secret type", report["secret_types"]),
+            # Files detect-secrets flagged that were kept: every finding an obvious placeholder.
+            "placeholder_secret_files_by_type": count_table(
+                "placeholder type", report.get("placeholder_secrets", {})
+            ),
             "rows_per_bucket": markdown_table(
                 ["bucket", "candidates", "sample size", "rows"],
                 [
