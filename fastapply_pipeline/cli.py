@@ -20,6 +20,7 @@ from filelock import FileLock
 
 from fastapply_pipeline.config import ConfigError, FastApplyConfig, config_path, deployment, load_config
 from fastapply_pipeline.core.files import EXTENSION_LANGUAGES
+from fastapply_pipeline.core.reasons import WHY_EMPTY
 from fastapply_pipeline.core.sources import redact_url
 from fastapply_pipeline.defs.partitions import SOURCE_REPO_PARTITIONS
 from fastapply_pipeline.defs.resources import OBJECTS_DIR, TABLES_DIR
@@ -337,6 +338,7 @@ def _execute(
     run_config = {"loggers": {"console": {"config": {"log_level": level}}}}
     failures: list[str] = []
     skipped: list[str] = []
+    notes: list[str] = []  # assets that kept nothing, with why
     started = time.monotonic()
     try:
         launched = _execute_plan(
@@ -349,6 +351,7 @@ def _execute(
             concise=verbose < 1,
             freshness=freshness,
             skipped=skipped,
+            notes=notes,
         )
     except KeyboardInterrupt:
         click.echo(
@@ -356,6 +359,10 @@ def _execute(
         )
         sys.exit(130)
     total = time.monotonic() - started
+    if notes:
+        click.echo(f"\n{len(notes)} asset(s) kept nothing:")
+        for line in notes:
+            click.echo(f"  - {line}")
     if failures:
         click.echo(f"\n{len(failures)} step(s) failed in {total:.1f} s:", err=True)
         for line in failures:
@@ -377,6 +384,7 @@ def _execute_plan(
     concise: bool,
     freshness: Freshness | None = None,
     skipped: list[str] | None = None,
+    notes: list[str] | None = None,
 ) -> int:
     """Run the plan's entries in order; return how many runs were launched."""
     launched = 0
@@ -433,6 +441,11 @@ def _execute_plan(
             rows = meta.get("rows") or meta.get("file_count")
             detail = f" ({rows.value} {'rows' if 'rows' in meta else 'files'})" if rows is not None else ""
             click.echo(f"    materialized {event.asset_key.to_user_string()}{detail}")
+            why = meta.get(WHY_EMPTY)  # an asset that kept nothing says why, and what to change
+            if why is not None:
+                click.echo(f"      kept nothing: {why.value}")
+                if notes is not None:
+                    notes.append(f"{partition or 'all'}: {event.asset_key.to_user_string()}: {why.value}")
         for check in result.get_asset_check_evaluations():
             if not check.passed:
                 click.echo(

@@ -365,6 +365,8 @@ def test_lora_adapter_trains_through_pipes_and_reloads(make_config, mixed_repo, 
     assert main(["--job", str(tmp_path / "job.json")]) == 0
     metrics = json.loads((adapter.parent / "metrics.json").read_text())
     assert metrics["resumed_from"].endswith("checkpoint-6") and metrics["steps"] == 8
+    # The loss curve is the whole run's: the steps before the checkpoint (from its trainer state) too.
+    assert [step for step, _ in metrics["loss_curve"]] == list(range(1, 9))
 
 
 def test_checkpoints_are_reused_only_by_the_same_job_on_the_same_data():

@@ -249,6 +249,7 @@ def train(job: TrainJob, reporter: Reporter) -> dict:
     resume = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
     if resume:
         reporter.info(f"resuming from {resume}")
+        losses.extend(logged_losses(Path(resume)))  # the curve so far, so the metrics hold all of it
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume)
     seconds = time.perf_counter() - started
@@ -299,6 +300,15 @@ def train(job: TrainJob, reporter: Reporter) -> dict:
         }
     )
     return metrics
+
+
+def logged_losses(checkpoint: Path) -> list[tuple[int, float]]:
+    """(step, loss) logged before a checkpoint (its trainer_state.json), for a resumed run's curve."""
+    state = checkpoint / "trainer_state.json"
+    if not state.is_file():
+        return []
+    history = json.loads(state.read_text(encoding="utf-8")).get("log_history", [])
+    return [(int(entry["step"]), float(entry["loss"])) for entry in history if "loss" in entry]
 
 
 def checkpointing_argument(arguments_class) -> str:

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 import dagster as dg
 import polars as pl
 
+from fastapply_pipeline.core.reasons import WHY_EMPTY, why_no_triples
 from fastapply_pipeline.core.repos import RepoSnapshot, ensure_mirror
 from fastapply_pipeline.core.synth.git_history import HistorySettings, git_history_triples
 from fastapply_pipeline.core.synth.structural import structural_triples
@@ -138,6 +139,15 @@ def edit_triples(
             "snippet_tokens_median": float(table["snippet_tokens"].median() or 0),
             "final_tokens_median": float(table["final_tokens"].median() or 0),
             "commit": snapshot.commit,
+            **(
+                {
+                    WHY_EMPTY: why_no_triples(
+                        snippet_rows=code_snippets.height, generators=settings.generators, rejected=failures
+                    )
+                }
+                if table.height == 0
+                else {}
+            ),
         },
     )
     yield from check_results(check_triples(table))
