@@ -26,8 +26,8 @@ FINGERPRINT_TAG = "fastapply/fingerprint/"
 NEVER_READ = frozenset({"automation", "pools"})
 # ...and, by the group of an asset, the stages after it, whose settings it cannot read.
 NOT_READ = {
-    "sources": frozenset({"dataset", "training", "eval"}),
-    "snippets": frozenset({"dataset", "training", "eval"}),
+    "sources": frozenset({"snippets", "triples", "dataset", "training", "eval"}),
+    "snippets": frozenset({"triples", "dataset", "training", "eval"}),
     "triples": frozenset({"dataset", "training", "eval"}),
     "dataset": frozenset({"training", "eval"}),
     "training": frozenset({"eval"}),
