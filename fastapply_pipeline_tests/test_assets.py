@@ -180,3 +180,19 @@ def test_a_killed_fetch_and_a_file_name_that_is_not_utf8_fail_nothing(tmp_path, 
     second = materialize(defs, instance, "latin1", selection)
     assert second.success
     assert metadata(second, "cloned_repo")["stale_git_locks_cleared"] == 1
+
+
+def test_files_only_sample_0_buckets_can_hold_are_reported_untokenized(mixed_repo, make_config, instance):
+    buckets = [{"upper": 100, "sample": 0}, {"upper": None, "sample": None}]
+    snippets = {"tokenizer": "cl100k_base", "buckets": buckets}
+    path, _ = make_config([{"path": str(mixed_repo), "name": "mixed"}], snippets=snippets)
+    defs = build_defs(path)
+    instance.add_dynamic_partitions(SOURCE_REPO_PARTITIONS, ["mixed"])
+    result = materialize(defs, instance, "mixed")
+    assert result.success
+    snip = metadata(result, "code_snippets")
+    # README.md ("# demo\n") has 7 bytes, so 7 tokens at most: never tokenized, still counted.
+    assert "| <100 | 1 |" in snip["untokenized_by_range"]
+    table = pl.read_parquet(next((path.parent / "artifacts" / "tables" / "code_snippets").glob("*.parquet")))
+    assert "README.md" not in table["path"].to_list() and min(table["token_count"]) >= 100
+    assert snip["files_total"] == snip["rows"] + snip["excluded"]

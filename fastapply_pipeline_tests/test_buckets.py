@@ -2,7 +2,7 @@
 
 import random
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fastapply_pipeline.core.buckets import BucketSpec, seeded_sample
@@ -67,3 +67,45 @@ def test_adding_one_item_changes_the_sample_by_at_most_one():
     grown = [*items, "src/new_file.py"]
     after = {grown[i] for i in seeded_sample(grown, 50, 7)}
     assert len(before - after) <= 1
+
+
+DEFAULTS = BucketSpec(
+    uppers=(100, 400, 1000, 2000, 3000, 4000, None), samples=(0, 500, 1000, 3000, 1000, 0, 0)
+)
+
+
+def test_dropped_range_names_the_sample_0_run_that_holds_every_count():
+    assert DEFAULTS.dropped_range(0, 99) == "<100"
+    assert DEFAULTS.dropped_range(3000, 10**9) == "3000+"  # neighbouring sample-0 buckets form one range
+    assert DEFAULTS.dropped_range(3500, 3600) == "3000+"
+    assert DEFAULTS.dropped_range(0, 100) is None  # 100 falls in a bucket that keeps files
+    assert DEFAULTS.dropped_range(2999, 5000) is None
+    middle = BucketSpec(uppers=(100, 400, 1000, None), samples=(None, 0, 0, None))
+    assert middle.dropped_range(150, 900) == "100-999"
+    assert middle.dropped_range(150, 1000) is None
+    assert DEFAULTS.dropped_from(5000) == 3000 and DEFAULTS.dropped_from(50) == 0
+    assert DEFAULTS.dropped_from(2500) is None
+
+
+specs = st.lists(
+    st.tuples(st.integers(min_value=1, max_value=60), st.sampled_from([0, 0, 1, None])),
+    min_size=1,
+    max_size=6,
+).map(
+    lambda parts: BucketSpec(
+        uppers=(*[sum(step for step, _ in parts[: i + 1]) for i in range(len(parts) - 1)], None),
+        samples=tuple(sample for _, sample in parts),
+    )
+)
+
+
+@settings(deadline=None)
+@given(specs, st.integers(min_value=0, max_value=400), st.integers(min_value=0, max_value=100))
+def test_dropped_range_is_exactly_every_count_in_a_bucket_that_keeps_nothing(spec, lower, width):
+    upper = lower + width
+    every_count_dropped = all(spec.samples[spec.index_of(t)] == 0 for t in range(lower, upper + 1))
+    assert (spec.dropped_range(lower, upper) is not None) == every_count_dropped
+    start = spec.dropped_from(upper)
+    if start is not None:  # a lower bound at `start` is enough to drop a file whose upper bound is `upper`
+        assert spec.dropped_range(max(start, min(lower, upper)), upper) is not None
+        assert start == 0 or spec.samples[spec.index_of(start - 1)] != 0

@@ -3,6 +3,7 @@
 import json
 import os
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -105,7 +106,12 @@ def test_bucket_counts_and_sample_sizes(mirror):
     counts = dict(zip(result.table["path"], result.table["token_count"], strict=True))
     everything = build(mirror).table
     per_bucket = Counter(KEEP_ALL.labels[KEEP_ALL.index_of(t)] for t in everything["token_count"])
-    assert result.candidates_per_bucket == {label: per_bucket.get(label, 0) for label in KEEP_ALL.labels}
+    # Tokenized candidates, plus the files their size alone put in the sample-0 bucket (not tokenized).
+    assert set(result.untokenized_per_range) <= {"400+"}
+    assert {
+        label: count + result.untokenized_per_range.get(label, 0)
+        for label, count in result.candidates_per_bucket.items()
+    } == {label: per_bucket.get(label, 0) for label in KEEP_ALL.labels}
     assert result.rows_per_bucket == {
         "<100": per_bucket["<100"],
         "100-399": min(1, per_bucket["100-399"]),
@@ -246,3 +252,44 @@ def test_a_file_name_that_is_not_utf8_is_counted_and_the_rest_go_on(tmp_path):
     assert result.examples() == {"non_utf8_path": ["x/caf\\xe9.py"]}
     json.dumps(result.examples(), ensure_ascii=False).encode("utf-8")
     result.table.write_parquet(tmp_path / "snippets.parquet")
+
+
+def test_files_skipped_by_their_size_bounds_are_ones_tokenizing_would_drop(tmp_path):
+    """Same rows and the same reason for every file, with and without skipping on the size bounds."""
+    # A real small tree: this project's own modules, from two-line __init__ files to 10,000+ tokens.
+    root = Path(__file__).resolve().parents[1]
+    sources = sorted(root.glob("fastapply_pipeline/**/*.py"))
+    repo = tmp_path / "self"
+    init_repo(repo)
+    write_files(repo, {str(p.relative_to(root)): p.read_text(encoding="utf-8") for p in sources})
+    commit = commit_all(repo, "the project's sources")
+    mirror = tmp_path / "self.git"
+    sync_mirror(str(repo), mirror, ref=None, depth=1, timeout=30, what="t")
+    spec = BucketSpec(uppers=(100, 400, 1000, 3000, None), samples=(0, None, 3, None, 0))
+
+    def run(bounds: bool):
+        return build_snippets(
+            mirror,
+            commit,
+            repo="self",
+            rules=FileRules.build(["python"], 500_000),
+            counter=get_token_counter("cl100k_base"),
+            buckets=spec,
+            seed=7,
+            scanner=SecretScanner(DEFAULT_SECRET_PLUGINS),
+            skip_by_bounds=bounds,
+        )
+
+    skipping, tokenizing = run(True), run(False)
+    assert skipping.table.equals(tokenizing.table) and skipping.table.height > 20
+    assert skipping.excluded_paths == tokenizing.excluded_paths  # every file: the same one reason
+    assert skipping.exclusions == tokenizing.exclusions
+    assert skipping.accounted() and tokenizing.accounted()
+    assert skipping.files_total == tokenizing.files_total == len(sources)
+    # Skipped: small files and big ones, only from the sample-0 ranges, and each tokenized file is
+    # still in its bucket's candidates.
+    skipped = skipping.untokenized_per_range
+    assert set(skipped) == {"<100", "3000+"} and skipped["3000+"] >= 3
+    assert tokenizing.untokenized_per_range == {}
+    for label, count in tokenizing.candidates_per_bucket.items():
+        assert skipping.candidates_per_bucket[label] == count - skipped.get(label, 0)

@@ -22,16 +22,7 @@ class BucketSpec:
     @property
     def labels(self) -> list[str]:
         """Human-readable names: '<100', '100-399', ..., '10000+'."""
-        labels, lower = [], 0
-        for upper in self.uppers:
-            if upper is None:
-                labels.append(f"{lower}+")
-            elif lower == 0:
-                labels.append(f"<{upper}")
-            else:
-                labels.append(f"{lower}-{upper - 1}")
-            lower = upper or lower
-        return labels
+        return [range_label(*self.bounds(index)) for index in range(len(self.uppers))]
 
     def bounds(self, index: int) -> tuple[int, int | None]:
         """[lower, upper) of bucket `index`."""
@@ -42,6 +33,39 @@ class BucketSpec:
         """The bucket a token count falls in."""
         bounded = [u for u in self.uppers if u is not None]
         return bisect.bisect_right(bounded, tokens)
+
+    def dropped_range(self, lower: int, upper: int) -> str | None:
+        """The label of the token range, made of neighbouring buckets that keep nothing (sample 0), that holds
+        every count in [lower, upper]; None when some count there falls in a bucket that keeps files.
+
+        A file whose token count is known to lie in such a range needs no exact count: it is dropped
+        whatever the count is.
+        """
+        first, last = self.index_of(lower), self.index_of(upper)
+        if any(self.samples[i] != 0 for i in range(first, last + 1)):
+            return None
+        while first > 0 and self.samples[first - 1] == 0:
+            first -= 1
+        while last < len(self.samples) - 1 and self.samples[last + 1] == 0:
+            last += 1
+        return range_label(self.bounds(first)[0], self.bounds(last)[1])
+
+    def dropped_from(self, tokens: int) -> int | None:
+        """The smallest count of the run of buckets that keep nothing around `tokens`' bucket (None when that
+        bucket keeps files): a lower bound that reaches it, with an upper bound in the run, drops the file."""
+        index = self.index_of(tokens)
+        if self.samples[index] != 0:
+            return None
+        while index > 0 and self.samples[index - 1] == 0:
+            index -= 1
+        return self.bounds(index)[0]
+
+
+def range_label(lower: int, upper: int | None) -> str:
+    """'<100' for [0, 100), '100-399' for [100, 400), '10000+' for [10000, None)."""
+    if upper is None:
+        return f"{lower}+"
+    return f"<{upper}" if lower == 0 else f"{lower}-{upper - 1}"
 
 
 def sample_key(seed: int, identity: str) -> str:

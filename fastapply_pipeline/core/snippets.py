@@ -47,7 +47,10 @@ class SnippetBuild:
     secret_types: Counter[str] = field(default_factory=Counter)
     # Files let through although detect-secrets flagged them: every finding an obvious placeholder.
     placeholder_secrets: Counter[str] = field(default_factory=Counter)
-    candidates_per_bucket: dict[str, int] = field(default_factory=dict)
+    candidates_per_bucket: dict[str, int] = field(default_factory=dict)  # tokenized files per bucket
+    # Files that no bucket could keep, found from their size alone: counted as not_sampled, never
+    # tokenized (nor scanned for secrets), by the range of sample-0 buckets their count provably lies in.
+    untokenized_per_range: Counter[str] = field(default_factory=Counter)
 
     @property
     def rows_per_bucket(self) -> dict[str, int]:
@@ -75,6 +78,22 @@ def line_count(text: str) -> int:
     return text.count("\n") + (0 if text.endswith("\n") else 1)
 
 
+def dropped_range(counter: TokenCounter, buckets: BucketSpec, text: str, data: bytes) -> str | None:
+    """The label of the sample-0 bucket range that every possible token count of this file lies in, or
+    None when it may fall in a bucket that keeps files (then only tokenizing tells)."""
+    lower, upper = counter.bounds(text, data, enough=0)  # the byte bounds alone: free
+    dropped = buckets.dropped_range(lower, upper)
+    if dropped is not None:
+        return dropped
+    # A better lower bound costs a pass over the text: worth it only when the upper bound's bucket
+    # keeps nothing, and only up to the first count of its sample-0 run.
+    enough = buckets.dropped_from(upper)
+    if enough is None:
+        return None
+    lower, upper = counter.bounds(text, data, enough=enough)
+    return buckets.dropped_range(lower, upper)
+
+
 def build_snippets(
     mirror: Path,
     commit: str,
@@ -86,8 +105,13 @@ def build_snippets(
     seed: int,
     scanner: SecretScanner | None,
     license_allowed: bool = True,
+    skip_by_bounds: bool = True,
 ) -> SnippetBuild:
-    """Read the files tracked at `commit` from a bare mirror and turn them into sampled snippet rows."""
+    """Read the files tracked at `commit` from a bare mirror and turn them into sampled snippet rows.
+
+    A file whose token count provably lies in buckets that keep nothing (sample 0) is not tokenized:
+    the same rows come out, sooner. `skip_by_bounds=False` tokenizes every file (for benchmarks).
+    """
     entries = list_tree(mirror, commit)
     build = SnippetBuild(
         table=pl.DataFrame(schema=SNIPPET_SCHEMA),
@@ -113,6 +137,12 @@ def build_snippets(
     for entry in candidates:
         data = blobs[entry.sha]
         reason, text = classify_content(data, language_of(entry.path))
+        if reason is None and text is not None and skip_by_bounds:
+            dropped = dropped_range(counter, buckets, text, data)
+            if dropped is not None:
+                build.exclude(entry.path, Exclusion.NOT_SAMPLED)  # what its sample-0 bucket would say
+                build.untokenized_per_range[dropped] += 1
+                continue
         if reason is None and text is not None and scanner is not None:
             found = scanner.scan(entry.path, text)
             if found.real:

@@ -10,6 +10,7 @@ import polars as pl
 from fastapply_pipeline.config import FastApplyConfig, Source
 from fastapply_pipeline.core.artifacts import write_atomically
 from fastapply_pipeline.core.buckets import BucketSpec
+from fastapply_pipeline.core.reasons import WHY_EMPTY, why_no_snippets
 from fastapply_pipeline.core.repos import RepoSnapshot, ensure_mirror
 from fastapply_pipeline.core.snippets import build_snippets, check_snippets
 from fastapply_pipeline.core.tokens import get_token_counter
@@ -102,6 +103,7 @@ def code_snippets(
             "placeholder_secrets": dict(build.placeholder_secrets),
             "examples": build.examples(),
             "candidates_per_bucket": build.candidates_per_bucket,
+            "untokenized_per_range": dict(build.untokenized_per_range),
             "license_allowed": allowed,
         }
         write_atomically(cached_table, lambda p: table.write_parquet(p))
@@ -143,6 +145,11 @@ def code_snippets(
                     for label, size in zip(labels, spec.samples, strict=True)
                 ],
             ),
+            # Files that only sample-0 buckets could hold, seen from their size: never tokenized (the
+            # candidates above are the tokenized files), counted under not_sampled.
+            "untokenized_by_range": count_table(
+                "sample-0 token range", report.get("untokenized_per_range", {})
+            ),
             "token_histogram": histogram(labels, [rows_per_bucket[label] for label in labels]),
             "rows_by_language": count_table("language", dict(table.group_by("language").len().iter_rows())),
             "tokens_total": int(token_counts.sum() or 0),
@@ -153,6 +160,20 @@ def code_snippets(
             "license": snapshot.license,
             "cache_key": key,
             "cache_hit": cache_hit,
+            **({WHY_EMPTY: why_empty(config, snapshot, report, spec)} if table.height == 0 else {}),
         },
     )
     yield from check_results(check_snippets(table, spec))
+
+
+def why_empty(config: FastApplyConfig, snapshot: RepoSnapshot, report: dict, spec: BucketSpec) -> str:
+    """Why no file of the repository was kept, naming the setting to change (printed by `fastapply run`)."""
+    return why_no_snippets(
+        files_total=report["files_total"],
+        exclusions=report["exclusions"],
+        license=snapshot.license,
+        license_allowed=report["license_allowed"],
+        languages=config.files.languages,
+        samples=dict(zip(spec.labels, spec.samples, strict=True)),
+        candidates_per_bucket=report["candidates_per_bucket"],
+    )
