@@ -32,25 +32,8 @@ from fastapply_pipeline.core.apply import (
 from fastapply_pipeline.core.linediff import line_hunks
 from fastapply_pipeline.core.markers import MARKER_TEXT, is_marker_line, looks_like_jsx_child, marker_for
 from fastapply_pipeline.core.parsing import has_grammar, parses
+from fastapply_pipeline.core.settings import SNIPPET_STYLES
 
-SNIPPET_STYLES = (
-    "anchored",
-    "generous_context",
-    "changed_first_line",
-    "unit",
-    "dedented_unit",
-    "whole_file",
-    "other_spelling",
-)
-DEFAULT_STYLE_WEIGHTS = {
-    "anchored": 30,
-    "generous_context": 10,
-    "changed_first_line": 15,
-    "unit": 15,
-    "dedented_unit": 10,
-    "whole_file": 10,
-    "other_spelling": 10,
-}
 OTHER_SPELLINGS = (
     "... rest of code ...",
     "...",

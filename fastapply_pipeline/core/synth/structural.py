@@ -19,18 +19,7 @@ from dataclasses import dataclass
 import tree_sitter as ts
 
 from fastapply_pipeline.core.parsing import parse
-
-# The reference pipeline's mix of edit goals (weights).
-DEFAULT_EDIT_KINDS = {
-    "modify_function": 25,
-    "add_feature": 20,
-    "modify_two_functions": 15,
-    "add_two_features": 10,
-    "small_refactor": 5,
-    "delete_feature": 2,
-    "modify_single_line": 2,
-    "reorder_units": 3,  # not in the reference mix: moved code, which lazy snippets must express too
-}
+from fastapply_pipeline.core.settings import DEFAULT_EDIT_KINDS
 
 _JS = {
     "functions": {
