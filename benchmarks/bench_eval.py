@@ -116,7 +116,14 @@ def main() -> int:
     )
 
     # Every example: plain greedy, then each draft length; the order rotates so none always runs first.
-    merge_with_model(model, tokenizer, rows[0]["original_code"], rows[0]["update_snippet"], max_new_tokens=4)
+    merge_with_model(
+        model,
+        tokenizer,
+        rows[0]["original_code"],
+        rows[0]["update_snippet"],
+        prompt_lookup=None,
+        max_new_tokens=4,
+    )
     runs: dict[int | None, list] = {k: [] for k in [None, *lookups]}
     started = time.perf_counter()
     for i, row in enumerate(rows):

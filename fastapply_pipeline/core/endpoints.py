@@ -14,6 +14,10 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fastapply_pipeline.core.settings import EndpointSettings
 
 NO_KEY = "unused"  # what the SDK is given for a server that asks for no key (it requires a string)
 
@@ -49,14 +53,14 @@ def api_key(env: str | None, what: str) -> str:
 
 
 def chat_all(
-    settings,
+    settings: EndpointSettings,
     requests: Mapping[str, list[dict[str, str]]],
     *,
     max_tokens: Mapping[str, int],
     what: str,
     on_reply: Callable[[str, ChatReply], None] = lambda key, reply: None,
 ) -> dict[str, ChatReply]:
-    """One reply per request key. `settings`: an EndpointSettings; `max_tokens`: the budget per key."""
+    """One reply per request key (`max_tokens`: the budget per key)."""
     if not requests:
         return {}
     key = api_key(settings.api_key_env, what)
@@ -75,7 +79,9 @@ def chat_all(
     return replies
 
 
-async def _chat_all(settings, key, requests, max_tokens, on_reply) -> dict[str, ChatReply]:
+async def _chat_all(
+    settings: EndpointSettings, key: str, requests, max_tokens, on_reply
+) -> dict[str, ChatReply]:
     import openai
 
     client = openai.AsyncOpenAI(

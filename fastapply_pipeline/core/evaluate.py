@@ -5,18 +5,31 @@ original: the floor every candidate must beat), a local model (with or without a
 `merge_with_model`, and any OpenAI-compatible endpoint (THE inference prompt, greedy). A candidate is a
 runner: rows in, one `Merge` per row out, in order, calling `tick()` as each example finishes (progress).
 `judge` adds an LLM judge's verdicts on the outputs that are not exact matches.
+
+`prepare_evaluation` is the evaluation that eval_scores and `fastapply eval` both run, from the eval
+settings (EvalSettings): the rows (a seeded sample, and eval.extra_data) and the candidates' runners
+(local models through a loader the caller passes: core knows nothing of Dagster or the command line);
+then `Evaluation.score` (`evaluate`), `.judge` (eval.judge) and `.speed` (the prompt-lookup speedup).
 """
 
 from __future__ import annotations
 
+import random
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
 from fastapply_pipeline.core.apply import apply_snippet
 from fastapply_pipeline.core.metrics import METRIC_COLUMNS, aggregate, score_example
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from fastapply_pipeline.core.inference import SpeedReport
+    from fastapply_pipeline.core.settings import EndpointSettings, EvalSettings, JudgeSettings
 
 
 @dataclass(frozen=True)
@@ -83,7 +96,8 @@ def hybrid_candidate(model: Runner) -> Runner:
     return run
 
 
-def model_candidate(model, tokenizer, *, prompt_lookup: int | None = 40) -> Runner:
+def model_candidate(model, tokenizer, *, prompt_lookup: int | None) -> Runner:
+    """A local model (`prompt_lookup`: EvalSettings.prompt_lookup, the draft length; None: plain greedy)."""
     from fastapply_pipeline.core.inference import merge_with_model
 
     def merge(original: str, snippet: str, language: str | None = None) -> Merge:
@@ -98,8 +112,8 @@ def endpoint_budget(original: str, snippet: str) -> int:
     return (len(original) + len(snippet)) // 3 + 256
 
 
-def endpoint_candidate(settings, name: str) -> Runner:
-    """An OpenAI-compatible endpoint (`settings`: EndpointSettings), `settings.concurrency` at a time."""
+def endpoint_candidate(settings: EndpointSettings, name: str) -> Runner:
+    """An OpenAI-compatible endpoint, `settings.concurrency` at a time (`name`: eval.endpoints' key)."""
     from fastapply_pipeline.core.endpoints import chat_all
     from fastapply_pipeline.core.prompt import inference_messages, parse_answer
 
@@ -197,12 +211,14 @@ def evaluate(
     return pl.DataFrame(records, schema=RESULT_SCHEMA)
 
 
-def judge(results: pl.DataFrame, rows: Iterable[dict], settings, *, seed: int = 0):
+def judge(
+    results: pl.DataFrame, rows: Iterable[dict], settings: JudgeSettings, *, seed: int = 0
+) -> tuple[pl.DataFrame, dict[str, int]]:
     """`results` with `judge_correct` and `judge_reason`, and the judge's counts.
 
     Exact matches are correct without asking; an example with no output is incorrect without asking;
-    every other output is shown to the judge (settings: JudgeSettings) next to original, snippet and
-    reference, and its verdict is paired back by the example's id.
+    every other output is shown to the judge next to original, snippet and reference, and its verdict is
+    paired back by the example's id.
     """
     from fastapply_pipeline.core.judge import JudgeItem, item_id, judge_outputs
 
@@ -262,6 +278,14 @@ def summary_table(results: pl.DataFrame, by: Sequence[str] = ("candidate",)) -> 
 REQUIRED_COLUMNS = ("original_code", "update_snippet", "final_code")
 
 
+class NoRows(ValueError):
+    """The dataset, split or file holds no rows (`load_rows`)."""
+
+
+class EvalDataError(ValueError):
+    """An eval.extra_data set cannot be read (`evaluation_rows`)."""
+
+
 def load_rows(path: str, split: str = "test") -> list[dict]:
     """Evaluation rows from a dataset: a `save_to_disk` folder (its `split`; the pipeline's dataset folder,
     holding hf/, works too), a folder of hand-written `.case` files (core.cases), a .parquet file, or a
@@ -303,7 +327,7 @@ def load_rows(path: str, split: str = "test") -> list[dict]:
     else:
         raise ValueError(f"{path}: expected a dataset folder, a .parquet file or a .jsonl file")
     if not rows:
-        raise ValueError(f"{path} holds no rows")
+        raise NoRows(f"{path} holds no rows")
     missing = [c for c in REQUIRED_COLUMNS if c not in rows[0]]
     if missing:
         raise ValueError(
@@ -318,3 +342,145 @@ def load_rows(path: str, split: str = "test") -> list[dict]:
         }
         for i, row in enumerate(rows)
     ]
+
+
+# ---------------------------------------------------------------------------------------------------
+# The evaluation of eval_scores and `fastapply eval`, from the eval settings
+
+BASELINES = ("applier", "identity")
+HYBRID = "hybrid"  # the applier, then the adapter where it refuses: it runs on the local model "adapter"
+ModelLoader = Callable[[str], tuple[Any, Any]]  # a local candidate's name -> (model, tokenizer)
+
+
+def sample_rows(rows: Iterable[dict], max_examples: int | None, seed: int) -> list[dict]:
+    """A seeded sample of `max_examples` rows; all of them when there are no more (or no limit)."""
+    rows = list(rows)
+    if max_examples is not None and len(rows) > max_examples:
+        return random.Random(seed).sample(rows, max_examples)
+    return rows
+
+
+def evaluation_rows(
+    test: Iterable[dict], settings: EvalSettings, *, seed: int, resolve: Callable[[str], Path]
+) -> list[dict]:
+    """The test rows and each eval.extra_data set (read by `load_rows`; its path through `resolve`, e.g.
+    FastApplyConfig.resolve), each sampled to max_examples; extra rows' ids are prefixed "<extra>:"."""
+    rows = sample_rows(test, settings.max_examples, seed)
+    for extra in settings.extra_data:  # e.g. the hand-written realistic set: scored beside the test split
+        try:
+            found = load_rows(str(resolve(extra)))
+        except (ValueError, FileNotFoundError) as err:
+            raise EvalDataError(f"eval.extra_data {extra!r}: {err}") from None
+        sampled = sample_rows(found, settings.max_examples, seed)
+        rows += [row | {"triple_id": f"{extra}:{row['triple_id']}"} for row in sampled]
+    return rows
+
+
+def local_models_needed(candidates: Iterable[str], settings: EvalSettings) -> list[str]:
+    """The local models the candidates run on, sorted: every candidate that is not a baseline or an
+    endpoint (adapter, base; the CLI's model), and the adapter for hybrid."""
+    others = {*BASELINES, *settings.endpoints}
+    return sorted({"adapter" if name == HYBRID else name for name in candidates if name not in others})
+
+
+def candidate_runners(
+    candidates: Iterable[str], settings: EvalSettings, models: Mapping[str, tuple[Any, Any]]
+) -> dict[str, Runner]:
+    """A runner per candidate, in order: the baselines, hybrid, eval.endpoints, and local models (from
+    `models`: (model, tokenizer) by name) decoding with eval.prompt_lookup."""
+    runners: dict[str, Runner] = {}
+    for name in candidates:
+        if name == "applier":
+            runners[name] = applier_candidate
+        elif name == "identity":
+            runners[name] = identity_candidate
+        elif name == HYBRID:
+            runners[name] = hybrid_candidate(
+                model_candidate(*models["adapter"], prompt_lookup=settings.prompt_lookup)
+            )
+        elif name in settings.endpoints:
+            runners[name] = endpoint_candidate(settings.endpoints[name], name)
+        else:
+            runners[name] = model_candidate(*models[name], prompt_lookup=settings.prompt_lookup)
+    return runners
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The rows and the candidates of one evaluation (`prepare_evaluation`), ready to score and time."""
+
+    settings: EvalSettings
+    seed: int
+    rows: list[dict]
+    runners: dict[str, Runner]
+    models: dict[str, tuple[Any, Any]]  # the local models loaded, (model, tokenizer) by name
+
+    def score(self, progress: Callable[[str], None] = lambda candidate: None) -> pl.DataFrame:
+        """`evaluate` every candidate on the rows (`progress(candidate)` after each example)."""
+        return evaluate(self.runners, self.rows, progress=progress)
+
+    def judge(self, results: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, int] | None]:
+        """`results` graded by eval.judge, and its counts; unchanged, and None, without a judge."""
+        if self.settings.judge is None:
+            return results, None
+        return judge(results, self.rows, self.settings.judge, seed=self.seed)
+
+    def speed(self) -> list[tuple[str, SpeedReport]]:
+        """Plain greedy vs prompt lookup for each local model, on the first eval.speed_examples rows
+        (none when prompt_lookup is off, speed_examples is 0, or no local model runs)."""
+        from fastapply_pipeline.core.inference import measure_speedup
+
+        lookup, count = self.settings.prompt_lookup, self.settings.speed_examples
+        if not lookup or not count or not self.models:
+            return []
+        pairs = [(row["original_code"], row["update_snippet"]) for row in self.rows[:count]]
+        return [
+            (name, measure_speedup(model, tokenizer, pairs, prompt_lookup=lookup))
+            for name, (model, tokenizer) in self.models.items()
+        ]
+
+
+def prepare_evaluation(
+    test: Iterable[dict],
+    settings: EvalSettings,
+    *,
+    seed: int,
+    load_model: ModelLoader,
+    resolve: Callable[[str], Path],
+    candidates: Sequence[str] | None = None,
+) -> Evaluation:
+    """The rows (`evaluation_rows`: `resolve` finds eval.extra_data) and the runners of `candidates`
+    (default: eval.candidates; the CLI names its own, e.g. "model"), the local ones loaded by
+    `load_model(name)`, each once."""
+    rows = evaluation_rows(test, settings, seed=seed, resolve=resolve)
+    names = list(settings.candidates if candidates is None else candidates)
+    models = {name: load_model(name) for name in local_models_needed(names, settings)}
+    return Evaluation(settings, seed, rows, candidate_runners(names, settings, models), models)
+
+
+SPEED_COLUMNS = [
+    "candidate",
+    "examples",
+    "output tokens",
+    "plain tok/s",
+    "lookup tok/s",
+    "speedup",
+    "identical",
+]
+
+
+def speed_table(reports: Iterable[tuple[str, SpeedReport]]) -> tuple[list[str], list[list]]:
+    """(headers, rows) of `Evaluation.speed`'s reports, numbers rounded: the table eval_scores shows."""
+    rows = [
+        [
+            name,
+            report.examples,
+            report.tokens,
+            round(report.plain_tokens_per_second, 1),
+            round(report.lookup_tokens_per_second, 1),
+            round(report.speedup, 2),
+            f"{report.identical}/{report.examples}",
+        ]
+        for name, report in reports
+    ]
+    return SPEED_COLUMNS, rows

@@ -32,10 +32,11 @@ def merge_with_model(
     original: str,
     snippet: str,
     *,
-    prompt_lookup: int | None = 40,
+    prompt_lookup: int | None,
     max_new_tokens: int | None = None,
 ) -> ModelMerge:
-    """Greedy merge of (original, snippet); `prompt_lookup` tokens per draft (None: plain decoding)."""
+    """Greedy merge of (original, snippet); `prompt_lookup` tokens per draft (None: plain decoding; the
+    configured length is EvalSettings.prompt_lookup)."""
     import torch
 
     prompt = tokenizer.apply_chat_template(
@@ -80,8 +81,8 @@ class SpeedReport:
     identical: int  # examples whose answers match
 
 
-def measure_speedup(model, tokenizer, pairs, *, prompt_lookup: int = 40) -> SpeedReport:
-    """Each (original, snippet) decoded twice, plain greedy and with prompt-lookup drafts.
+def measure_speedup(model, tokenizer, pairs, *, prompt_lookup: int) -> SpeedReport:
+    """Each (original, snippet) decoded twice, plain greedy and with `prompt_lookup`-token drafts.
 
     One short warm-up call first (the first generate pays one-off costs); then the two runs alternate
     which goes first, so that neither always meets a warm cache.

@@ -17,6 +17,10 @@ import random
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fastapply_pipeline.core.settings import JudgeSettings
 
 JUDGE_SYSTEM = (
     "You grade code merges. Each example has an original file, an update snippet (lazy: a comment such as "
@@ -100,7 +104,7 @@ def parse_verdicts(text: str, expected: Sequence[str]) -> tuple[dict[str, Verdic
 
 
 def judge_outputs(
-    settings,
+    settings: JudgeSettings,
     items: Sequence[JudgeItem],
     *,
     seed: int = 0,

@@ -28,9 +28,13 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from fastapply_pipeline.core.llm.cache import BatchStore, ResponseCache, batch_id_for
 from fastapply_pipeline.core.llm.ratelimit import RateLimiter
+
+if TYPE_CHECKING:
+    from fastapply_pipeline.core.settings import ProviderSettings
 
 API_KEY_ENV = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
 OPENAI_BATCH_ENDPOINT = "/v1/chat/completions"
@@ -128,7 +132,9 @@ class LLMConfigurationError(LLMError):
     """The key, the endpoint or the model is wrong: no request can succeed until the settings change."""
 
 
-def configuration_error(provider: str, settings, reason: str, detail: str = "") -> LLMConfigurationError:
+def configuration_error(
+    provider: str, settings: ProviderSettings, reason: str, detail: str = ""
+) -> LLMConfigurationError:
     env = API_KEY_ENV[provider]
     where = settings.base_url or f"the {provider} API"
     status = reason.split(":")[0]
@@ -164,7 +170,7 @@ def _sdk_failure(err: Exception, api: str) -> Completion:
 # Providers
 
 
-def sdk_client(provider, settings, api_key: str, *, asynchronous: bool):
+def sdk_client(provider, settings: ProviderSettings, api_key: str, *, asynchronous: bool):
     """The provider's official client (imported here: the SDKs take seconds to import)."""
     module, sync_class, async_class = provider.sdk
     sdk = importlib.import_module(module)
@@ -408,7 +414,7 @@ class RunLog:
 
 def complete_all(
     provider: str,
-    settings,
+    settings: ProviderSettings,
     requests: Iterable[LLMRequest],
     *,
     cache: ResponseCache,
@@ -466,7 +472,9 @@ def complete_all(
     return results, run
 
 
-async def _run_sync(adapter, settings, todo, api_key, cache, run, log) -> dict[str, Completion]:
+async def _run_sync(
+    adapter, settings: ProviderSettings, todo, api_key, cache, run, log
+) -> dict[str, Completion]:
     client = sdk_client(adapter, settings, api_key, asynchronous=True)
     limiter = RateLimiter(settings.requests_per_minute, settings.tokens_per_minute)
     gate = asyncio.Semaphore(settings.concurrency)
@@ -506,7 +514,7 @@ def _is_sdk_error(err: Exception) -> bool:
     return module.startswith(("anthropic", "openai"))
 
 
-def _run_batches(adapter, settings, todo, api_key, cache, store, run, log, description):
+def _run_batches(adapter, settings: ProviderSettings, todo, api_key, cache, store, run, log, description):
     client = sdk_client(adapter, settings, api_key, asynchronous=False)
     size = settings.max_batch_requests
     chunks = [todo[i : i + size] for i in range(0, len(todo), size)]

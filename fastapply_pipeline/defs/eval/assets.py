@@ -3,28 +3,22 @@
 import base64
 import difflib
 import json
-import random
 from collections import defaultdict
 
 import dagster as dg
 import polars as pl
 
 from fastapply_pipeline.core.evaluate import (
-    applier_candidate,
-    endpoint_candidate,
-    evaluate,
-    hybrid_candidate,
-    identity_candidate,
-    judge,
+    EvalDataError,
+    NoRows,
     load_rows,
-    model_candidate,
+    prepare_evaluation,
+    speed_table,
     summary_table,
 )
 from fastapply_pipeline.core.metrics import aggregate
 from fastapply_pipeline.defs.reporting import count_table, markdown_table
 from fastapply_pipeline.defs.resources import ArtifactsResource, FastApplyResource
-
-LOCAL_MODELS = ("adapter", "base")
 
 
 @dg.asset(
@@ -55,48 +49,22 @@ def eval_scores(
 ):
     config = fastapply.load()
     settings = config.eval
-    from datasets import load_from_disk
-
     store = artifacts.store()
-    test = load_from_disk(str(store.fetch("dataset") / "hf"))["test"].to_list()
-    if not test:
+    try:
+        test = load_rows(str(store.fetch("dataset")), "test")
+    except NoRows:
         raise dg.Failure(
             "the dataset's test split is empty: nothing to evaluate (see fastapply_dataset's split)"
+        ) from None
+    except ValueError as err:
+        raise dg.Failure(f"the dataset's test split: {err}") from None
+    try:
+        evaluation = prepare_evaluation(
+            test, settings, seed=config.seed, load_model=_model_loader(config, store), resolve=config.resolve
         )
-    if settings.max_examples is not None and len(test) > settings.max_examples:
-        test = random.Random(config.seed).sample(test, settings.max_examples)
-    for extra in settings.extra_data:  # e.g. the hand-written realistic set: scored beside the test split
-        try:
-            rows = load_rows(str(config.resolve(extra)))
-        except (ValueError, FileNotFoundError) as err:
-            raise dg.Failure(f"eval.extra_data {extra!r}: {err}") from None
-        if settings.max_examples is not None and len(rows) > settings.max_examples:
-            rows = random.Random(config.seed).sample(rows, settings.max_examples)
-        test += [row | {"triple_id": f"{extra}:{row['triple_id']}"} for row in rows]
-    wanted = list(settings.candidates)
-    # hybrid = the applier, then the adapter where it refuses: it needs the adapter loaded too
-    needed = sorted(
-        {"adapter" if name == "hybrid" else name for name in wanted if name in (*LOCAL_MODELS, "hybrid")}
-    )
-    if needed:
-        store.fetch("adapters/lora_adapter")
-    local = _local_models(config, needed)
-    runners = {}
-    for name in wanted:
-        if name == "hybrid":
-            model, tokenizer = local["adapter"]
-            runners[name] = hybrid_candidate(
-                model_candidate(model, tokenizer, prompt_lookup=settings.prompt_lookup)
-            )
-        elif name in local:
-            model, tokenizer = local[name]
-            runners[name] = model_candidate(model, tokenizer, prompt_lookup=settings.prompt_lookup)
-        elif name == "applier":
-            runners[name] = applier_candidate
-        elif name == "identity":
-            runners[name] = identity_candidate
-        else:
-            runners[name] = endpoint_candidate(settings.endpoints[name], name)
+    except EvalDataError as err:  # an eval.extra_data set that cannot be read
+        raise dg.Failure(str(err)) from None
+    test, runners = evaluation.rows, evaluation.runners
     context.log.info(f"{len(runners)} candidate(s) on {len(test)} test example(s): {', '.join(runners)}")
     done: dict[str, int] = defaultdict(int)
     step = max(1, len(test) // 5)
@@ -106,10 +74,9 @@ def eval_scores(
         if done[candidate] % step == 0 or done[candidate] == len(test):
             context.log.info(f"{candidate}: {done[candidate]}/{len(test)} examples")
 
-    results = evaluate(runners, test, progress=progress)
+    results, judge_counts = evaluation.judge(evaluation.score(progress))
     metadata = {"examples": len(test), "candidates": ", ".join(runners)}
-    if settings.judge is not None:
-        results, judge_counts = judge(results, test, settings.judge, seed=config.seed)
+    if judge_counts is not None:
         metadata["judge"] = markdown_table(["judge", "count"], sorted(judge_counts.items()))
         metadata["judge_model"] = settings.judge.model
 
@@ -129,12 +96,17 @@ def eval_scores(
     metadata["chart_path"] = dg.MetadataValue.path(store.publish("eval"))
     for row in summary.iter_rows(named=True):  # numbers Dagster plots across materializations
         metadata[f"exact/{row['candidate']}"] = float(row["exact"])
-    speed = _speed(context, local, test, settings)
-    if speed:
-        metadata["prompt_lookup_speedup"] = markdown_table(
-            ["candidate", "examples", "output tokens", "plain tok/s", "lookup tok/s", "speedup", "identical"],
-            speed,
+    speed = evaluation.speed()
+    for name, report in speed:
+        if report.identical < report.examples:
+            context.log.warning(
+                f"{name}: {report.examples - report.identical} answer(s) differ with prompt lookup"
+            )
+        context.log.info(
+            f"{name}: prompt lookup speedup {report.speedup:.2f}x over {report.examples} example(s)"
         )
+    if speed:
+        metadata["prompt_lookup_speedup"] = markdown_table(*speed_table(speed))
     errors = results.filter(pl.col("error").is_not_null()).group_by("candidate", "error").len()
     if errors.height:
         metadata["no_output"] = count_table(
@@ -159,56 +131,28 @@ _GROUP_COLUMNS = (
 )
 
 
-def _local_models(config, wanted: list[str]) -> dict:
-    """The adapter and/or its base model (the one named by the adapter's config), each (model, tokenizer)."""
-    if not wanted:
-        return {}
-    from fastapply_pipeline.core.inference import load_model
-
+def _model_loader(config, store):
+    """Loads the adapter, or its base model (the one named by the adapter's config), as (model, tokenizer);
+    the adapter is fetched from the artifact store before the first."""
     adapter_dir = config.artifacts_dir / "adapters" / "lora_adapter" / "adapter"
-    if not (adapter_dir / "adapter_config.json").is_file():
-        raise dg.Failure(
-            f"no adapter at {adapter_dir}: materialize lora_adapter first, or leave adapter and base out of "
-            "eval.candidates"
-        )
-    base = json.loads((adapter_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
-    download = config.training.allow_download
-    models = {}
-    for name in wanted:  # loaded apart: peft adds its layers to the model it is given
-        adapter = str(adapter_dir) if name == "adapter" else None
-        models[name] = load_model(base, adapter=adapter, allow_download=download)
-    return models
+    fetched = []
 
+    def load(name: str):
+        from fastapply_pipeline.core.inference import load_model
 
-def _speed(context, local: dict, test: list[dict], settings) -> list[list]:
-    """Plain greedy vs prompt lookup for each local model, on the first `speed_examples` examples."""
-    from fastapply_pipeline.core.inference import measure_speedup
-
-    if not settings.prompt_lookup or not settings.speed_examples:
-        return []
-    pairs = [(row["original_code"], row["update_snippet"]) for row in test[: settings.speed_examples]]
-    table = []
-    for name, (model, tokenizer) in local.items():
-        report = measure_speedup(model, tokenizer, pairs, prompt_lookup=settings.prompt_lookup)
-        if report.identical < report.examples:
-            context.log.warning(
-                f"{name}: {report.examples - report.identical} answer(s) differ with prompt lookup"
+        if not fetched:
+            fetched.append(store.fetch("adapters/lora_adapter"))
+        if not (adapter_dir / "adapter_config.json").is_file():
+            raise dg.Failure(
+                f"no adapter at {adapter_dir}: materialize lora_adapter first, or leave adapter and base out "
+                "of eval.candidates"
             )
-        context.log.info(
-            f"{name}: prompt lookup speedup {report.speedup:.2f}x over {report.examples} example(s)"
-        )
-        table.append(
-            [
-                name,
-                report.examples,
-                report.tokens,
-                round(report.plain_tokens_per_second, 1),
-                round(report.lookup_tokens_per_second, 1),
-                round(report.speedup, 2),
-                f"{report.identical}/{report.examples}",
-            ]
-        )
-    return table
+        base = json.loads((adapter_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
+        # each loaded apart: peft adds its layers to the model it is given
+        adapter = str(adapter_dir) if name == "adapter" else None
+        return load_model(base, adapter=adapter, allow_download=config.training.allow_download)
+
+    return load
 
 
 def _chart(summary: pl.DataFrame, path) -> str:
