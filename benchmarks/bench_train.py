@@ -29,6 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from fastapply_pipeline.core.settings import TrainingSettings  # noqa: E402
 from fastapply_pipeline.core.training import TrainJob  # noqa: E402
 from fastapply_pipeline.training.train import Reporter, train  # noqa: E402
 
@@ -90,20 +91,22 @@ def main() -> None:
     job = TrainJob(
         dataset_path=str(work / "data"),
         output_dir=str(work / "out"),
-        base_model=args.model,
-        backend="hf",
-        r=32,
-        alpha=16,
-        max_steps=args.steps,
-        batch_size=args.batch,
-        gradient_accumulation_steps=1,
-        learning_rate=1e-4,
-        logging_steps=1,
-        save_steps=10_000,
         max_seq_length=8192,
-        precision=args.precision,
-        gradient_checkpointing=args.checkpointing == "on",
-        answer_logits_only=args.answer_logits == "on",
+        training=TrainingSettings(
+            base_model=args.model,
+            backend="hf",
+            r=32,
+            alpha=16,
+            max_steps=args.steps,
+            batch_size=args.batch,
+            gradient_accumulation_steps=1,
+            learning_rate=1e-4,
+            logging_steps=1,
+            save_steps=10_000,
+            precision=args.precision,
+            gradient_checkpointing=args.checkpointing == "on",
+            answer_logits_only=args.answer_logits == "on",
+        ),
     )
     metrics = train(job, Reporter())
     if args.json:

@@ -21,8 +21,9 @@ from pathlib import Path
 from fastapply_pipeline.core.files import FileRules, classify_content, classify_entry, language_of
 from fastapply_pipeline.core.git import TreeEntry, sync_mirror
 from fastapply_pipeline.core.render import DEFAULT_STYLE_WEIGHTS
-from fastapply_pipeline.core.synth.git_history import HistorySettings, git_history_triples
-from fastapply_pipeline.core.synth.structural import DEFAULT_EDIT_KINDS, structural_triples
+from fastapply_pipeline.core.settings import TripleSettings
+from fastapply_pipeline.core.synth.git_history import git_history_triples
+from fastapply_pipeline.core.synth.structural import structural_triples
 
 DEFAULT_PACKAGES = "dagster,dagster_graphql,pydantic,hypothesis,sqlalchemy,dagster_webserver"
 LANGUAGES = ["python", "typescript", "tsx", "javascript", "jsx", "markdown"]
@@ -60,11 +61,7 @@ def main() -> int:
     files = package_files(args.packages.split(","))
     start = time.perf_counter()
     report = structural_triples(
-        files,
-        attempts_per_file=args.attempts,
-        weights=DEFAULT_EDIT_KINDS,
-        seed=0,
-        styles=DEFAULT_STYLE_WEIGHTS,
+        files, settings=TripleSettings(structural={"attempts_per_file": args.attempts}), seed=0
     )
     seconds = time.perf_counter() - start
     candidates = len(files) * args.attempts
@@ -92,7 +89,7 @@ def main() -> int:
             repo="bench",
             rules=FileRules.build(LANGUAGES, 500_000),
             scanner=None,
-            settings=HistorySettings(styles=DEFAULT_STYLE_WEIGHTS),
+            settings=TripleSettings(),
         )
         seconds = time.perf_counter() - start
     considered = len(history.triples) + sum(history.failures.values())

@@ -11,27 +11,24 @@ from fastapply_pipeline.defs.automation import (
     eval_job,
     job_schedules,
     refresh_schedule,
-    train_job,
 )
 from fastapply_pipeline.defs.dataset.assets import fastapply_dataset
 from fastapply_pipeline.defs.eval.assets import eval_scores
+from fastapply_pipeline.defs.partitions import PER_REPO, per_repo_job
 from fastapply_pipeline.defs.resources import build_resources
 from fastapply_pipeline.defs.snippets.assets import code_snippets
 from fastapply_pipeline.defs.sources.assets import cloned_repo
-from fastapply_pipeline.defs.sources.sensors import PER_REPO_JOB, source_repos_sensor
-from fastapply_pipeline.defs.training.assets import lora_adapter
+from fastapply_pipeline.defs.sources.sensors import source_repos_sensor
+from fastapply_pipeline.defs.training.assets import lora_adapter, train_job
 from fastapply_pipeline.defs.triples.assets import edit_triples
 from fastapply_pipeline.defs.triples.llm_assets import anthropic_triples, openai_triples
 
-PER_REPO_GROUPS = ("sources", "snippets", "triples")
-PER_REPO = dg.AssetSelection.groups(*PER_REPO_GROUPS)  # the assets partitioned by source_repo
-
-per_repo_job = dg.define_asset_job(
-    PER_REPO_JOB,
-    selection=PER_REPO,
-    description="Builds every per-repository asset for one source_repo partition.",
-)
-
+__all__ = [
+    "ASSETS",
+    "PER_REPO",
+    "build_defs",
+    "defs",
+]  # PER_REPO: the per-repository selection (partitions.py)
 
 ASSETS = [
     cloned_repo,

@@ -145,8 +145,10 @@ def sigterm_interrupts() -> Iterator[None]:
 
 def built_from(instance: dg.DagsterInstance, key: str) -> str | None:
     """The location (redacted URL or path) that partition `key`'s latest cloned_repo was fetched from."""
+    from fastapply_pipeline.defs.sources.assets import cloned_repo
+
     records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey("cloned_repo"), asset_partitions=[key]), limit=1
+        dg.AssetRecordsFilter(asset_key=cloned_repo.key, asset_partitions=[key]), limit=1
     ).records
     if not records or records[0].asset_materialization is None:
         return None

@@ -10,6 +10,7 @@ from fastapply_pipeline.core.apply import apply_snippet
 from fastapply_pipeline.core.files import FileRules
 from fastapply_pipeline.core.git import sync_mirror
 from fastapply_pipeline.core.parsing import parses
+from fastapply_pipeline.core.settings import TripleSettings
 from fastapply_pipeline.core.synth.git_history import git_history_triples
 from fastapply_pipeline.core.synth.structural import (
     DEFAULT_EDIT_KINDS,
@@ -18,7 +19,7 @@ from fastapply_pipeline.core.synth.structural import (
     structural_triples,
 )
 
-from .conftest import (
+from .helpers import (
     FAKE_AWS,
     JS_MODULE,
     JSX_COMPONENT,
@@ -68,13 +69,21 @@ SOURCES = {
 def test_structural_triples_in_every_language_round_trip_and_parse(language):
     text = SOURCES[language]
     files = [("repo", "c0ffee", f"file.{language}", language, text)]
-    report = structural_triples(files, attempts_per_file=30, weights=DEFAULT_EDIT_KINDS, seed=3)
+    report = structural_triples(files, settings=anchored_only(30, DEFAULT_EDIT_KINDS), seed=3)
     assert len(report.triples) >= 5, report.failures
     for triple in report.triples:
         assert parses(triple.original_code, language) and parses(triple.final_code, language)
         assert apply_snippet(triple.original_code, triple.update_snippet).merged == triple.final_code
         assert triple.provenance.generator == "structural" and triple.provenance.language == language
     assert sum(report.failures.values()) + len(report.triples) == 30  # every attempt accounted for
+
+
+def anchored_only(attempts_per_file: int = 2, edit_kinds=None) -> TripleSettings:
+    """The triples settings of these tests: anchored snippets only (the styles have their own tests)."""
+    structural = {"attempts_per_file": attempts_per_file}
+    if edit_kinds is not None:
+        structural["edit_kinds"] = dict(edit_kinds)
+    return TripleSettings(structural=structural, snippet_styles={"anchored": 1})
 
 
 def test_edit_kinds_do_what_they_say():
@@ -104,10 +113,10 @@ def test_edit_kinds_do_what_they_say():
 
 def test_weights_choose_the_mix_and_the_seed_fixes_it():
     files = [("r", "c", f"m{i}.py", "python", SOURCES["python"]) for i in range(20)]
-    only_add = structural_triples(files, attempts_per_file=3, weights={"add_feature": 1}, seed=1)
+    only_add = structural_triples(files, settings=anchored_only(3, {"add_feature": 1}), seed=1)
     assert {t.provenance.edit_kind for t in only_add.triples} == {"add_feature"}
-    mixed = structural_triples(files, attempts_per_file=3, weights=DEFAULT_EDIT_KINDS, seed=1)
-    again = structural_triples(files, attempts_per_file=3, weights=DEFAULT_EDIT_KINDS, seed=1)
+    mixed = structural_triples(files, settings=anchored_only(3, DEFAULT_EDIT_KINDS), seed=1)
+    again = structural_triples(files, settings=anchored_only(3, DEFAULT_EDIT_KINDS), seed=1)
     assert [t.triple_id for t in mixed.triples] == [t.triple_id for t in again.triples]
     kinds = Counter(t.provenance.edit_kind for t in mixed.triples)
     assert kinds["modify_function"] > kinds["delete_feature"]
@@ -116,8 +125,7 @@ def test_weights_choose_the_mix_and_the_seed_fixes_it():
 def test_unparseable_sources_are_counted_not_used():
     report = structural_triples(
         [("r", "c", "bad.py", "python", "def f(:\n    pass\n")],
-        attempts_per_file=2,
-        weights=DEFAULT_EDIT_KINDS,
+        settings=anchored_only(2, DEFAULT_EDIT_KINDS),
         seed=1,
     )
     assert not report.triples and report.failures["source_does_not_parse"] == 2
@@ -173,7 +181,12 @@ def test_git_history_takes_real_modifications_and_counts_the_rest(history_repo, 
     head = sync_mirror(str(history_repo), mirror, ref=None, depth=50, timeout=30, what="t").commit
     rules = FileRules.build(["python", "typescript"], 100_000)
     report = git_history_triples(
-        mirror, head, repo="history", rules=rules, scanner=SecretScanner(DEFAULT_SECRET_PLUGINS)
+        mirror,
+        head,
+        repo="history",
+        rules=rules,
+        scanner=SecretScanner(DEFAULT_SECRET_PLUGINS),
+        settings=anchored_only(),
     )
     paths = sorted(t.provenance.path for t in report.triples)
     assert paths == ["src/app.py", "src/util.ts"]
@@ -198,7 +211,12 @@ def test_git_history_respects_the_fetched_depth(history_repo, tmp_path):
     mirror = tmp_path / "shallow.git"
     head = sync_mirror(str(history_repo), mirror, ref=None, depth=2, timeout=30, what="t").commit
     report = git_history_triples(
-        mirror, head, repo="h", rules=FileRules.build(["python"], 100_000), scanner=None
+        mirror,
+        head,
+        repo="h",
+        rules=FileRules.build(["python"], 100_000),
+        scanner=None,
+        settings=anchored_only(),
     )
     assert report.failures["root_or_history_boundary"] == 1
     # Only the head commit's parent was fetched: its one modified file (no scanner here) is the only triple.
@@ -247,7 +265,12 @@ def test_git_history_skips_submodules_symlinks_and_unreadable_names_with_reasons
     mirror = tmp_path / "m.git"
     head = sync_mirror(str(repo), mirror, ref=None, depth=50, timeout=30, what="t").commit
     report = git_history_triples(
-        mirror, head, repo="odd", rules=FileRules.build(["python"], 100_000), scanner=None
+        mirror,
+        head,
+        repo="odd",
+        rules=FileRules.build(["python"], 100_000),
+        scanner=None,
+        settings=anchored_only(),
     )
     assert [t.provenance.path for t in report.triples] == ["app.py"]
     assert report.failures == Counter(

@@ -11,6 +11,7 @@ import pytest
 
 from fastapply_pipeline.core.chat import load_training_tokenizer, render_example
 from fastapply_pipeline.core.dataset import write_dataset
+from fastapply_pipeline.core.settings import TrainingSettings
 from fastapply_pipeline.core.training import (
     IGNORE_INDEX,
     PaddingCollator,
@@ -23,7 +24,7 @@ from fastapply_pipeline.core.training import (
 )
 from fastapply_pipeline.definitions import build_defs
 from fastapply_pipeline.defs.training.resources import GPUJobResource, ecs_run_task_params, k8s_pod_spec
-from fastapply_pipeline_tests.conftest import python_module
+from fastapply_pipeline_tests.helpers import python_module
 from fastapply_pipeline_tests.standin import StandIn
 
 ORIGINAL = "def area(w, h):\n    return w * h\n"
@@ -36,6 +37,7 @@ def tokenizer():
     return load_training_tokenizer()
 
 
+@pytest.mark.slow
 def test_the_loss_is_on_the_answer_only_and_the_text_is_prompt_plus_target(tokenizer):
     example = encode(tokenizer, ORIGINAL, SNIPPET, FINAL, 4096)
     rendered = render_example(tokenizer, ORIGINAL, SNIPPET, FINAL)
@@ -49,6 +51,7 @@ def test_the_loss_is_on_the_answer_only_and_the_text_is_prompt_plus_target(token
         encode(tokenizer, ORIGINAL, SNIPPET, FINAL, 50)  # never truncated
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "token", ["<|im_end|>", "<|endoftext|>", "<|im_start|>", "<|fim_prefix|>", "<tool_call>"]
 )
@@ -74,6 +77,7 @@ def test_code_spelling_a_control_token_never_becomes_one(tokenizer, token):
     ]
 
 
+@pytest.mark.slow
 def test_collator_pads_to_the_longest_and_counts_padding():
     collator = PaddingCollator(pad_token_id=0)
     batch = collator([{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, {"input_ids": [8], "labels": [8]}])
@@ -83,6 +87,7 @@ def test_collator_pads_to_the_longest_and_counts_padding():
     assert collator.padding_fraction == pytest.approx(2 / 6)
 
 
+@pytest.mark.slow
 def test_answer_only_logits_give_the_models_own_loss_and_gradients(tokenizer):
     """logits_to_keep = the scored positions: the same loss and LoRA-free gradients as the full logits,
     on a padded batch of two examples with prompts of different lengths."""
@@ -135,6 +140,7 @@ def test_backend_choice():
         choose_backend("unsloth", cuda=False, unsloth_installed=True)
 
 
+@pytest.mark.slow
 def test_unsloth_path_makes_the_expected_calls(tokenizer, monkeypatch, tmp_path):
     """No GPU here, and unsloth cannot be imported without one: this is the one place a fake module is
     used. It records the calls load_unsloth makes and returns a tiny model, so the rest is real."""
@@ -163,9 +169,7 @@ def test_unsloth_path_makes_the_expected_calls(tokenizer, monkeypatch, tmp_path)
     job = TrainJob(
         dataset_path="-",
         output_dir=str(tmp_path),
-        base_model="unsloth/Qwen2.5-Coder-1.5B-Instruct",
-        r=32,
-        alpha=16,
+        training=TrainingSettings(base_model="unsloth/Qwen2.5-Coder-1.5B-Instruct", r=32, alpha=16),
     )
     model, tok = load_unsloth(job)
     assert calls[0] == (
@@ -202,6 +206,7 @@ class RecordingClient:
         return "invocation"
 
 
+@pytest.mark.slow
 def test_kubernetes_backend_asks_for_gpus_on_the_chosen_nodes():
     from dagster_k8s.pipes import build_pod_body
 
@@ -306,6 +311,7 @@ def small_dataset(folder):
     write_dataset(folder, {"train": frame.head(5), "test": frame.tail(1)}, "card")
 
 
+@pytest.mark.slow
 def test_lora_adapter_trains_through_pipes_and_reloads(make_config, mixed_repo, instance, tmp_path):
     path, config = make_config(
         [{"path": str(mixed_repo), "name": "mixed"}],
@@ -360,7 +366,8 @@ def test_lora_adapter_trains_through_pipes_and_reloads(make_config, mixed_repo, 
     # The entrypoint also runs on its own, and resumes from its last checkpoint.
     from fastapply_pipeline.training.train import main
 
-    job = json.loads((adapter.parent / "job.json").read_text()) | {"max_steps": 8}
+    job = json.loads((adapter.parent / "job.json").read_text())
+    job["training"]["max_steps"] = 8
     (tmp_path / "job.json").write_text(json.dumps(job))
     assert main(["--job", str(tmp_path / "job.json")]) == 0
     metrics = json.loads((adapter.parent / "metrics.json").read_text())
@@ -372,16 +379,19 @@ def test_lora_adapter_trains_through_pipes_and_reloads(make_config, mixed_repo, 
 def test_checkpoints_are_reused_only_by_the_same_job_on_the_same_data():
     from fastapply_pipeline.training.train import run_key
 
-    job = TrainJob(dataset_path="d", output_dir="o")
-    same = run_key(job, "data-1")
-    assert (
-        run_key(TrainJob(dataset_path="d", output_dir="elsewhere", max_steps=99, epochs=2), "data-1") == same
-    )
-    assert run_key(job, "data-2") != same  # the dataset changed
-    assert run_key(TrainJob(dataset_path="d", output_dir="o", learning_rate=2e-4), "data-1") != same
-    assert run_key(TrainJob(dataset_path="d", output_dir="o", r=8), "data-1") != same
+    def job(output_dir="o", **training):
+        return TrainJob(dataset_path="d", output_dir=output_dir, training=TrainingSettings(**training))
+
+    same = run_key(job(), "data-1")
+    assert run_key(job("elsewhere", max_steps=99, epochs=2, logging_steps=3), "data-1") == same
+    assert run_key(job(gpu={"backend": "kubernetes", "image": "train:1"}), "data-1") == same
+    assert run_key(job(), "data-2") != same  # the dataset changed
+    assert run_key(job(learning_rate=2e-4), "data-1") != same
+    assert run_key(job(r=8), "data-1") != same
+    assert run_key(job(preset="7b"), "data-1") != same
 
 
+@pytest.mark.slow
 def test_eval_scores_compares_the_adapter_with_its_base_and_the_baselines(make_config, mixed_repo, instance):
     with StandIn() as server:  # a served Fast Apply model and the judge, both OpenAI-compatible
         endpoint = {"base_url": server.openai_url, "model": "fast-apply", "api_key_env": None}
@@ -438,6 +448,7 @@ def test_eval_scores_compares_the_adapter_with_its_base_and_the_baselines(make_c
     assert metadata["exact/applier"].value == applier["exact"] * 1.0
 
 
+@pytest.mark.slow
 def test_eval_scores_runs_the_hybrid_and_the_hand_written_cases(make_config, mixed_repo, instance, tmp_path):
     """eval.extra_data adds a folder of .case files beside the test split; the hybrid candidate merges
     with the applier where it can and with the adapter where the applier refuses."""

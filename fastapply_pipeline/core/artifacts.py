@@ -20,6 +20,15 @@ from pathlib import Path
 
 LATEST = "LATEST"  # the object naming the current version of a published folder
 
+# The folders that pass between stages, by their names in the store (relative to artifacts_dir): each
+# is named here only (the IO managers' tables and pickles: defs/resources.py). The producer publishes
+# the folder; its consumers fetch it.
+DATASET = "dataset"  # fastapply_dataset: hf/ (DatasetDict.save_to_disk), data/ (parquet), README.md
+DATASET_HF = "hf"  # the DatasetDict inside DATASET
+ADAPTER = "adapters/lora_adapter"  # lora_adapter: adapter/, metrics.json, job.json, checkpoints/
+ADAPTER_WEIGHTS = "adapter"  # the peft adapter folder inside ADAPTER
+EVAL = "eval"  # eval_scores: the chart
+
 
 def write_atomically(target: Path, write) -> None:
     """write(a temporary path beside `target`), then rename it over `target`: a kill or a full disk

@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from fastapply_pipeline.core.apply import apply_snippet
-from fastapply_pipeline.core.artifacts import check_replaceable, mark_owned
+from fastapply_pipeline.core.artifacts import DATASET_HF, check_replaceable, mark_owned
 from fastapply_pipeline.core.chat import control_token_in
 from fastapply_pipeline.core.markers import contains_marker, is_marker_line
 from fastapply_pipeline.core.parsing import parses
+from fastapply_pipeline.core.settings import FastApplyConfig
+from fastapply_pipeline.core.sources import redact_url
 from fastapply_pipeline.core.triples import TRIPLE_SCHEMA
 
 # The columns people train on (compatible with the public Fast Apply dataset), then provenance.
@@ -326,6 +328,36 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return "\n".join(lines)
 
 
+def card_sources(snapshots: dict[str, dict]) -> list[dict]:
+    """The dataset card's sources: each repository (cloned_repo's snapshot, by partition key) with its
+    commit and license; a URL's credentials removed, a local path shown by its key only."""
+    return [
+        {
+            "repo": key,
+            "location": redact_url(snapshot["location"]) if "://" in snapshot["location"] else key,
+            "commit": snapshot["commit"],
+            "license": snapshot["license"],
+        }
+        for key, snapshot in sorted(snapshots.items())
+    ]
+
+
+def card_settings(config: FastApplyConfig, *, split_by: str) -> dict:
+    """The settings the dataset card records: those that shaped its rows."""
+    settings = config.dataset
+    return {
+        "seed": config.seed,
+        "tokenizer": settings.tokenizer,
+        "max_seq_length": settings.max_seq_length,
+        "max_changed_fraction": settings.max_changed_fraction,
+        "llm_disagreement": settings.llm_disagreement,
+        "dedup": settings.dedup.model_dump(),
+        "split": settings.split.model_dump() | {"by": split_by},
+        "generators": list(config.triples.generators),
+        "snippet_styles": dict(config.triples.snippet_styles),
+    }
+
+
 def dataset_card(
     *,
     pretty_name: str,
@@ -475,14 +507,14 @@ def write_dataset(folder, splits: dict[str, pl.DataFrame], card: str):
 
     disable_progress_bars()  # progress bars of save_to_disk would fill the run's log
     folder = Path(folder)
-    check_replaceable(folder, {"hf", "data", "README.md"})
+    check_replaceable(folder, {DATASET_HF, "data", "README.md"})
     unique = uuid.uuid4().hex[:8]  # never a name the user may have: only what this call creates is removed
     staging = folder.with_name(f".{folder.name}.{unique}.tmp")
     (staging / "data").mkdir(parents=True)
     dataset = DatasetDict(
         {name: Dataset.from_polars(frame.select(DATASET_COLUMNS)) for name, frame in splits.items()}
     )
-    dataset.save_to_disk(str(staging / "hf"))
+    dataset.save_to_disk(str(staging / DATASET_HF))
     for name, frame in splits.items():
         frame.select(DATASET_COLUMNS).write_parquet(staging / "data" / f"{name}.parquet")
     (staging / "README.md").write_text(card, encoding="utf-8")

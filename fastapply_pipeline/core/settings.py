@@ -635,21 +635,38 @@ class GpuJobSettings(_Strict):
         return self
 
 
+TINY_MODEL = (
+    "tiny-qwen2.5"  # a small Qwen2 built from a config with the real Qwen2.5 tokenizer (tests, demos)
+)
+LORA_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# The reference pipeline's QLoRA settings by model size (rsLoRA, all projection modules, lr 1e-4, cosine,
+# 1 epoch): rank and alpha, unless `r` / `alpha` are given.
+LORA_PRESETS = {
+    "1.5b": {"r": 32, "alpha": 16},
+    "7b": {"r": 16, "alpha": 16},
+}
+
+
 class TrainingSettings(_Strict):
+    """The training section, and what the training job (core.training.TrainJob) carries: one definition."""
+
     base_model: str = Field(
-        "tiny-qwen2.5",
+        TINY_MODEL,
         description="tiny-qwen2.5 (a small Qwen2 from a config, offline), a local model folder, a .gguf file, or a hub id.",
     )
     allow_download: bool = Field(False, description="Let base_model be a hub id, downloaded at run time.")
-    preset: Literal["1.5b", "7b"] = Field("1.5b", description="LoRA rank/alpha of the reference pipeline.")
-    backend: Literal["auto", "hf", "unsloth"] = "auto"
+    preset: Literal[tuple(LORA_PRESETS)] = Field(
+        "1.5b", description="LoRA rank/alpha of the reference pipeline."
+    )
+    backend: Literal["auto", "hf", "unsloth"] = Field(
+        "auto",
+        description="auto: unsloth where a CUDA GPU and unsloth are present, else hf (transformers + peft).",
+    )
     r: int | None = Field(None, ge=1, description="LoRA rank; null = the preset's.")
     alpha: int | None = Field(None, ge=1, description="LoRA alpha; null = the preset's.")
     dropout: float = Field(0.0, ge=0, lt=1)
     use_rslora: bool = True
-    target_modules: list[str] = Field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    )
+    target_modules: list[str] = Field(default_factory=lambda: list(LORA_PROJECTIONS), min_length=1)
     learning_rate: float = Field(1e-4, gt=0)
     lr_scheduler: str = "cosine"
     epochs: float = Field(1.0, gt=0)
@@ -668,7 +685,22 @@ class TrainingSettings(_Strict):
             "avx512_bf16) computes bf16 natively, else fp32."
         ),
     )
+    answer_logits_only: bool = Field(
+        True,
+        description=(
+            "hf backend: compute the logits (the lm_head, a quarter of a 0.5B model's compute) only where the "
+            "loss reads them, the answer: the same loss and gradients, ~15 % faster on a CPU."
+        ),
+    )
     gpu: GpuJobSettings = Field(default_factory=GpuJobSettings)
+
+    @property
+    def lora_r(self) -> int:
+        return self.r or LORA_PRESETS[self.preset]["r"]
+
+    @property
+    def lora_alpha(self) -> int:
+        return self.alpha or LORA_PRESETS[self.preset]["alpha"]
 
 
 BUILTIN_CANDIDATES = ("adapter", "base", "applier", "identity", "hybrid")

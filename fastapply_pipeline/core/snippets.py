@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
 
+from fastapply_pipeline.core.artifacts import write_atomically
 from fastapply_pipeline.core.buckets import BucketSpec, seeded_sample
 from fastapply_pipeline.core.files import (
     Exclusion,
@@ -20,6 +23,7 @@ from fastapply_pipeline.core.files import (
 )
 from fastapply_pipeline.core.git import list_tree, read_blobs
 from fastapply_pipeline.core.secrets import SecretScanner
+from fastapply_pipeline.core.settings import FastApplyConfig, SnippetSettings, Source
 from fastapply_pipeline.core.tokens import TokenCounter
 
 SNIPPET_SCHEMA = {
@@ -60,6 +64,19 @@ class SnippetBuild:
     def exclude(self, path: str, reason: Exclusion) -> None:
         self.exclusions[reason] += 1
         self.excluded_paths[printable_path(path)] = reason.value
+
+    def report(self, *, license_allowed: bool) -> dict:
+        """What the asset reports besides the table (JSON, kept in the cache beside it)."""
+        return {
+            "files_total": self.files_total,
+            "exclusions": dict(self.exclusions),
+            "secret_types": dict(self.secret_types),
+            "placeholder_secrets": dict(self.placeholder_secrets),
+            "examples": self.examples(),
+            "candidates_per_bucket": self.candidates_per_bucket,
+            "untokenized_per_range": dict(self.untokenized_per_range),
+            "license_allowed": license_allowed,
+        }
 
     def examples(self, per_reason: int = 3) -> dict[str, list[str]]:
         """A few excluded paths for each reason, to answer "why is my file missing?"."""
@@ -206,3 +223,41 @@ def check_snippets(table: pl.DataFrame, buckets: BucketSpec) -> dict[str, list[s
         "token_counts_inside_bucket": out_of_bucket,
         "no_duplicate_paths": duplicates,
     }
+
+
+# -- the snippet cache: one repository's rows at one commit, reused across runs and partitions ---------
+
+CACHE_VERSION = "1"  # raise when the rows change for the same inputs (code_snippets' code_version too)
+
+
+def bucket_spec(settings: SnippetSettings) -> BucketSpec:
+    return BucketSpec(
+        uppers=tuple(b.upper for b in settings.buckets), samples=tuple(b.sample for b in settings.buckets)
+    )
+
+
+def cache_key(config: FastApplyConfig, source: Source, commit: str) -> str:
+    """Everything the rows depend on: the commit, the settings that shape them, and this code's version."""
+    payload = {
+        "commit": commit,
+        "settings": config.settings_hash("files", "secrets", "snippets"),
+        "seed": config.seed,
+        "source": [source.include, source.exclude, source.license],
+        "code": CACHE_VERSION,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def cached_snippets(
+    cache_dir: Path, key: str, build: Callable[[], tuple[pl.DataFrame, dict]]
+) -> tuple[pl.DataFrame, dict, bool]:
+    """(table, report, cache hit): from `cache_dir/<key>.parquet` and `.json` when both are there, else
+    from `build()`, then stored, each file written whole (a killed run leaves no half file to reuse)."""
+    table_file = cache_dir / f"{key}.parquet"
+    report_file = table_file.with_suffix(".json")
+    if table_file.is_file() and report_file.is_file():
+        return pl.read_parquet(table_file), json.loads(report_file.read_text()), True
+    table, report = build()
+    write_atomically(table_file, lambda path: table.write_parquet(path))
+    write_atomically(report_file, lambda path: path.write_text(json.dumps(report, indent=2)))
+    return table, report, False

@@ -8,57 +8,59 @@ by hand and run the entrypoint alone.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from fastapply_pipeline.core.chat import render_example
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-# The reference pipeline's QLoRA settings (rsLoRA, all projection modules, lr 1e-4, cosine, 1 epoch).
-PRESETS = {
-    "1.5b": {"r": 32, "alpha": 16},
-    "7b": {"r": 16, "alpha": 16},
-}
-TINY_MODEL = (
-    "tiny-qwen2.5"  # a small Qwen2 built from a config with the real Qwen2.5 tokenizer (tests, demos)
+from fastapply_pipeline.core.chat import render_example
+from fastapply_pipeline.core.settings import (
+    DatasetSettings,
+    FastApplyConfig,
+    TrainingSettings,
 )
+
 IGNORE_INDEX = -100
 
 
-@dataclass
-class TrainJob:
+class TrainJob(BaseModel):
+    """One training run: the training section of fastapply.yaml as it is, plus where the data and the
+    output are. Each setting is defined once, in core.settings; `for_config` is the one place that
+    joins fastapply.yaml to a job."""
+
+    model_config = ConfigDict(extra="forbid")
+
     dataset_path: str  # a DatasetDict folder (save_to_disk)
     output_dir: str
-    base_model: str = TINY_MODEL
-    backend: str = "auto"  # auto | hf | unsloth
-    r: int = 32
-    alpha: int = 16
-    dropout: float = 0.0
-    use_rslora: bool = True
-    target_modules: list[str] = field(default_factory=lambda: list(PROJECTIONS))
-    learning_rate: float = 1e-4
-    lr_scheduler: str = "cosine"
-    epochs: float = 1.0
-    max_steps: int = -1
-    batch_size: int = 1
-    gradient_accumulation_steps: int = 8
-    max_seq_length: int = 8192
-    warmup_steps: int = 0
-    logging_steps: int = 1
-    save_steps: int = 200
-    seed: int = 42
-    allow_download: bool = False
-    load_in_4bit: bool = True  # on CUDA: QLoRA (unsloth, or bitsandbytes with the hf backend)
-    gradient_checkpointing: bool = True  # recompute activations: far less memory for some more compute
-    precision: str = "auto"  # auto | bf16 | fp32 (core.hardware.use_bf16)
-    # Logits (the lm_head, a quarter of a 0.5B model's compute) only where the loss is taken: the answer.
-    # The same loss as the full logits, ~15 % faster on a CPU. hf backend only (unsloth fuses its own).
-    answer_logits_only: bool = True
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
+    max_seq_length: int = DatasetSettings.model_fields["max_seq_length"].default  # dataset.max_seq_length
+    seed: int = FastApplyConfig.model_fields["seed"].default
     # Production: the artifact store (bucket, prefix, endpoint_url, region). The job fetches the dataset
     # folder from it into `artifacts_root` first and publishes `output_dir` to it at the end, so it runs
     # the same on the Dagster machine, a Kubernetes pod or an ECS task.
     s3: dict | None = None
     artifacts_root: str | None = None
+
+    @classmethod
+    def for_config(
+        cls,
+        config: FastApplyConfig,
+        *,
+        dataset_path: str,
+        output_dir: str,
+        artifacts_root: str,
+        s3: dict | None = None,
+    ) -> TrainJob:
+        """The job of fastapply.yaml's settings; paths (under `artifacts_root`) from the artifact store."""
+        return cls(
+            dataset_path=dataset_path,
+            output_dir=output_dir,
+            training=config.training,
+            max_seq_length=config.dataset.max_seq_length,
+            seed=config.seed,
+            s3=s3,
+            artifacts_root=artifacts_root if s3 else None,
+        )
 
     def store(self):
         """The S3Store of a production job (None locally)."""
@@ -74,7 +76,7 @@ class TrainJob:
         return Path(path).resolve().relative_to(Path(self.artifacts_root).resolve()).as_posix()
 
     def to_json(self, path: Path) -> None:
-        Path(path).write_text(json.dumps(asdict(self), indent=2, sort_keys=True), encoding="utf-8")
+        Path(path).write_text(self.model_dump_json(indent=2), encoding="utf-8")
 
     @classmethod
     def from_json(cls, path: Path) -> TrainJob:
@@ -82,10 +84,13 @@ class TrainJob:
 
     @classmethod
     def from_dict(cls, data: dict, what: str = "the job") -> TrainJob:
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"{what}: unknown training settings {sorted(unknown)}")
-        return cls(**data)
+        try:
+            return cls.model_validate(data)
+        except ValidationError as err:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors(include_url=False)
+            )
+            raise ValueError(f"{what}: invalid training job ({problems})") from None
 
 
 def choose_backend(requested: str, *, cuda: bool, unsloth_installed: bool) -> str:

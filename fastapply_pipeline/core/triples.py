@@ -212,6 +212,48 @@ def with_token_counts(table: pl.DataFrame, count_batch: Callable[[list[str]], li
     )
 
 
+@dataclass
+class Combined:
+    """edit_triples' rows and what was dropped on the way, by "generator: reason"."""
+
+    table: pl.DataFrame
+    failures: dict[str, int]
+    style_fallbacks: Counter[str]
+
+
+def combine(
+    reports: dict[str, GeneratorReport],
+    llm_tables: list[pl.DataFrame],
+    count_batch: Callable[[list[str]], list[int]],
+) -> Combined:
+    """One repository's triples: the offline generators' (`reports`, by generator) with the LLM assets'
+    rows (their rejected rows counted, their flagged ones kept with the applier's disagreement in
+    `flag`), the same edit from two generators kept once (GENERATOR_PRECEDENCE, the others counted as
+    duplicate_triple), with token counts, in a stable order."""
+    offline = triples_frame([t for report in reports.values() for t in report.triples])
+    failures = {f"{name}: {reason}": n for name, r in reports.items() for reason, n in r.failures.items()}
+    kept_llm = []
+    for llm_table in llm_tables:
+        for (generator, reason), n in Counter(
+            llm_table.filter(pl.col("status") == "rejected").select("generator", "reason").iter_rows()
+        ).items():
+            failures[f"{generator}: {reason}"] = n
+        kept = llm_table.filter(pl.col("status") != "rejected").rename({"reason": "flag"})
+        kept_llm.append(kept.select([name for name in TRIPLE_SCHEMA if name in kept.columns]))
+    table, repeated = drop_repeated_triples(
+        pl.concat([offline, *kept_llm], how="diagonal_relaxed")
+        .with_columns(pl.col("snippet_style").fill_null("llm"))
+        .select(list(TRIPLE_SCHEMA))
+    )
+    for key, n in repeated.items():
+        failures[key] = failures.get(key, 0) + n
+    style_fallbacks: Counter[str] = Counter()
+    for report in reports.values():
+        style_fallbacks.update(report.style_fallbacks)
+    table = with_token_counts(table, count_batch).sort("generator", "path", "edit_kind", "triple_id")
+    return Combined(table, failures, style_fallbacks)
+
+
 def check_triples(table: pl.DataFrame) -> dict[str, list[str]]:
     """The data contract of edit_triples: check name -> offending triple ids."""
     not_roundtrip, leaked = [], []

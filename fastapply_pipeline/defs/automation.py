@@ -17,9 +17,12 @@ import dagster as dg
 
 from fastapply_pipeline.config import FastApplyConfig
 from fastapply_pipeline.core.git import GitError, remote_commit
-from fastapply_pipeline.defs.partitions import SOURCE_REPO_PARTITIONS
+from fastapply_pipeline.defs.dataset.assets import fastapply_dataset
+from fastapply_pipeline.defs.partitions import PER_REPO_JOB, SOURCE_REPO_PARTITIONS
 from fastapply_pipeline.defs.resources import FastApplyResource
-from fastapply_pipeline.defs.sources.sensors import PER_REPO_JOB
+from fastapply_pipeline.defs.sources.assets import cloned_repo
+from fastapply_pipeline.defs.training.assets import train_job
+from fastapply_pipeline.defs.triples.assets import edit_triples
 
 OWNERS = ["team:fastapply"]
 REFRESH_TAG = "fastapply/refresh"
@@ -33,11 +36,6 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
     description="Builds new source_repo partitions (on_missing) and rebuilds fastapply_dataset after refreshes.",
 )
 
-train_job = dg.define_asset_job(
-    "train_job",
-    selection=dg.AssetSelection.assets("lora_adapter"),
-    description="Trains lora_adapter on the current fastapply_dataset (pool gpu: one at a time).",
-)
 eval_job = dg.define_asset_job(
     "eval_job",
     selection=dg.AssetSelection.assets("eval_scores"),
@@ -73,9 +71,9 @@ def dataset_condition(cron: str, timezone: str) -> dg.AutomationCondition:
     ).with_label(f"on_cron({cron}) after any upstream update")
 
 
-def _latest(instance: dg.DagsterInstance, asset: str, partition: str):
+def _latest(instance: dg.DagsterInstance, asset: dg.AssetKey, partition: str):
     records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]), limit=1
+        dg.AssetRecordsFilter(asset_key=asset, asset_partitions=[partition]), limit=1
     ).records
     return records[0] if records else None
 
@@ -85,8 +83,8 @@ def built_commit(instance: dg.DagsterInstance, partition: str) -> str | None:
     edit_triples was materialized after it. None: the last refresh stopped half-way (cloned, but its
     triples failed), which the next tick must try again."""
     cloned, triples = (
-        _latest(instance, "cloned_repo", partition),
-        _latest(instance, "edit_triples", partition),
+        _latest(instance, cloned_repo.key, partition),
+        _latest(instance, edit_triples.key, partition),
     )
     if cloned is None or triples is None or triples.storage_id < cloned.storage_id:
         return None
@@ -126,7 +124,7 @@ def refresh_schedule(config: FastApplyConfig) -> dg.ScheduleDefinition:
                 failed.append(source.key)
                 context.log.warning(f"{source.key}: cannot resolve {source.ref or 'HEAD'}: {err}")
                 continue
-            if _latest(context.instance, "cloned_repo", source.key) is None:
+            if _latest(context.instance, cloned_repo.key, source.key) is None:
                 continue  # never built: the automation sensor builds it (no second run racing the first)
             before = built_commit(context.instance, source.key)
             if now == before:
@@ -178,7 +176,7 @@ def automate(assets: list, config: FastApplyConfig) -> list:
         condition = None
         if asset_spec.partitions_def is not None:
             condition = per_repo
-        elif asset_spec.key.to_user_string() in ("fastapply_dataset", "rejected_triples"):
+        elif asset_spec.key in fastapply_dataset.keys:  # and rejected_triples, its other output
             condition = dataset
         return asset_spec.replace_attributes(owners=OWNERS, automation_condition=condition)
 

@@ -87,6 +87,10 @@ class ArtifactsResource(dg.ConfigurableResource):
     endpoint_url: str | None = None
     region: str | None = None
 
+    def path(self, name: str) -> Path:
+        """The local folder of the artifact `name` (core.artifacts names them: DATASET, ADAPTER, EVAL)."""
+        return Path(self.root) / name
+
     def store(self) -> LocalStore | S3Store:
         if self.bucket is None:
             return LocalStore(Path(self.root))

@@ -21,11 +21,10 @@ import os
 import resource
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
+from fastapply_pipeline.core.settings import TINY_MODEL
 from fastapply_pipeline.core.training import (
-    TINY_MODEL,
     PaddingCollator,
     TrainJob,
     answer_loss,
@@ -36,17 +35,15 @@ from fastapply_pipeline.core.training import (
 )
 
 log = logging.getLogger("fastapply.train")
-# Settings that may change between a run and its resumption.
 # Settings that change neither the data nor the optimization: a run with other values resumes the checkpoints.
-RESUMABLE_CHANGES = {
-    "output_dir",
+RESUMABLE_CHANGES = {"output_dir", "s3", "artifacts_root"}
+RESUMABLE_TRAINING_CHANGES = {
     "max_steps",
     "epochs",
     "save_steps",
     "logging_steps",
-    "s3",
-    "artifacts_root",
     "answer_logits_only",  # the same loss, computed faster
+    "gpu",  # where the job runs
 }
 
 
@@ -80,9 +77,9 @@ def load_hf(job: TrainJob, *, cuda: bool):
 
     # bf16 weights where the hardware computes bf16 natively; peft keeps the LoRA parameters in fp32
     # (autocast_adapter_dtype) and the Trainer autocasts: the loss stays as stable as in fp32.
-    dtype = torch.bfloat16 if use_bf16(job.precision, cuda=cuda) else torch.float32
+    dtype = torch.bfloat16 if use_bf16(job.training.precision, cuda=cuda) else torch.float32
     quantization = None
-    if cuda and job.load_in_4bit and importlib.util.find_spec("bitsandbytes"):
+    if cuda and job.training.load_in_4bit and importlib.util.find_spec("bitsandbytes"):
         from transformers import BitsAndBytesConfig
 
         quantization = BitsAndBytesConfig(
@@ -91,7 +88,7 @@ def load_hf(job: TrainJob, *, cuda: bool):
             bnb_4bit_compute_dtype=dtype,
             bnb_4bit_use_double_quant=True,
         )
-    base = job.base_model
+    base = job.training.base_model
     if base == TINY_MODEL:
         tokenizer = load_training_tokenizer()
         torch.manual_seed(job.seed)
@@ -110,7 +107,7 @@ def load_hf(job: TrainJob, *, cuda: bool):
         elif path.is_dir():
             tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
             model = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, **kwargs)
-        elif job.allow_download:
+        elif job.training.allow_download:
             tokenizer = AutoTokenizer.from_pretrained(base)
             model = AutoModelForCausalLM.from_pretrained(base, **kwargs)
         else:
@@ -121,17 +118,12 @@ def load_hf(job: TrainJob, *, cuda: bool):
         if not tokenizer.chat_template:
             tokenizer.chat_template = trl_chat_template("qwen2_5")
     if quantization is not None:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=job.gradient_checkpointing)
-    elif job.gradient_checkpointing:
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=job.training.gradient_checkpointing
+        )
+    elif job.training.gradient_checkpointing:
         model.enable_input_require_grads()  # checkpointing with frozen embeddings needs grads at the input
-    config = LoraConfig(
-        r=job.r,
-        lora_alpha=job.alpha,
-        lora_dropout=job.dropout,
-        use_rslora=job.use_rslora,
-        target_modules=job.target_modules,
-        task_type="CAUSAL_LM",
-    )
+    config = LoraConfig(**lora_arguments(job), task_type="CAUSAL_LM")
     return get_peft_model(model, config), tokenizer
 
 
@@ -142,18 +134,14 @@ def load_unsloth(job: TrainJob):
     from fastapply_pipeline.core.chat import trl_chat_template
 
     model, tokenizer = FastLanguageModel.from_pretrained(
-        model_name=job.base_model,
+        model_name=job.training.base_model,
         max_seq_length=job.max_seq_length,
-        load_in_4bit=job.load_in_4bit,
+        load_in_4bit=job.training.load_in_4bit,
         dtype=None,
     )
     model = FastLanguageModel.get_peft_model(
         model,
-        r=job.r,
-        lora_alpha=job.alpha,
-        lora_dropout=job.dropout,
-        target_modules=job.target_modules,
-        use_rslora=job.use_rslora,
+        **lora_arguments(job),
         use_gradient_checkpointing="unsloth",
         random_state=job.seed,
         max_seq_length=job.max_seq_length,
@@ -166,19 +154,57 @@ def load_unsloth(job: TrainJob):
 # -- training -----------------------------------------------------------------------------------------
 
 
+def lora_arguments(job: TrainJob) -> dict:
+    """The LoRA settings, as peft's LoraConfig and unsloth's get_peft_model both name them."""
+    settings = job.training
+    return {
+        "r": settings.lora_r,
+        "lora_alpha": settings.lora_alpha,
+        "lora_dropout": settings.dropout,
+        "use_rslora": settings.use_rslora,
+        "target_modules": list(settings.target_modules),
+    }
+
+
+def trainer_arguments(job: TrainJob, *, output_dir: str, cuda: bool) -> dict:
+    """transformers' TrainingArguments from the job (gradient checkpointing aside: its name varies)."""
+    from fastapply_pipeline.core.hardware import use_bf16
+
+    settings = job.training
+    return {
+        "output_dir": output_dir,
+        "per_device_train_batch_size": settings.batch_size,
+        "gradient_accumulation_steps": settings.gradient_accumulation_steps,
+        "learning_rate": settings.learning_rate,
+        "lr_scheduler_type": settings.lr_scheduler,
+        "num_train_epochs": settings.epochs,
+        "max_steps": settings.max_steps,
+        "warmup_steps": settings.warmup_steps,
+        "logging_steps": settings.logging_steps,
+        "save_steps": settings.save_steps,
+        "save_total_limit": 2,
+        "seed": job.seed,
+        "bf16": use_bf16(settings.precision, cuda=cuda),
+        "use_cpu": not cuda,
+        "report_to": [],
+        "remove_unused_columns": False,
+        "train_sampling_strategy": "group_by_length",  # batches of similar length: little padding
+        "dataloader_num_workers": 0,
+        "disable_tqdm": True,
+    }
+
+
 def train(job: TrainJob, reporter: Reporter) -> dict:
     import torch
     from datasets import Dataset, load_from_disk
     from transformers import Trainer, TrainerCallback, TrainingArguments
     from transformers.trainer_utils import get_last_checkpoint
 
-    from fastapply_pipeline.core.hardware import use_bf16
-
     cuda = torch.cuda.is_available()
     backend = choose_backend(
-        job.backend, cuda=cuda, unsloth_installed=importlib.util.find_spec("unsloth") is not None
+        job.training.backend, cuda=cuda, unsloth_installed=importlib.util.find_spec("unsloth") is not None
     )
-    reporter.info(f"backend {backend} on {'CUDA' if cuda else 'CPU'}; base model {job.base_model}")
+    reporter.info(f"backend {backend} on {'CUDA' if cuda else 'CPU'}; base model {job.training.base_model}")
     model, tokenizer = load_unsloth(job) if backend == "unsloth" else load_hf(job, cuda=cuda)
 
     rows = load_from_disk(job.dataset_path)["train"]
@@ -198,7 +224,7 @@ def train(job: TrainJob, reporter: Reporter) -> dict:
             f"{job.dataset_path}: the train split has no rows; build the dataset with more sources"
         )
     reporter.info(f"{len(encoded)} training examples, longest {max(e.length for e in encoded)} tokens")
-    answer_logits_only = job.answer_logits_only and backend == "hf"
+    answer_logits_only = job.training.answer_logits_only and backend == "hf"
     collator = PaddingCollator(
         tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
         answer_logits_only=answer_logits_only,
@@ -216,27 +242,10 @@ def train(job: TrainJob, reporter: Reporter) -> dict:
     # killed run (or a longer max_steps) resumes.
     checkpoints = output / "checkpoints" / run_key(job, rows._fingerprint)
     args = TrainingArguments(
-        output_dir=str(checkpoints),
-        per_device_train_batch_size=job.batch_size,
-        gradient_accumulation_steps=job.gradient_accumulation_steps,
-        learning_rate=job.learning_rate,
-        lr_scheduler_type=job.lr_scheduler,
-        num_train_epochs=job.epochs,
-        max_steps=job.max_steps,
-        warmup_steps=job.warmup_steps,
-        logging_steps=job.logging_steps,
-        save_steps=job.save_steps,
-        save_total_limit=2,
-        seed=job.seed,
-        bf16=use_bf16(job.precision, cuda=cuda),
-        use_cpu=not cuda,
-        report_to=[],
-        remove_unused_columns=False,
-        train_sampling_strategy="group_by_length",  # batches of similar length: little padding
-        dataloader_num_workers=0,
-        disable_tqdm=True,
-        # unsloth checkpoints its own way; transformers renamed the argument in 5.x
-        **{checkpointing_argument(TrainingArguments): job.gradient_checkpointing and backend == "hf"},
+        **trainer_arguments(job, output_dir=str(checkpoints), cuda=cuda),
+        **{
+            checkpointing_argument(TrainingArguments): job.training.gradient_checkpointing and backend == "hf"
+        },
     )
     trainer = Trainer(
         model=model,
@@ -265,7 +274,7 @@ def train(job: TrainJob, reporter: Reporter) -> dict:
     metrics = {
         "backend": backend,
         "device": torch.cuda.get_device_name() if cuda else "cpu",
-        "base_model": job.base_model,
+        "base_model": job.training.base_model,
         "examples": len(encoded),
         "steps": result.global_step,
         "final_loss": losses[-1][1] if losses else float(result.training_loss),
@@ -284,7 +293,7 @@ def train(job: TrainJob, reporter: Reporter) -> dict:
     reporter.materialization(
         {
             "adapter_path": {"raw_value": str(adapter_dir), "type": "path"},
-            "base_model": job.base_model,
+            "base_model": job.training.base_model,
             "backend": backend,
             "device": metrics["device"],
             "steps": metrics["steps"],
@@ -296,7 +305,7 @@ def train(job: TrainJob, reporter: Reporter) -> dict:
             "peak_memory_mb": round(metrics["peak_memory_bytes"] / 2**20, 1),
             "train_seconds": metrics["train_seconds"],
             "loss_plot": {"raw_value": loss_plot(losses), "type": "md"},
-            "lora": f"r={job.r} alpha={job.alpha} rslora={job.use_rslora} modules={','.join(job.target_modules)}",
+            "lora": f"r={job.training.lora_r} alpha={job.training.lora_alpha} rslora={job.training.use_rslora} modules={','.join(job.training.target_modules)}",
         }
     )
     return metrics
@@ -318,7 +327,10 @@ def checkpointing_argument(arguments_class) -> str:
 
 def run_key(job: TrainJob, data_fingerprint: str) -> str:
     """What makes checkpoints reusable: the data and every setting but the length of training."""
-    settings = {k: v for k, v in asdict(job).items() if k not in RESUMABLE_CHANGES}
+    settings = job.model_dump(mode="json", exclude=RESUMABLE_CHANGES)
+    settings["training"] = {
+        k: v for k, v in settings["training"].items() if k not in RESUMABLE_TRAINING_CHANGES
+    }
     payload = json.dumps({"data": data_fingerprint, "settings": settings}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
@@ -337,11 +349,11 @@ def loss_plot(losses: list[tuple[int, float]]) -> str:
 def model_card(job: TrainJob, metrics: dict) -> str:
     return f"""---
 library_name: peft
-base_model: {job.base_model}
+base_model: {job.training.base_model}
 tags: [fast-apply, code-editing, lora, qwen2.5-coder]
 ---
 
-# Fast Apply LoRA adapter of {job.base_model}
+# Fast Apply LoRA adapter of {job.training.base_model}
 
 Merges lazy edit snippets into whole files. Trained by fastapply-pipeline on the train split of
 `{job.dataset_path}` with the inference prompt of the project (chat template of the base tokenizer), the
@@ -350,11 +362,11 @@ loss on the answer `<updated-code>...</updated-code>` only.
 | setting | value |
 |---|---|
 | backend | {metrics["backend"]} ({metrics["device"]}) |
-| LoRA | r={job.r}, alpha={job.alpha}, dropout={job.dropout}, rsLoRA={job.use_rslora} |
-| modules | {", ".join(job.target_modules)} |
-| learning rate | {job.learning_rate} ({job.lr_scheduler}) |
-| epochs / max steps | {job.epochs} / {job.max_steps} |
-| batch | {job.batch_size} x {job.gradient_accumulation_steps} accumulation |
+| LoRA | r={job.training.lora_r}, alpha={job.training.lora_alpha}, dropout={job.training.dropout}, rsLoRA={job.training.use_rslora} |
+| modules | {", ".join(job.training.target_modules)} |
+| learning rate | {job.training.learning_rate} ({job.training.lr_scheduler}) |
+| epochs / max steps | {job.training.epochs} / {job.training.max_steps} |
+| batch | {job.training.batch_size} x {job.training.gradient_accumulation_steps} accumulation |
 | max_seq_length | {job.max_seq_length} |
 | examples / steps | {metrics["examples"]} / {metrics["steps"]} |
 | loss | {metrics["first_loss"]:.4f} -> {metrics["final_loss"]:.4f} |
@@ -388,6 +400,8 @@ def main(argv: list[str] | None = None) -> int:
 def run_job(job: TrainJob, reporter: Reporter) -> dict:
     """Train; in production, with the dataset fetched from the artifact store first and the adapter
     folder published to it after."""
+    Path(job.output_dir).mkdir(parents=True, exist_ok=True)
+    job.to_json(Path(job.output_dir) / "job.json")  # what this run was asked to do, before it starts
     store = job.store()
     if store is not None:
         name = job.artifact_name(str(Path(job.dataset_path).parent))

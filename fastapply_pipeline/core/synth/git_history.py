@@ -22,17 +22,8 @@ from fastapply_pipeline.core.files import (
 )
 from fastapply_pipeline.core.git import GitError, TreeEntry, read_blobs, run_git
 from fastapply_pipeline.core.secrets import SecretScanner
+from fastapply_pipeline.core.settings import TripleSettings
 from fastapply_pipeline.core.triples import GeneratorReport, Provenance, Triple, make_triple
-
-
-@dataclass(frozen=True)
-class HistorySettings:
-    max_commits: int = 200
-    max_files_per_commit: int = 20
-    max_changed_fraction: float = 0.5
-    min_context: int = 1
-    max_context: int = 12
-    styles: dict[str, float] | None = None  # snippet style weights (core.render); None: anchored only
 
 
 @dataclass(frozen=True)
@@ -101,12 +92,14 @@ def git_history_triples(
     repo: str,
     rules: FileRules,
     scanner: SecretScanner | None,
-    settings: HistorySettings = HistorySettings(),
+    settings: TripleSettings,
 ) -> GeneratorReport:
-    """Triples from the history reachable from `head` in a (possibly shallow) mirror."""
+    """Triples from the history reachable from `head` in a (possibly shallow) mirror: the `git_history`
+    limits of `settings`, and its snippet context and styles."""
+    history = settings.git_history
     report = GeneratorReport()
     candidates: list[_Change] = []
-    for commit, parents in _commits(mirror, head, settings.max_commits):
+    for commit, parents in _commits(mirror, head, history.max_commits):
         if len(parents) != 1:
             report.failures["merge_commit" if parents else "root_or_history_boundary"] += 1
             continue
@@ -116,7 +109,7 @@ def git_history_triples(
             report.failures["parent_not_fetched"] += 1
             continue
         source_changes = [c for c in changes if language_of(c.path) is not None]
-        if len(source_changes) > settings.max_files_per_commit:
+        if len(source_changes) > history.max_files_per_commit:
             report.failures["too_many_files_in_commit"] += len(source_changes)
             continue
         for change in source_changes:
@@ -158,7 +151,7 @@ def git_history_triples(
         similarity = difflib.SequenceMatcher(
             None, original.splitlines(), final.splitlines(), autojunk=False
         ).ratio()
-        if 1 - similarity > settings.max_changed_fraction:
+        if 1 - similarity > history.max_changed_fraction:
             report.failures["whole_rewrite"] += 1
             continue
         language = language_of(change.path) or ""
@@ -169,7 +162,7 @@ def git_history_triples(
             provenance,
             min_context=settings.min_context,
             max_context=settings.max_context,
-            styles=settings.styles,
+            styles=dict(settings.snippet_styles),
         )
         if isinstance(result, Triple):
             result.provenance = Provenance(

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import tree_sitter as ts
 
 from fastapply_pipeline.core.parsing import parse
-from fastapply_pipeline.core.settings import DEFAULT_EDIT_KINDS
+from fastapply_pipeline.core.settings import DEFAULT_EDIT_KINDS, TripleSettings
 
 _JS = {
     "functions": {
@@ -367,16 +367,15 @@ def structural_edits(
 def structural_triples(
     files: list[tuple[str, str, str, str, str]],
     *,
-    attempts_per_file: int,
-    weights: dict[str, float],
+    settings: TripleSettings,
     seed: int,
-    min_context: int = 1,
-    max_context: int = 12,
-    styles: dict[str, float] | None = None,
 ):
     """Triples from (repo, commit, path, language, content) rows; a report with failures by reason.
 
-    `styles`: the weights of the snippet styles (core.render) drawn for each triple."""
+    From `settings`: the structural section (attempts per file, edit-kind weights), the snippet context
+    and the snippet styles (core.render) drawn for each triple."""
+    attempts_per_file = settings.structural.attempts_per_file
+    weights = dict(settings.structural.edit_kinds)
     from fastapply_pipeline.core.triples import GeneratorReport, Provenance, make_triple
 
     report = GeneratorReport()
@@ -401,10 +400,10 @@ def structural_triples(
                 edit.original,
                 edit.final,
                 provenance,
-                min_context=min_context,
-                max_context=max_context,
+                min_context=settings.min_context,
+                max_context=settings.max_context,
                 require_original_parses=True,
-                styles=styles,
+                styles=dict(settings.snippet_styles),
             )
             report.add(result)
     return report

@@ -13,9 +13,11 @@ from dagster._core.storage.asset_check_execution_record import (
     COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES,
 )
 
-from fastapply_pipeline.core.buckets import BucketSpec
+from fastapply_pipeline.core.artifacts import DATASET
 from fastapply_pipeline.core.chat import control_tokens, example_lengths, load_training_tokenizer
 from fastapply_pipeline.core.dataset import (
+    card_settings,
+    card_sources,
     dataset_card,
     dedup,
     push_to_hub,
@@ -26,7 +28,7 @@ from fastapply_pipeline.core.dataset import (
 )
 from fastapply_pipeline.core.markers import contains_marker
 from fastapply_pipeline.core.parsing import parses
-from fastapply_pipeline.core.sources import redact_url
+from fastapply_pipeline.core.snippets import bucket_spec
 from fastapply_pipeline.defs.reporting import count_table, markdown_table
 from fastapply_pipeline.defs.resources import ArtifactsResource, FastApplyResource
 from fastapply_pipeline.defs.triples.assets import TRIPLE_CHECKS
@@ -108,10 +110,7 @@ def fastapply_dataset(
             )
             + ")"
         )
-    buckets = BucketSpec(
-        uppers=tuple(b.upper for b in config.snippets.buckets),
-        samples=tuple(b.sample for b in config.snippets.buckets),
-    )
+    buckets = bucket_spec(config.snippets)
     if "snippet_style" not in table.columns:  # triples of a code version before snippet styles
         table = table.with_columns(pl.lit(None, pl.String).alias("snippet_style"))
     table = table.with_columns(
@@ -159,28 +158,7 @@ def fastapply_dataset(
     rows_in = table.height + skipped_rows
     assert kept_rows + rejected.height == rows_in, "every row is kept or rejected"
 
-    sources = []
-    for key in sorted(cloned_repo):
-        snapshot = cloned_repo[key]
-        sources.append(
-            {
-                "repo": key,
-                "location": redact_url(snapshot["location"]) if "://" in snapshot["location"] else key,
-                "commit": snapshot["commit"],
-                "license": snapshot["license"],
-            }
-        )
-    card_settings = {
-        "seed": config.seed,
-        "tokenizer": settings.tokenizer,
-        "max_seq_length": settings.max_seq_length,
-        "max_changed_fraction": settings.max_changed_fraction,
-        "llm_disagreement": settings.llm_disagreement,
-        "dedup": settings.dedup.model_dump(),
-        "split": settings.split.model_dump() | {"by": parts.by},
-        "generators": list(config.triples.generators),
-        "snippet_styles": dict(config.triples.snippet_styles),
-    }
+    sources = card_sources(cloned_repo)
     card = dataset_card(
         pretty_name="Fast Apply edit triples",
         splits=parts.splits,
@@ -188,11 +166,11 @@ def fastapply_dataset(
         sources=sources,
         rejected=reasons,
         rejected_by_style=Counter(rejected["snippet_style"]),
-        settings=card_settings,
+        settings=card_settings(config, split_by=parts.by),
     )
-    folder = config.artifacts_dir / "dataset"
+    folder = artifacts.path(DATASET)
     write_dataset(folder, parts.splits, card)
-    stored_at = artifacts.store().publish("dataset")  # the folder itself locally; S3 in production
+    stored_at = artifacts.store().publish(DATASET)  # the folder itself locally; S3 in production
     context.log.info(f"dataset written to {stored_at}: {kept_rows} rows kept, {rejected.height} dropped")
 
     pushed = "off (set dataset.push.repo_id)"
@@ -330,6 +308,11 @@ def _partitions_failing_blocking_checks(
         if failed:
             failing[partition] = failed
     return failing
+
+
+# The dataset's key alone (the multi-asset also holds rejected_triples): what the training and
+# evaluation stages depend on, since they read the dataset folder (core.artifacts.DATASET).
+DATASET_KEY = fastapply_dataset.keys_by_output_name["fastapply_dataset"]
 
 
 def _by_partition(context: dg.AssetExecutionContext, name: str, value) -> dict:

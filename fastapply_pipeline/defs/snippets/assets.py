@@ -1,18 +1,22 @@
 """code_snippets: each repository's source files, filtered, token-counted, bucketed and sampled."""
 
-import hashlib
-import json
 from collections.abc import Iterator
 
 import dagster as dg
 import polars as pl
 
-from fastapply_pipeline.config import FastApplyConfig, Source
-from fastapply_pipeline.core.artifacts import write_atomically
+from fastapply_pipeline.config import FastApplyConfig
 from fastapply_pipeline.core.buckets import BucketSpec
 from fastapply_pipeline.core.reasons import WHY_EMPTY, why_no_snippets
 from fastapply_pipeline.core.repos import RepoSnapshot, ensure_mirror
-from fastapply_pipeline.core.snippets import build_snippets, check_snippets
+from fastapply_pipeline.core.snippets import (
+    CACHE_VERSION,
+    bucket_spec,
+    build_snippets,
+    cache_key,
+    cached_snippets,
+    check_snippets,
+)
 from fastapply_pipeline.core.tokens import get_token_counter
 from fastapply_pipeline.defs.partitions import source_repo_partitions
 from fastapply_pipeline.defs.reporting import (
@@ -24,8 +28,6 @@ from fastapply_pipeline.defs.reporting import (
 )
 from fastapply_pipeline.defs.resources import FastApplyResource
 
-CODE_VERSION = "1"
-
 SNIPPET_CHECKS = {
     "no_empty_content": "Every snippet has non-blank content.",
     "token_counts_inside_bucket": "Every snippet's token count lies inside its bucket's range.",
@@ -33,29 +35,12 @@ SNIPPET_CHECKS = {
 }
 
 
-def bucket_spec(config: FastApplyConfig) -> BucketSpec:
-    buckets = config.snippets.buckets
-    return BucketSpec(uppers=tuple(b.upper for b in buckets), samples=tuple(b.sample for b in buckets))
-
-
-def cache_key(config: FastApplyConfig, source: Source, commit: str) -> str:
-    """Everything the rows depend on: the commit, the settings that shape them, and this code's version."""
-    payload = {
-        "commit": commit,
-        "settings": config.settings_hash("files", "secrets", "snippets"),
-        "seed": config.seed,
-        "source": [source.include, source.exclude, source.license],
-        "code": CODE_VERSION,
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
-
-
 @dg.asset(
     partitions_def=source_repo_partitions,
     group_name="snippets",
     kinds={"polars", "parquet"},
     io_manager_key="parquet_io_manager",
-    code_version=CODE_VERSION,
+    code_version=CACHE_VERSION,
     check_specs=check_specs("code_snippets", SNIPPET_CHECKS),
     description=(
         "Source files of one repository at its pinned commit: kept by language, with vendored, generated, "
@@ -69,45 +54,29 @@ def code_snippets(
     config = fastapply.load()
     source = config.source(context.partition_key)
     snapshot = RepoSnapshot.from_dict(cloned_repo)
-    spec = bucket_spec(config)
+    spec = bucket_spec(config.snippets)
     key = cache_key(config, source, snapshot.commit)
-    cached_table = config.cache_dir / "snippets" / f"{key}.parquet"
-    cached_report = cached_table.with_suffix(".json")
 
-    cache_hit = cached_table.is_file() and cached_report.is_file()
-    if cache_hit:
-        table = pl.read_parquet(cached_table)
-        report = json.loads(cached_report.read_text())
-        context.log.info(f"{source.key}: snippets for {snapshot.commit[:12]} come from the cache ({key})")
-    else:
-        rules = config.file_rules(source)
+    def build() -> tuple[pl.DataFrame, dict]:
         allowed = config.allows_license(snapshot.license)
-        build = build_snippets(
+        built = build_snippets(
             ensure_mirror(snapshot, timeout=config.clone.timeout_seconds),
             snapshot.commit,
             repo=source.key,
-            rules=rules,
+            rules=config.file_rules(source),
             counter=get_token_counter(config.snippets.tokenizer),
             buckets=spec,
             seed=config.seed,
             scanner=config.secret_scanner(),
             license_allowed=allowed,
         )
-        if not build.accounted():
+        if not built.accounted():
             raise RuntimeError(f"{source.key}: files were lost between the tree and the table (a bug)")
-        table = build.table
-        report = {
-            "files_total": build.files_total,
-            "exclusions": dict(build.exclusions),
-            "secret_types": dict(build.secret_types),
-            "placeholder_secrets": dict(build.placeholder_secrets),
-            "examples": build.examples(),
-            "candidates_per_bucket": build.candidates_per_bucket,
-            "untokenized_per_range": dict(build.untokenized_per_range),
-            "license_allowed": allowed,
-        }
-        write_atomically(cached_table, lambda p: table.write_parquet(p))
-        write_atomically(cached_report, lambda p: p.write_text(json.dumps(report, indent=2)))
+        return built.table, built.report(license_allowed=allowed)
+
+    table, report, cache_hit = cached_snippets(config.cache_dir / "snippets", key, build)
+    if cache_hit:
+        context.log.info(f"{source.key}: snippets for {snapshot.commit[:12]} come from the cache ({key})")
 
     if not report["license_allowed"]:
         context.log.warning(f"{source.key}: license {snapshot.license} is not allowed; no snippets")

@@ -9,8 +9,6 @@ import dagster as dg
 from fastapply_pipeline.defs.partitions import SOURCE_REPO_PARTITIONS, source_repo_partitions
 from fastapply_pipeline.defs.resources import FastApplyResource
 
-PER_REPO_JOB = "source_repo_job"
-
 
 @dg.sensor(
     minimum_interval_seconds=30,

@@ -8,17 +8,10 @@ import polars as pl
 
 from fastapply_pipeline.core.reasons import WHY_EMPTY, why_no_triples
 from fastapply_pipeline.core.repos import RepoSnapshot, ensure_mirror
-from fastapply_pipeline.core.synth.git_history import HistorySettings, git_history_triples
+from fastapply_pipeline.core.synth.git_history import git_history_triples
 from fastapply_pipeline.core.synth.structural import structural_triples
 from fastapply_pipeline.core.tokens import get_token_counter
-from fastapply_pipeline.core.triples import (
-    TRIPLE_SCHEMA,
-    GeneratorReport,
-    check_triples,
-    drop_repeated_triples,
-    triples_frame,
-    with_token_counts,
-)
+from fastapply_pipeline.core.triples import GeneratorReport, check_triples, combine
 from fastapply_pipeline.defs.partitions import source_repo_partitions
 from fastapply_pipeline.defs.reporting import check_results, check_specs, count_table, markdown_table
 from fastapply_pipeline.defs.resources import FastApplyResource
@@ -64,15 +57,7 @@ def edit_triples(
 
     if "structural" in settings.generators:
         files = code_snippets.select("repo", "commit", "path", "language", "content").rows()
-        reports["structural"] = structural_triples(
-            files,
-            attempts_per_file=settings.structural.attempts_per_file,
-            weights=dict(settings.structural.edit_kinds),
-            seed=config.seed,
-            min_context=settings.min_context,
-            max_context=settings.max_context,
-            styles=dict(settings.snippet_styles),
-        )
+        reports["structural"] = structural_triples(files, settings=settings, seed=config.seed)
     if "git_history" in settings.generators:
         if not config.allows_license(snapshot.license):
             reports["git_history"] = GeneratorReport()  # a repository skipped for its license stays skipped
@@ -84,40 +69,13 @@ def edit_triples(
                 repo=source.key,
                 rules=rules,
                 scanner=config.secret_scanner(),
-                settings=HistorySettings(
-                    max_commits=settings.git_history.max_commits,
-                    max_files_per_commit=settings.git_history.max_files_per_commit,
-                    max_changed_fraction=settings.git_history.max_changed_fraction,
-                    min_context=settings.min_context,
-                    max_context=settings.max_context,
-                    styles=dict(settings.snippet_styles),
-                ),
+                settings=settings,
             )
 
-    offline = triples_frame([t for report in reports.values() for t in report.triples])
-    failures = {f"{name}: {reason}": n for name, r in reports.items() for reason, n in r.failures.items()}
-    llm_tables = []
-    for llm_table in (anthropic_triples, openai_triples):
-        for (generator, reason), n in Counter(
-            llm_table.filter(pl.col("status") == "rejected").select("generator", "reason").iter_rows()
-        ).items():
-            failures[f"{generator}: {reason}"] = n
-        kept = llm_table.filter(pl.col("status") != "rejected").rename({"reason": "flag"})
-        llm_tables.append(kept.select([name for name in TRIPLE_SCHEMA if name in kept.columns]))
-    # The same edit of the same file from two generators (or twice from one) is one triple: one copy
-    # is kept (core.triples.GENERATOR_PRECEDENCE), the others are counted as duplicate_triple.
-    table, repeated = drop_repeated_triples(
-        pl.concat([offline, *llm_tables], how="diagonal_relaxed")
-        .with_columns(pl.col("snippet_style").fill_null("llm"))
-        .select(list(TRIPLE_SCHEMA))
+    combined = combine(
+        reports, [anthropic_triples, openai_triples], get_token_counter(config.snippets.tokenizer).count_batch
     )
-    for key, n in repeated.items():
-        failures[key] = failures.get(key, 0) + n
-    style_fallbacks = Counter()
-    for report in reports.values():
-        style_fallbacks.update(report.style_fallbacks)
-    counter = get_token_counter(config.snippets.tokenizer)
-    table = with_token_counts(table, counter.count_batch).sort("generator", "path", "edit_kind", "triple_id")
+    table, failures, style_fallbacks = combined.table, combined.failures, combined.style_fallbacks
 
     by_kind = Counter(zip(table["generator"], table["edit_kind"], strict=True))
     yield dg.Output(
