@@ -3,12 +3,12 @@
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from fastapply_pipeline.cli import EXIT_REFUSED, main
+from fastapply_pipeline.cli import EXIT_REFUSED
 from fastapply_pipeline.core.apply import Refusal, apply_snippet
 from fastapply_pipeline.core.cases import load_cases, parse_case
 from fastapply_pipeline.core.markers import is_marker_line, marker_for
+from fastapply_pipeline_tests.helpers import invoke
 
 PY = """import os
 
@@ -264,16 +264,15 @@ def test_cli_exit_codes(tmp_path):
         "# ... existing code ...\ndef main():\n    text = load('x')\n    save(\"b.txt\", text.upper())\n"
     )
     out = tmp_path / "out.py"
-    runner = CliRunner()
-    merged = runner.invoke(main, ["apply", str(original), str(good), "-o", str(out)])
+    merged = invoke("apply", original, good, "-o", out)
     assert merged.exit_code == 0 and out.read_text() == PY.replace('load("a.txt")', "load('x')")
-    printed = runner.invoke(main, ["apply", str(original), str(good)])
+    printed = invoke("apply", original, good)
     assert printed.exit_code == 0 and printed.output == out.read_text()
     bad = tmp_path / "bad.py"
     bad.write_text("# ... existing code ...\n    return result_of_nothing\n# ... existing code ...\n")
-    refused = runner.invoke(main, ["apply", str(original), str(bad)])
+    refused = invoke("apply", original, bad)
     assert refused.exit_code == EXIT_REFUSED and "refused: no_anchor" in refused.output
-    missing = runner.invoke(main, ["apply", str(tmp_path / "nope.py"), str(good)])
+    missing = invoke("apply", tmp_path / "nope.py", good)
     assert missing.exit_code == 2
 
 
@@ -342,11 +341,11 @@ def test_the_cli_reads_the_language_from_the_extension(tmp_path):
     original.write_text("# T\n\nIntro.\n\n## Install\n\npip install t\n\n## Usage\n\nRun t.\n")
     snippet = tmp_path / "snippet.md"
     snippet.write_text("## Install\n\npip install t[all]\n")
-    merged = CliRunner().invoke(main, ["apply", str(original), str(snippet)])
+    merged = invoke("apply", original, snippet)
     assert merged.exit_code == 0 and merged.output == original.read_text().replace(
         "t\n\n## Usage", "t[all]\n\n## Usage"
     )
-    written = CliRunner().invoke(main, ["apply", str(original), str(snippet), "-o", str(tmp_path / "out.md")])
+    written = invoke("apply", original, snippet, "-o", tmp_path / "out.md")
     assert written.exit_code == 0 and "read as units" in written.stderr
 
 

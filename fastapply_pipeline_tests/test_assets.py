@@ -6,12 +6,15 @@ import shutil
 
 import dagster as dg
 import polars as pl
+import pytest
 
 from fastapply_pipeline.cli import root_message
 from fastapply_pipeline.definitions import PER_REPO, build_defs
 from fastapply_pipeline.defs.partitions import SOURCE_REPO_PARTITIONS
 
-from .conftest import EXPECTED_REASONS, MIT_TEXT, commit_all, init_repo, python_module, write_files
+from .helpers import EXPECTED_REASONS, MIT_TEXT, commit_all, init_repo, python_module, write_files
+
+pytestmark = pytest.mark.slow  # every test here is slow (see docs/testing.md)
 
 
 def materialize(defs, instance, partition, selection=None):

@@ -6,17 +6,16 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import pytest
-from click.testing import CliRunner
 
-from fastapply_pipeline.cli import main
 from fastapply_pipeline.definitions import build_defs
 from fastapply_pipeline.defs.partitions import SOURCE_REPO_PARTITIONS
 from fastapply_pipeline.defs.resources import FastApplyResource
-from fastapply_pipeline_tests.conftest import (
+from fastapply_pipeline_tests.helpers import (
     MIT_TEXT,
     base_settings,
     commit_all,
     init_repo,
+    invoke,
     python_module,
     write_config,
     write_files,
@@ -59,6 +58,7 @@ def build(defs, instance, key: str, selection=PER_REPO) -> None:
     ).success
 
 
+@pytest.mark.slow
 def test_the_refresh_tick_requests_runs_only_for_sources_whose_commit_changed(tmp_path, instance):
     sources = [{"path": small_repo(tmp_path, n), "name": n} for n in ("alpha", "beta", "gamma", "delta")]
     path = write_config(tmp_path / "fastapply.yaml", base_settings(tmp_path, sources))
@@ -89,6 +89,7 @@ def test_the_refresh_tick_requests_runs_only_for_sources_whose_commit_changed(tm
     assert not refresh_tick(defs, instance, path, monday + timedelta(days=21)).run_requests
 
 
+@pytest.mark.slow
 def test_an_unreachable_source_is_reported_and_the_others_still_refresh(tmp_path, instance):
     alpha = small_repo(tmp_path, "alpha")
     sources = [{"path": alpha, "name": "alpha"}, {"path": str(tmp_path / "gone"), "name": "gone"}]
@@ -105,6 +106,7 @@ def test_an_unreachable_source_is_reported_and_the_others_still_refresh(tmp_path
     assert [r.partition_key for r in tick.run_requests] == ["alpha"]
 
 
+@pytest.mark.slow
 def test_new_partitions_are_built_once_and_the_dataset_waits_for_the_cron_tick(tmp_path, instance):
     sources = [{"path": small_repo(tmp_path, f"r{i}"), "name": f"r{i}"} for i in range(2)]
     path = write_config(tmp_path / "fastapply.yaml", base_settings(tmp_path, sources))
@@ -154,19 +156,16 @@ def test_new_partitions_are_built_once_and_the_dataset_waits_for_the_cron_tick(t
     assert added.get_requested_partitions(dg.AssetKey("cloned_repo")) == set(new)
 
 
-def test_add_five_sources_then_backfill_builds_only_their_partitions(tmp_path, monkeypatch):
-    home = tmp_path / "dagster_home"
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
-    monkeypatch.delenv("FASTAPPLY_CONFIG", raising=False)
+@pytest.mark.slow
+def test_add_five_sources_then_backfill_builds_only_their_partitions(tmp_path, home):
     first = [{"path": small_repo(tmp_path, "first"), "name": "first"}]
     path = write_config(tmp_path / "fastapply.yaml", base_settings(tmp_path, first))
-    runner = CliRunner()
-    result = runner.invoke(main, ["run", "--config", str(path), "-q"], catch_exceptions=False)
+    result = invoke("run", "--config", path, "-q")
     assert result.exit_code == 0, result.output
 
     new = [{"path": small_repo(tmp_path, f"added-{i}"), "name": f"added-{i}"} for i in range(5)]
     write_config(path, base_settings(tmp_path, first + new))
-    result = runner.invoke(main, ["backfill", "--config", str(path), "-q"], catch_exceptions=False)
+    result = invoke("backfill", "--config", path, "-q")
     assert result.exit_code == 0, result.output
     assert (
         "Backfilling 5 source(s): added-0, added-1, added-2, added-3, added-4 (already built: 1)"
@@ -186,7 +185,7 @@ def test_add_five_sources_then_backfill_builds_only_their_partitions(tmp_path, m
         dataset = instance.get_latest_materialization_event(dg.AssetKey("fastapply_dataset"))
         assert dataset.run_id in {r.run_id for r in runs}
 
-    again = runner.invoke(main, ["backfill", "--config", str(path)], catch_exceptions=False)
+    again = invoke("backfill", "--config", path)
     assert again.exit_code == 0 and "Nothing to backfill" in again.output
 
 
@@ -220,6 +219,7 @@ def test_a_bad_cron_names_the_field(make_config):
         make_config([{"url": "https://github.com/vercel/next.js"}], automation={"train_cron": "weekly"})
 
 
+@pytest.mark.slow
 def test_partitions_registered_before_the_first_evaluation_are_built_and_failures_not_retried(
     tmp_path, instance
 ):

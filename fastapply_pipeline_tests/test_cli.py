@@ -2,35 +2,31 @@
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
 import pytest
 import yaml
-from click.testing import CliRunner
 
-from fastapply_pipeline.cli import main
 from fastapply_pipeline.defs.partitions import SOURCE_REPO_PARTITIONS
 
-from .conftest import MIT_TEXT, base_settings, commit_all, init_repo, python_module, write_config, write_files
+from .helpers import (
+    FASTAPPLY,
+    MIT_TEXT,
+    base_settings,
+    commit_all,
+    init_repo,
+    invoke,
+    python_module,
+    write_config,
+    write_files,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    home = tmp_path / "dagster_home"
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
-    monkeypatch.delenv("FASTAPPLY_CONFIG", raising=False)
-    return home
-
-
-def invoke(*args):
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
-
-
+@pytest.mark.slow
 def test_run_registers_partitions_and_records_runs(mixed_repo, make_config, home):
     path, _ = make_config([{"path": str(mixed_repo), "name": "mixed"}])
     result = invoke("run", "--config", str(path), "-q")
@@ -46,6 +42,7 @@ def test_run_registers_partitions_and_records_runs(mixed_repo, make_config, home
         assert instance.get_latest_materialization_event(dg.AssetKey("fastapply_dataset")) is not None
 
 
+@pytest.mark.slow
 def test_select_limits_the_assets(mixed_repo, make_config, home):
     path, _ = make_config([{"path": str(mixed_repo), "name": "mixed"}])
     result = invoke("run", "--config", str(path), "--select", "cloned_repo", "-q")
@@ -55,6 +52,7 @@ def test_select_limits_the_assets(mixed_repo, make_config, home):
     assert bad.exit_code != 0 and "--select 'no_such_asset'" in bad.output
 
 
+@pytest.mark.slow
 def test_a_failing_source_exits_non_zero_and_the_others_still_run(mixed_repo, tmp_path, make_config, home):
     path, _ = make_config(
         [
@@ -68,6 +66,7 @@ def test_a_failing_source_exits_non_zero_and_the_others_still_run(mixed_repo, tm
     assert "materialized code_snippets (7 rows)" in result.output  # the good source still ran
 
 
+@pytest.mark.slow
 def test_partition_option_and_unknown_partition(mixed_repo, make_config, home):
     path, _ = make_config([{"path": str(mixed_repo), "name": "mixed"}])
     assert invoke("run", "--config", str(path), "--partition", "mixed", "-q").exit_code == 0
@@ -88,12 +87,13 @@ def test_a_token_in_a_source_url_is_refused_and_never_printed(tmp_path, home):
         tmp_path / "fastapply.yaml",
         base_settings(tmp_path, [{"url": "https://ghp_s3cr3tT0k3n@github.com/o/r.git", "name": "r"}]),
     )
-    result = CliRunner().invoke(main, ["sources", "list", "--config", str(path)])
+    result = invoke("sources", "list", "--config", path)
     assert result.exit_code == 1
     assert "sources.0" in result.output and "credential helper" in result.output
     assert "s3cr3t" not in result.output
 
 
+@pytest.mark.slow
 def test_sources_list_and_remove(mixed_repo, make_config, home):
     path, _ = make_config([{"path": str(mixed_repo), "name": "mixed"}])
     invoke("run", "--config", str(path), "--select", "cloned_repo", "-q")
@@ -105,6 +105,7 @@ def test_sources_list_and_remove(mixed_repo, make_config, home):
     assert invoke("sources", "remove", "--config", str(path), "mixed").exit_code != 0
 
 
+@pytest.mark.slow
 def test_project_dagster_yaml_configures_pools_and_run_monitoring(tmp_path, home):
     home.mkdir()
     (home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
@@ -115,6 +116,7 @@ def test_project_dagster_yaml_configures_pools_and_run_monitoring(tmp_path, home
         assert str(instance.storage_directory()).startswith(str(home))
 
 
+@pytest.mark.slow
 def test_shipped_settings_run_offline_end_to_end(tmp_path):
     """`fastapply run` (the console script) with the shipped fastapply.yaml on this repository."""
     shipped = yaml.safe_load((ROOT / "fastapply.yaml").read_text())
@@ -122,9 +124,8 @@ def test_shipped_settings_run_offline_end_to_end(tmp_path):
     shipped["storage"] = base_settings(tmp_path, [])["storage"]
     config = write_config(tmp_path / "fastapply.yaml", shipped)
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home")}
-    script = Path(sys.executable).with_name("fastapply")
     proc = subprocess.run(
-        [str(script), "run", "--config", str(config)],
+        [FASTAPPLY, "run", "--config", str(config)],
         capture_output=True,
         text=True,
         env=env,
@@ -141,6 +142,7 @@ def test_shipped_settings_run_offline_end_to_end(tmp_path):
     assert "materialized code_snippets" in proc.stdout and "Done: 2 run(s)" in proc.stdout
 
 
+@pytest.mark.slow
 def test_an_llm_generator_without_its_key_fails_naming_the_variable(
     mixed_repo, make_config, home, monkeypatch
 ):
@@ -157,6 +159,7 @@ def test_an_llm_generator_without_its_key_fails_naming_the_variable(
     assert "openai_triples" in result.output and "OPENAI_API_KEY is not set" in result.output
 
 
+@pytest.mark.slow
 def test_backfill_rebuilds_a_torn_table_and_a_partition_whose_latest_run_failed(
     mixed_repo, tmp_path, make_config, home
 ):
@@ -197,6 +200,7 @@ def _other_repo(tmp_path) -> Path:
     return repo
 
 
+@pytest.mark.slow
 def test_a_name_that_points_elsewhere_is_rebuilt_and_remove_deletes_what_it_built(
     mixed_repo, tmp_path, make_config, home
 ):

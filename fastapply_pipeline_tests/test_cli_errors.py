@@ -6,33 +6,14 @@ Every test here failed before its fix (a traceback, a silent wrong value, a cras
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
-from click.testing import CliRunner
 
-from fastapply_pipeline.cli import main
-
-from .conftest import base_settings, init_repo, write_config
-
-FASTAPPLY = str(Path(sys.executable).with_name("fastapply"))
-
-
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    home = tmp_path / "dagster_home"
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
-    monkeypatch.delenv("FASTAPPLY_CONFIG", raising=False)
-    monkeypatch.delenv("FASTAPPLY_ENV", raising=False)
-    return home
-
-
-def invoke(*args):
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+from .helpers import DAGSTER, FASTAPPLY, base_settings, init_repo, invoke, write_config
 
 
 def one_line_error(result, *fragments: str) -> None:
@@ -44,6 +25,7 @@ def one_line_error(result, *fragments: str) -> None:
         assert fragment in error[0], error[0]
 
 
+@pytest.mark.slow
 def test_selecting_one_asset_of_a_step_selects_its_siblings(mixed_repo, make_config, home):
     path, _ = make_config([{"path": str(mixed_repo), "name": "mixed"}])
     assert invoke("run", "--config", str(path), "-q").exit_code == 0
@@ -56,12 +38,14 @@ def test_selecting_one_asset_of_a_step_selects_its_siblings(mixed_repo, make_con
     )
 
 
+@pytest.mark.slow
 def test_a_selection_whose_input_was_never_built_fails_before_running(mixed_repo, make_config, home):
     path, _ = make_config([{"path": str(mixed_repo), "name": "mixed"}])
     result = invoke("run", "--config", str(path), "--select", "cloned_repo+", "-q")
     one_line_error(result, "edit_triples reads", "never materialized for mixed", "fastapply run")
 
 
+@pytest.mark.slow
 def test_a_failing_step_prints_its_cause_not_its_stack_trace(tmp_path, make_config, home):
     path, _ = make_config([{"path": str(tmp_path / "missing"), "name": "broken"}])
     for flags in (["-q"], []):
@@ -85,6 +69,7 @@ def test_settings_that_are_not_utf8_or_repeat_a_key_are_one_line_errors(tmp_path
     one_line_error(invoke("run", "--config", str(twice)), "'seed' is set twice", "line 3")
 
 
+@pytest.mark.slow
 def test_a_wrong_deployment_or_prod_without_s3_is_one_line(tmp_path, make_config, home, monkeypatch):
     path, _ = make_config([{"path": ".", "name": "here"}])
     monkeypatch.setenv("FASTAPPLY_ENV", "staging")
@@ -110,6 +95,7 @@ def test_apply_into_a_missing_folder_and_eval_of_a_torn_file_are_one_line(tmp_pa
         assert f"{data} is not a readable" in result.output
 
 
+@pytest.mark.slow
 def test_an_empty_repository_says_it_has_no_commits(tmp_path, make_config, home):
     empty = tmp_path / "empty"
     init_repo(empty)
@@ -120,6 +106,7 @@ def test_an_empty_repository_says_it_has_no_commits(tmp_path, make_config, home)
     assert "couldn't find remote ref" not in result.output
 
 
+@pytest.mark.slow
 def test_two_first_runs_at_once_on_a_fresh_home_both_succeed(mixed_repo, tmp_path):
     path = write_config(tmp_path / "fastapply.yaml", base_settings(tmp_path, [{"path": str(mixed_repo)}]))
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "fresh-home")}
@@ -133,6 +120,7 @@ def test_two_first_runs_at_once_on_a_fresh_home_both_succeed(mixed_repo, tmp_pat
     assert not any("already exists" in output for output in outputs)
 
 
+@pytest.mark.slow
 def test_ui_stops_promptly_on_sigterm(tmp_path):
     config = tmp_path / "fastapply.yaml"
     config.write_text(yaml.safe_dump(base_settings(tmp_path, [{"path": "."}])))
@@ -163,6 +151,7 @@ def test_ui_stops_promptly_on_sigterm(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
 
 
+@pytest.mark.slow
 def test_a_full_disk_under_dagster_home_is_one_line(mixed_repo, tmp_path, monkeypatch):
     disk = tmp_path / "disk"
     disk.mkdir()
@@ -192,13 +181,13 @@ def test_a_full_disk_under_dagster_home_is_one_line(mixed_repo, tmp_path, monkey
         subprocess.run(["umount", str(disk)], check=False)
 
 
+@pytest.mark.slow
 def test_dagster_definitions_validate_works_in_the_project_root_without_dagster_home():
     """Before: the project's dagster.yaml read the unset DAGSTER_HOME and the command failed."""
     root = Path(__file__).resolve().parents[1]
     env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
-    dagster = str(Path(sys.executable).with_name("dagster"))
     result = subprocess.run(
-        [dagster, "definitions", "validate", "-m", "fastapply_pipeline.definitions"],
+        [DAGSTER, "definitions", "validate", "-m", "fastapply_pipeline.definitions"],
         cwd=root,
         env=env,
         capture_output=True,

@@ -26,7 +26,7 @@ from fastapply_pipeline.core.dataset import (
 from fastapply_pipeline.core.prompt import parse_answer
 from fastapply_pipeline.core.training import IGNORE_INDEX, encode
 from fastapply_pipeline.core.triples import Provenance, make_triple, triples_frame, with_token_counts
-from fastapply_pipeline_tests.conftest import python_module
+from fastapply_pipeline_tests.helpers import python_module
 
 # The inference prompt of ../shared/DESIGN.md, byte for byte.
 DESIGN_PROMPT = (
@@ -52,6 +52,7 @@ def tokenizer():
     return load_training_tokenizer()
 
 
+@pytest.mark.slow
 def test_training_example_is_the_design_prompt_plus_target(tokenizer):
     original, snippet, final = (
         "def f(x):\n    return {x: 1}\n",
@@ -153,6 +154,7 @@ def run_validate(table, tokenizer, policy="reject", max_seq_length=2048):
     )
 
 
+@pytest.mark.slow
 def test_each_planted_bad_row_is_dropped_for_its_own_reason(tokenizer):
     bad, expected = bad_rows()
     good = good_rows()
@@ -167,6 +169,7 @@ def test_each_planted_bad_row_is_dropped_for_its_own_reason(tokenizer):
     assert too_long.endswith("> 2048")
 
 
+@pytest.mark.slow
 def test_llm_disagreements_can_take_the_applier_result(tokenizer):
     bad, _ = bad_rows()
     llm = bad.filter(pl.col("generator") == "anthropic")
@@ -177,6 +180,7 @@ def test_llm_disagreements_can_take_the_applier_result(tokenizer):
     assert row["flag"] is None
 
 
+@pytest.mark.slow
 def test_exact_and_near_duplicates_keep_one_row_each(tokenizer):
     code = python_module("dup", 12)
     first = edit(code, "scale: float = 3.0", "scale: float = 3.5", "alpha", "dup.py")
@@ -204,12 +208,14 @@ def test_exact_and_near_duplicates_keep_one_row_each(tokenizer):
     assert without_near.kept.height == 3
 
 
+@pytest.mark.slow
 def test_the_control_tokens_are_every_added_token_of_the_training_tokenizer(tokenizer):
     tokens = control_tokens(tokenizer)
     assert {"<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|fim_prefix|>", "<tool_call>"} <= set(tokens)
     assert len(tokens) == 22  # Qwen2.5's added tokens, special or not: each is one id when it is in a text
 
 
+@pytest.mark.slow
 def test_code_spelling_a_control_token_is_dropped_and_counted_and_no_answer_holds_one(tmp_path, tokenizer):
     """Code holding `<|im_end|>` would become a real end of turn inside the supervised answer."""
     code = python_module("ctl", 6)
@@ -297,6 +303,7 @@ def built(tmp_path, tokenizer):
     return folder, parts
 
 
+@pytest.mark.slow
 def test_the_saved_dataset_reloads_from_disk_and_from_parquet(tmp_path, tokenizer):
     folder, parts = built(tmp_path, tokenizer)
     reloaded = load_from_disk(str(folder / "hf"))
@@ -317,6 +324,7 @@ def test_the_saved_dataset_reloads_from_disk_and_from_parquet(tmp_path, tokenize
     assert (folder / "README.md").read_text() == "card" and not (folder.parent / "dataset.tmp").exists()
 
 
+@pytest.mark.slow
 def test_the_card_has_hugging_face_front_matter_from_the_data(tmp_path, tokenizer):
     folder, parts = built(tmp_path, tokenizer)
     text = (folder / "README.md").read_text()
@@ -372,6 +380,7 @@ class FakeHfApi:
         self.calls.append(("upload_folder", kwargs, files))
 
 
+@pytest.mark.slow
 def test_push_creates_a_private_dataset_repo_and_uploads_card_and_parquet(tmp_path, tokenizer):
     folder, _ = built(tmp_path, tokenizer)
     api = FakeHfApi()

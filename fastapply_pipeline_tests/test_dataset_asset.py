@@ -8,7 +8,7 @@ from datasets import load_from_disk
 from fastapply_pipeline.definitions import PER_REPO, build_defs
 from fastapply_pipeline.defs.partitions import SOURCE_REPO_PARTITIONS
 from fastapply_pipeline.defs.triples import assets as triples_assets
-from fastapply_pipeline_tests.conftest import (
+from fastapply_pipeline_tests.helpers import (
     MIT_TEXT,
     commit_all,
     init_repo,
@@ -16,6 +16,8 @@ from fastapply_pipeline_tests.conftest import (
     ts_module,
     write_files,
 )
+
+pytestmark = pytest.mark.slow  # every test here is slow (see docs/testing.md)
 
 KEYS = ["mixed", "second"]
 

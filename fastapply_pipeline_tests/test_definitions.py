@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import fastapply_pipeline.core
 from fastapply_pipeline.definitions import build_defs
 
@@ -54,6 +56,7 @@ def test_every_asset_explains_itself():
         assert asset["owners"] == ["team:fastapply"], name
 
 
+@pytest.mark.slow
 def test_core_modules_do_not_import_dagster():
     modules = [
         f"fastapply_pipeline.core.{m.name}" for m in pkgutil.iter_modules(fastapply_pipeline.core.__path__)

@@ -14,6 +14,8 @@ from dagster._config import process_config
 from dagster._core.errors import DagsterInvalidConfigError
 from dagster._core.instance.config import dagster_instance_config
 
+pytestmark = pytest.mark.slow  # every test here is slow (see docs/testing.md)
+
 DOCKER = Path(__file__).resolve().parents[1] / "docker"
 ENV = {
     "DAGSTER_PG_HOST": "db.internal",

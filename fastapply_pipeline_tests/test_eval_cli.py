@@ -5,19 +5,19 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-import torch
-from click.testing import CliRunner
-from transformers import Qwen2ForCausalLM
 
-from fastapply_pipeline.cli import main
 from fastapply_pipeline.core.chat import load_training_tokenizer
 from fastapply_pipeline.core.training import tiny_qwen2_config
+from fastapply_pipeline_tests.helpers import invoke
 from fastapply_pipeline_tests.standin import StandIn
 from fastapply_pipeline_tests.test_evaluate import ROWS
 
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
+    import torch
+    from transformers import Qwen2ForCausalLM
+
     folder = tmp_path_factory.mktemp("tiny-model")
     tokenizer = load_training_tokenizer()
     torch.manual_seed(0)
@@ -33,10 +33,7 @@ def data(tmp_path):
     return path
 
 
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-
-
+@pytest.mark.slow
 def test_eval_with_a_local_model_prints_the_table_and_the_speedup(tiny_model, data, tmp_path):
     out = tmp_path / "results.parquet"
     result = invoke(
@@ -62,6 +59,7 @@ def test_eval_with_a_local_model_prints_the_table_and_the_speedup(tiny_model, da
     assert results.height == 6 and (results.filter(pl.col("candidate") == "model")["output_tokens"] > 0).all()
 
 
+@pytest.mark.slow
 def test_eval_against_a_served_model_with_a_judge(data):
     with StandIn() as server:
         result = invoke(
@@ -73,6 +71,7 @@ def test_eval_against_a_served_model_with_a_judge(data):
     assert "judge: asked 3" in result.stderr  # identity's three outputs are the only non-exact ones
 
 
+@pytest.mark.slow
 def test_apply_with_a_model(tiny_model, tmp_path):
     row = ROWS[0]
     original, snippet = tmp_path / "m.py", tmp_path / "edit.py"
@@ -88,6 +87,7 @@ def test_apply_with_a_model(tiny_model, tmp_path):
     assert "refused: the model's answer has no complete <updated-code> tags" in untrained.stderr
 
 
+@pytest.mark.slow
 def test_apply_hybrid_uses_the_applier_first_and_the_model_where_it_refuses(tiny_model, tmp_path):
     """The stand-in serves a model that merges exactly; the output says which of the two merged."""
     row = ROWS[0]
@@ -109,6 +109,7 @@ def test_apply_hybrid_uses_the_applier_first_and_the_model_where_it_refuses(tiny
     assert invoke("apply", "--hybrid", original, snippet).exit_code == 2  # --hybrid needs --model
 
 
+@pytest.mark.slow
 def test_eval_and_apply_name_bad_input(tmp_path, data):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"original_code": "x = 1\\n"}\n')
@@ -122,6 +123,7 @@ def test_eval_and_apply_name_bad_input(tmp_path, data):
     assert result.exit_code == 2 and "--adapter and --base-url need --model" in result.stderr
 
 
+@pytest.mark.slow
 def test_eval_reads_the_hand_written_case_folder(tiny_model):
     """The realistic set is an input of `fastapply eval --data` (its merge cases; refusals have no answer)."""
     from fastapply_pipeline.core.evaluate import load_rows

@@ -166,6 +166,7 @@ def test_every_eval_setting_has_a_check():
     assert set(EvalSettings.model_fields) == set(CHECKS) == set(eval_section("http://127.0.0.1:1/v1"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("field", list(EvalSettings.model_fields))
 def test_an_eval_setting_reaches_the_evaluation(observed, field):
     default = EvalSettings.model_fields[field].get_default(call_default_factory=True)

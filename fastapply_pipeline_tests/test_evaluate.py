@@ -19,7 +19,7 @@ from fastapply_pipeline.core.evaluate import (
 from fastapply_pipeline.core.judge import item_id, parse_verdicts
 from fastapply_pipeline.core.metrics import aggregate
 from fastapply_pipeline.core.plots import candidate_chart
-from fastapply_pipeline_tests.conftest import python_module
+from fastapply_pipeline_tests.helpers import python_module
 from fastapply_pipeline_tests.standin import StandIn
 
 
@@ -58,6 +58,7 @@ def test_the_rows_are_real_edits_the_applier_merges():
     assert all(m.output == r["final_code"] != r["original_code"] for m, r in zip(merges, ROWS, strict=True))
 
 
+@pytest.mark.slow
 def test_an_openai_compatible_endpoint_is_a_candidate():
     with StandIn() as server:
         results = evaluate({"served": endpoint_candidate(_endpoint(server.openai_url), "served")}, ROWS)
@@ -70,6 +71,7 @@ def test_an_openai_compatible_endpoint_is_a_candidate():
     assert (results["output_tokens_per_second"] > 0).all() and results["error"].is_null().all()
 
 
+@pytest.mark.slow
 def test_truncated_and_tagless_endpoint_answers_score_as_missing_tags():
     with StandIn(faults={"truncated": 0.5, "malformed": 0.5}) as server:
         results = evaluate({"served": endpoint_candidate(_endpoint(server.openai_url), "served")}, ROWS)
@@ -82,6 +84,7 @@ def test_truncated_and_tagless_endpoint_answers_score_as_missing_tags():
     assert results.filter(pl.col("error") == "missing_tags")["exact"].sum() == 0
 
 
+@pytest.mark.slow
 def test_an_unreachable_endpoint_or_a_missing_key_is_a_clear_error(monkeypatch):
     with StandIn() as server:
         url = server.openai_url
@@ -128,6 +131,7 @@ def _mixed_outputs() -> tuple[pl.DataFrame, dict[str, str]]:
     return results, expected
 
 
+@pytest.mark.slow
 def test_the_judge_sees_the_output_and_its_verdicts_are_paired_by_id():
     results, expected = _mixed_outputs()
     with StandIn() as server:
@@ -158,6 +162,7 @@ def test_the_judge_sees_the_output_and_its_verdicts_are_paired_by_id():
     assert summary.filter(pl.col("candidate") == "sloppy")["judge_correct"][0] == pytest.approx(0.2)
 
 
+@pytest.mark.slow
 def test_a_failed_judge_request_leaves_no_verdict_rather_than_a_wrong_one():
     results, _ = _mixed_outputs()
     with StandIn(faults={"malformed": 1.0}) as server:
@@ -182,6 +187,7 @@ def test_parse_verdicts_pairs_by_id_and_counts_what_is_wrong():
     assert parse_verdicts(prose, ["a"])[0]["a"].correct is True
 
 
+@pytest.mark.slow
 def test_summary_table_and_chart():
     results, _ = _mixed_outputs()
     columns, rows = summary_table(results)
@@ -221,6 +227,7 @@ def test_many_outputless_rows_before_the_first_output_still_make_a_table():
     assert results["output"].null_count() == 250 and results.schema["parses"] == pl.Boolean
 
 
+@pytest.mark.slow
 def test_loss_chart_is_a_png_and_refuses_no_data():
     from fastapply_pipeline.core.plots import loss_chart
 

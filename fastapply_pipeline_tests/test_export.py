@@ -3,22 +3,22 @@
 import json
 
 import pytest
-import torch
-from click.testing import CliRunner
-from peft import LoraConfig, PeftModel, get_peft_model
-from transformers import AutoModelForCausalLM, Qwen2ForCausalLM
 
-from fastapply_pipeline.cli import main
 from fastapply_pipeline.core.chat import load_training_tokenizer
 from fastapply_pipeline.core.evaluate import Merge, hybrid_candidate
 from fastapply_pipeline.core.export import check_adapter, merge_adapter
 from fastapply_pipeline.core.hardware import cpu_has_bf16, use_bf16
 from fastapply_pipeline.core.training import tiny_qwen2_config
+from fastapply_pipeline_tests.helpers import invoke
 
 
 @pytest.fixture(scope="module")
 def tiny_adapter(tmp_path_factory):
     """A tiny Qwen2 base folder and a LoRA adapter on it with non-zero weights (so merging changes logits)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, Qwen2ForCausalLM
+
     root = tmp_path_factory.mktemp("export")
     tokenizer = load_training_tokenizer()
     torch.manual_seed(0)
@@ -35,7 +35,11 @@ def tiny_adapter(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_the_adapter_folder_has_what_peft_and_vllm_read(tiny_adapter):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
     adapter = tiny_adapter / "adapter"
     assert check_adapter(adapter) == []
     config = json.loads((adapter / "adapter_config.json").read_text())
@@ -48,6 +52,7 @@ def test_the_adapter_folder_has_what_peft_and_vllm_read(tiny_adapter):
     assert isinstance(PeftModel.from_pretrained(base, str(adapter)), PeftModel)
 
 
+@pytest.mark.slow
 def test_a_folder_without_safetensors_is_named_with_what_it_lacks(tiny_adapter, tmp_path):
     broken = tmp_path / "broken"
     broken.mkdir()
@@ -59,9 +64,14 @@ def test_a_folder_without_safetensors_is_named_with_what_it_lacks(tiny_adapter, 
     assert check_adapter(tmp_path) == [f"{tmp_path} has no adapter_config.json (not a peft LoRA folder)"]
 
 
+@pytest.mark.slow
 def test_export_merge_writes_a_model_transformers_loads_with_the_adapters_outputs(tiny_adapter, tmp_path):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
     out = tmp_path / "merged"
-    result = CliRunner().invoke(main, ["export", str(tiny_adapter / "adapter"), str(out), "--merge"])
+    result = invoke("export", tiny_adapter / "adapter", out, "--merge")
     assert result.exit_code == 0, result.output
     merged = AutoModelForCausalLM.from_pretrained(out)
     assert not (out / "adapter_config.json").exists() and (out / "tokenizer_config.json").is_file()
@@ -74,13 +84,15 @@ def test_export_merge_writes_a_model_transformers_loads_with_the_adapters_output
     assert torch.allclose(expected, got, atol=1e-4) and not torch.allclose(plain, got, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_export_without_merge_copies_a_checked_adapter(tiny_adapter, tmp_path):
-    result = CliRunner().invoke(main, ["export", str(tiny_adapter / "adapter"), str(tmp_path / "a")])
+    result = invoke("export", tiny_adapter / "adapter", tmp_path / "a")
     assert result.exit_code == 0 and check_adapter(tmp_path / "a") == []
-    bad = CliRunner().invoke(main, ["export", str(tmp_path), str(tmp_path / "b")])
+    bad = invoke("export", tmp_path, tmp_path / "b")
     assert bad.exit_code == 1 and "no adapter_config.json" in bad.output
 
 
+@pytest.mark.slow
 def test_merge_needs_a_local_base(tiny_adapter, tmp_path):
     with pytest.raises(FileNotFoundError, match="not a local folder"):
         merge_adapter(tiny_adapter / "adapter", tmp_path / "m", base="Qwen/Not-Here")

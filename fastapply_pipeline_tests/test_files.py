@@ -26,7 +26,7 @@ from fastapply_pipeline.core.secrets import SecretScanner, is_placeholder
 from fastapply_pipeline.core.snippets import build_snippets
 from fastapply_pipeline.core.tokens import get_token_counter
 
-from .conftest import FAKE_AWS, FAKE_PRIVATE_KEY, commit_all, init_repo, python_module, write_files
+from .helpers import FAKE_AWS, FAKE_PRIVATE_KEY, commit_all, init_repo, python_module, write_files
 
 ROOT = Path(__file__).resolve().parents[1]
 LANGUAGES = ["python", "typescript", "tsx", "javascript", "jsx", "markdown", "rust", "go"]

@@ -15,7 +15,7 @@ import pytest
 from fastapply_pipeline.core.git import GitError, list_tree, read_blobs, run_git, sync_mirror
 from fastapply_pipeline.core.repos import snapshot_repo
 
-from .conftest import FAKE_AWS, GPL_NOTICE, MIT_TEXT, commit_all, git, init_repo, write_files
+from .helpers import FAKE_AWS, GPL_NOTICE, MIT_TEXT, commit_all, git, init_repo, write_files
 
 
 @pytest.fixture
@@ -107,6 +107,7 @@ def test_hooks_configured_in_the_environment_never_run(history_repo, tmp_path, m
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_a_server_that_never_answers_times_out(tmp_path):
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
@@ -266,6 +267,7 @@ def test_a_run_killed_while_fetching_does_not_block_the_next(history_repo, tmp_p
     assert result.commit == head and result.cleared_locks == ("shallow.lock",)
 
 
+@pytest.mark.slow
 def test_a_run_waits_for_the_one_fetching_and_a_timeout_names_it(history_repo, tmp_path, lock_holder):
     repo, _ = history_repo
     mirror = tmp_path / "m.git"

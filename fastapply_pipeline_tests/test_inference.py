@@ -1,15 +1,19 @@
 """Merging with a model: greedy decoding gives the same answer with and without prompt-lookup drafts."""
 
-import torch
-from transformers import Qwen2ForCausalLM
+import pytest
 
 from fastapply_pipeline.core.chat import load_training_tokenizer
 from fastapply_pipeline.core.inference import merge_with_model
 from fastapply_pipeline.core.training import tiny_qwen2_config
-from fastapply_pipeline_tests.conftest import python_module
+from fastapply_pipeline_tests.helpers import python_module
+
+pytestmark = pytest.mark.slow  # every test here is slow (see docs/testing.md)
 
 
 def test_prompt_lookup_changes_speed_not_output():
+    import torch
+    from transformers import Qwen2ForCausalLM
+
     tokenizer = load_training_tokenizer()
     torch.manual_seed(0)
     model = Qwen2ForCausalLM(tiny_qwen2_config(len(tokenizer))).eval()

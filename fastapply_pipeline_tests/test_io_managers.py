@@ -20,6 +20,8 @@ import pytest
 from fastapply_pipeline.defs import resources
 from fastapply_pipeline.defs.resources import ParquetIOManager, PickleIOManager
 
+pytestmark = pytest.mark.slow  # every test here is slow (see docs/testing.md)
+
 
 def _mount_tmpfs(folder: Path) -> bool:
     if os.geteuid() != 0 or not shutil.which("mount"):

@@ -66,6 +66,7 @@ def edited(draw):
     return a, b
 
 
+@pytest.mark.slow
 @settings(max_examples=500, deadline=None)
 @given(st.one_of(edited(), st.tuples(lines, lines)))
 def test_hunks_are_valid_and_minimal(pair):

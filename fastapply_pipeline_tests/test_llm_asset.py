@@ -7,7 +7,6 @@ the requests. Nothing is mocked.
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -18,8 +17,9 @@ import pytest
 
 from fastapply_pipeline.definitions import PER_REPO, build_defs
 from fastapply_pipeline.defs.partitions import SOURCE_REPO_PARTITIONS
-from fastapply_pipeline_tests.conftest import (
+from fastapply_pipeline_tests.helpers import (
     FAKE_AWS,
+    FASTAPPLY,
     MIT_TEXT,
     base_settings,
     commit_all,
@@ -30,6 +30,8 @@ from fastapply_pipeline_tests.conftest import (
     write_files,
 )
 from fastapply_pipeline_tests.standin import StandIn
+
+pytestmark = pytest.mark.slow  # every test here is slow (see docs/testing.md)
 
 SECRETS = ("AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG")
 # About 30% of requests get a fault: transient ones (sync: retried by the SDK) or ones in the answer.
@@ -192,9 +194,8 @@ def test_a_killed_run_resumes_its_batch_instead_of_paying_again(tmp_path, llm_re
     with StandIn() as server:
         server.hold_batches.set()
         path = settings(tmp_path, llm_repo, server, {"anthropic": "batch"}, edits_per_file=1)
-        script = Path(sys.executable).with_name("fastapply")
         proc = subprocess.Popen(
-            [str(script), "run", "--config", str(path), "-q"],
+            [FASTAPPLY, "run", "--config", str(path), "-q"],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -229,7 +230,7 @@ def test_a_run_killed_in_an_llm_step_never_blocks_the_next_on_the_same_instance(
     run's step waited for it forever. Now the second run marks it failed, frees the slot and finishes.
     """
     env = {**os.environ, "ANTHROPIC_API_KEY": "sk-ant-e2e", "DAGSTER_HOME": str(tmp_path / "home")}
-    command = [str(Path(sys.executable).with_name("fastapply")), "run", "-q"]
+    command = [FASTAPPLY, "run", "-q"]
     with StandIn(latency=0.3) as server:
         path = settings(tmp_path, llm_repo, server, {"anthropic": "sync"}, edits_per_file=1)
         command += ["--config", str(path)]
@@ -274,7 +275,7 @@ def test_a_run_killed_during_the_batch_create_call_never_creates_a_second_batch(
     with StandIn() as server:
         server.hold_creates.set()
         path = settings(tmp_path, llm_repo, server, {provider: "batch"}, edits_per_file=1)
-        command = [str(Path(sys.executable).with_name("fastapply")), "run", "-q", "--config", str(path)]
+        command = [FASTAPPLY, "run", "-q", "--config", str(path)]
         proc = subprocess.Popen(
             command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
         )

@@ -19,7 +19,7 @@ from fastapply_pipeline.core.llm.clients import (
     reason_class,
 )
 from fastapply_pipeline.core.synth.llm import plan_jobs
-from fastapply_pipeline_tests.conftest import python_module, ts_module
+from fastapply_pipeline_tests.helpers import python_module, ts_module
 from fastapply_pipeline_tests.standin import StandIn
 
 PROVIDERS = ("anthropic", "openai")
@@ -77,6 +77,7 @@ def model_calls(server, provider):
     return server.calls("POST", "/v1/messages" if provider == "anthropic" else "/v1/chat/completions")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_sync_answers_every_request_and_a_second_run_is_free(tmp_path, provider):
     with StandIn() as server:
@@ -100,6 +101,7 @@ def test_sync_answers_every_request_and_a_second_run_is_free(tmp_path, provider)
         assert {k: c.text for k, c in again.items()} == {k: c.text for k, c in results.items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_rate_limited_requests_wait_for_retry_after(tmp_path, provider):
     """A 429 with Retry-After: 1 is retried after about a second (the SDK's own first backoff is <= 0.5 s)."""
@@ -112,6 +114,7 @@ def test_rate_limited_requests_wait_for_retry_after(tmp_path, provider):
         assert 0.95 <= retry.at - first.at < 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_server_errors_and_slow_answers_are_retried(tmp_path, provider):
     faults = {"server_error": 0.3, "overloaded": 0.3, "slow": 0.2}
@@ -124,6 +127,7 @@ def test_server_errors_and_slow_answers_are_retried(tmp_path, provider):
         assert len(model_calls(server, provider)) == 24 + injected  # ...and each was retried once
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_retries_are_bounded_and_transient_failures_are_not_cached(tmp_path, provider):
     with StandIn(faults={"server_error": 0.5}) as server:
@@ -136,6 +140,7 @@ def test_retries_are_bounded_and_transient_failures_are_not_cached(tmp_path, pro
         assert second.sent == len(failed) and all(c.status == "completed" for c in again.values())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_truncated_and_malformed_answers_come_back_as_such(tmp_path, provider):
     with StandIn(faults={"truncated": 0.5, "malformed": 0.5}) as server:
@@ -147,6 +152,7 @@ def test_truncated_and_malformed_answers_come_back_as_such(tmp_path, provider):
         assert len(truncated) + len(malformed) == 24 == server.answer_faults().total()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_batch_results_pair_by_custom_id_and_failures_are_named(tmp_path, provider):
     faults = {"errored": 0.15, "expired": 0.15, "missing": 0.15}
@@ -180,6 +186,7 @@ def test_batch_results_pair_by_custom_id_and_failures_are_named(tmp_path, provid
         assert all(c.status == "completed" for c in retried.values())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_a_batch_still_running_is_resumed_not_paid_twice(tmp_path, provider):
     with StandIn() as server:
@@ -197,6 +204,7 @@ def test_a_batch_still_running_is_resumed_not_paid_twice(tmp_path, provider):
         assert list((tmp_path / "batches" / provider / "collected").glob("*.json"))
 
 
+@pytest.mark.slow
 def test_missing_key_is_named_and_not_needed_when_everything_is_cached(tmp_path, monkeypatch):
     with StandIn() as server:
         llm, jobs = setup(tmp_path, server, "openai")
@@ -208,6 +216,7 @@ def test_missing_key_is_named_and_not_needed_when_everything_is_cached(tmp_path,
             run(tmp_path / "other", "openai", llm, jobs[:1])
 
 
+@pytest.mark.slow
 def test_an_unreachable_provider_fails_the_run_instead_of_rejecting_every_row(tmp_path):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -228,6 +237,7 @@ class StandInAddress:
         self.openai_url = url + "/v1"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("api", ["sync", "batch"])
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_a_wrong_base_url_fails_the_step_with_the_fix_and_poisons_no_cache(tmp_path, provider, api):
@@ -246,6 +256,7 @@ def test_a_wrong_base_url_fails_the_step_with_the_fix_and_poisons_no_cache(tmp_p
         assert run_log.sent == 24 and all(c.status == "completed" for c in results.values())
 
 
+@pytest.mark.slow
 def test_the_cache_key_holds_the_endpoint_model_prompt_and_parameters(tmp_path):
     with StandIn() as first, StandIn() as second:
         llm, jobs = setup(tmp_path, first, "openai")
@@ -287,6 +298,7 @@ def test_one_rule_classifies_every_error_answer(reason, expected):
     assert error_class(status, reason.partition(":")[2]) == expected
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lists", [True, False])
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_an_intent_without_a_batch_adopts_the_providers_batch_or_creates_one(tmp_path, provider, lists):

@@ -19,7 +19,7 @@ from fastapply_pipeline.core.synth.llm import (
     plan_jobs,
 )
 from fastapply_pipeline.core.synth.structural import DEFAULT_EDIT_KINDS
-from fastapply_pipeline_tests.conftest import FAKE_AWS, TSX_COMPONENT, python_module, ts_module
+from fastapply_pipeline_tests.helpers import FAKE_AWS, TSX_COMPONENT, python_module, ts_module
 
 ORIGINAL = "import os\n\n\ndef load(path):\n    return open(path).read()\n\n\ndef save(path, text):\n    open(path, 'w').write(text)\n"
 

@@ -2,15 +2,14 @@
 in the run summary at the default verbosity for real repositories that keep nothing."""
 
 import pytest
-from click.testing import CliRunner
 
-from fastapply_pipeline.cli import main
 from fastapply_pipeline.core.reasons import why_no_snippets, why_no_triples
-from fastapply_pipeline_tests.conftest import (
+from fastapply_pipeline_tests.helpers import (
     MIT_TEXT,
     base_settings,
     commit_all,
     init_repo,
+    invoke,
     python_module,
     write_config,
     write_files,
@@ -97,6 +96,7 @@ def _repo(tmp_path, name, files):
     return repo
 
 
+@pytest.mark.slow
 def test_run_summary_says_why_a_source_kept_nothing(tmp_path, monkeypatch):
     """Three real sources that keep nothing, each for its own reason, beside one that works; at the
     default verbosity the run prints each reason under the asset and again in its summary."""
@@ -117,7 +117,7 @@ def test_run_summary_says_why_a_source_kept_nothing(tmp_path, monkeypatch):
     data = base_settings(tmp_path, sources, files={"languages": ["python"], "max_file_bytes": 20_000})
     data["snippets"]["buckets"] = [{"upper": 100, "sample": 0}, {"upper": None, "sample": None}]
     path = write_config(tmp_path / "fastapply.yaml", data)
-    result = CliRunner().invoke(main, ["run", "--config", str(path)], catch_exceptions=False)
+    result = invoke("run", "--config", path)
     assert result.exit_code == 0, result.output
     summary = result.output.split("asset(s) kept nothing:")[1]
     assert (

@@ -12,7 +12,7 @@ from fastapply_pipeline.core.markers import is_marker_line
 from fastapply_pipeline.core.parsing import parses
 from fastapply_pipeline.core.render import SNIPPET_STYLES, RenderError, render_snippet
 
-from .conftest import JS_MODULE, JSX_COMPONENT, TSX_COMPONENT, python_module, ts_module
+from .helpers import JS_MODULE, JSX_COMPONENT, TSX_COMPONENT, python_module, ts_module
 
 ROOT = Path(__file__).resolve().parents[1]
 # Real files of several languages: this project's own modules and the test repos' sources.
@@ -64,6 +64,7 @@ def edited_file(draw):
 
 # derandomize: CI sees the same 300 cases every run. For a wider random sweep, run with
 # derandomize=False and more examples (7,500 random cases passed when this was written).
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(edited_file())
 def test_render_then_apply_reproduces_the_final_file(case):
@@ -161,6 +162,7 @@ def test_no_change_is_an_error():
 STYLED_RENDER_REFUSALS = RENDER_REFUSALS | {"file_too_long", "final_breaks_syntax"}
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(edited_file(), st.sampled_from(SNIPPET_STYLES))
 def test_every_style_renders_a_snippet_that_applies_to_the_final_file(case, style):
@@ -207,6 +209,7 @@ def _corrupt(snippet: str, how: str, rng: random.Random) -> str | None:
 PARSED_FILES = [(text, language) for text, language in REAL_FILES if language != "jsx"]
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.sampled_from(PARSED_FILES),

@@ -22,6 +22,7 @@ def evaluate(instance, config_path):
     return source_repos_sensor(context)
 
 
+@pytest.mark.slow
 def test_new_sources_become_partitions(instance, make_config):
     path, _ = make_config(
         [{"url": "https://github.com/vercel/next.js"}, {"path": "/srv/repo", "name": "local"}]
@@ -33,6 +34,7 @@ def test_new_sources_become_partitions(instance, make_config):
     assert not result.run_requests  # building them is the automation sensor's job (on_missing)
 
 
+@pytest.mark.slow
 def test_existing_partitions_are_skipped_and_orphans_kept(instance, make_config):
     path, _ = make_config(
         [{"url": "https://github.com/vercel/next.js"}, {"url": "https://github.com/a/new-one"}]
@@ -54,6 +56,7 @@ def test_existing_partitions_are_skipped_and_orphans_kept(instance, make_config)
     }
 
 
+@pytest.mark.slow
 def test_an_invalid_settings_file_fails_the_tick_with_the_field(instance, tmp_path):
     bad = tmp_path / "fastapply.yaml"
     bad.write_text("sources:\n  - url: ext::sh\n")

@@ -15,7 +15,7 @@ from fastapply_pipeline.core.secrets import SecretScanner, loosen
 from fastapply_pipeline.core.snippets import build_snippets, check_snippets
 from fastapply_pipeline.core.tokens import get_token_counter
 
-from .conftest import (
+from .helpers import (
     EXPECTED_REASONS,
     FAKE_AWS,
     FAKE_PRIVATE_KEY,

@@ -43,6 +43,7 @@ def keys(client, prefix: str) -> set[str]:
     return {item["Key"] for page in pages for item in page.get("Contents", [])}
 
 
+@pytest.mark.slow
 def test_store_publishes_versions_and_fetches_the_latest_whole(s3, tmp_path):
     url, client = s3
     store = S3Store(tmp_path / "a", BUCKET, "p", endpoint_url=url)
@@ -83,6 +84,7 @@ def test_prod_needs_an_s3_section(make_config, mixed_repo):
         build_defs(path, env="prod")
 
 
+@pytest.mark.slow
 def test_every_artifact_type_round_trips_through_s3(s3, make_config, mixed_repo, instance, tmp_path):
     url, client = s3
     storage = {

@@ -29,6 +29,7 @@ def fresh_cache(tmp_path, monkeypatch):
     get_token_counter.cache_clear()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["cl100k_base", "o200k_base"])
 def test_tiktoken_counts_match_an_independent_implementation_without_network(name, fresh_cache, monkeypatch):
     # No download may happen: make tiktoken's fetch fail loudly if it is ever reached.
@@ -42,6 +43,7 @@ def test_tiktoken_counts_match_an_independent_implementation_without_network(nam
     assert any(fresh_cache.iterdir())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["cl100k_base", "o200k_base"])
 def test_the_saved_tables_give_the_same_encoding_and_a_corrupt_copy_is_replaced(name, fresh_cache):
     first = tokens.load_tiktoken(name)  # parses the BPE file, saves the tables
@@ -67,6 +69,7 @@ def test_seeding_replaces_a_corrupt_cache_file(fresh_cache):
     assert cached.stat().st_size > 1_000_000
 
 
+@pytest.mark.slow
 def test_qwen25_tokenizer_is_qwen25_not_qwen3():
     counter = get_token_counter("qwen2.5")
     tok = counter.tokenizer
@@ -79,6 +82,7 @@ def test_qwen25_tokenizer_is_qwen25_not_qwen3():
     assert counts[0] > 5 and counts[-1] == 0
 
 
+@pytest.mark.slow
 def test_qwen25_counts_code_as_text_never_as_control_tokens():
     """A file that spells `<|im_end|>` holds those characters, not an end of turn: counted as the text."""
     counter = get_token_counter("qwen2.5")
@@ -123,11 +127,15 @@ texts = st.one_of(
     st.lists(st.one_of(st.sampled_from(TRICKY), st.text(max_size=6)), max_size=80).map("".join),
 )
 COUNTERS = ["cl100k_base", "o200k_base", "qwen2.5"]
+# One case per counter; loading the real Qwen2.5 tokenizer takes seconds, so its cases are slow ones.
+EACH_COUNTER = [
+    pytest.param(name, marks=pytest.mark.slow) if name == "qwen2.5" else name for name in COUNTERS
+]
 
 
-def assert_bounds_hold(text: str) -> None:
+def assert_bounds_hold(text: str, names: list[str] = COUNTERS) -> None:
     data = text.encode()
-    for name in COUNTERS:
+    for name in names:
         counter = get_token_counter(name)
         (tokens,) = counter.count_batch([text])
         lower, upper = counter.bounds(text, data)
@@ -137,17 +145,20 @@ def assert_bounds_hold(text: str) -> None:
             assert early_lower <= tokens <= early_upper, (name, enough)
 
 
+@pytest.mark.parametrize("name", EACH_COUNTER)
 @pytest.mark.parametrize("text", MERGED)
-def test_bounds_hold_where_one_token_spans_two_punctuation_runs(text):
-    assert_bounds_hold(text)
+def test_bounds_hold_where_one_token_spans_two_punctuation_runs(text, name):
+    assert_bounds_hold(text, [name])
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None)
 @given(texts)
 def test_bounds_hold_on_random_texts(text):
     assert_bounds_hold(text)
 
 
+@pytest.mark.slow
 def test_bounds_hold_on_real_code_and_are_useful():
     root = Path(__file__).resolve().parents[1]
     files = sorted([*root.glob("fastapply_pipeline/**/*.py"), *root.glob("fastapply_pipeline_tests/*.py")])
@@ -161,7 +172,7 @@ def test_bounds_hold_on_real_code_and_are_useful():
     assert lower > counter.count_batch([text])[0] / 2
 
 
-@pytest.mark.parametrize("name", COUNTERS)
+@pytest.mark.parametrize("name", EACH_COUNTER)
 def test_every_byte_is_a_token_so_tokens_never_exceed_bytes(name):
     counter = get_token_counter(name)
     assert counter.pieces_bound  # the shipped patterns are the ones the lower bound was checked for
@@ -178,10 +189,12 @@ def test_every_byte_is_a_token_so_tokens_never_exceed_bytes(name):
     assert tokens <= len(worst.encode())
 
 
-def test_longest_tokens_come_from_the_vocabulary():
-    for name in COUNTERS:
-        counter = get_token_counter(name)
-        assert 16 <= counter.max_token_bytes <= 1024, name
+@pytest.mark.parametrize("name", EACH_COUNTER)
+def test_longest_tokens_come_from_the_vocabulary(name):
+    assert 16 <= get_token_counter(name).max_token_bytes <= 1024
+
+
+def test_a_run_of_spaces_as_long_as_the_longest_token_is_one_token():
     spaces = " " * get_token_counter("cl100k_base").max_token_bytes
     assert get_token_counter("cl100k_base").count_batch([spaces]) == [1]  # runs of spaces: one token
 

@@ -4,12 +4,15 @@ from pathlib import Path
 
 import dagster as dg
 import polars as pl
+import pytest
 
 from fastapply_pipeline.core.apply import apply_snippet
 from fastapply_pipeline.core.parsing import parses
 from fastapply_pipeline.definitions import PER_REPO, build_defs
 from fastapply_pipeline.defs.partitions import SOURCE_REPO_PARTITIONS
-from fastapply_pipeline_tests.conftest import MIT_TEXT, commit_all, init_repo, python_module, write_files
+from fastapply_pipeline_tests.helpers import MIT_TEXT, commit_all, init_repo, python_module, write_files
+
+pytestmark = pytest.mark.slow  # every test here is slow (see docs/testing.md)
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -15,15 +15,16 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from fastapply_pipeline_tests.conftest import base_settings, write_config
+from fastapply_pipeline_tests.helpers import DAGSTER, base_settings, write_config
 from fastapply_pipeline_tests.test_automation import small_repo
+
+pytestmark = pytest.mark.slow  # every test here is slow (see docs/testing.md)
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -69,8 +70,7 @@ def dagster_dev(tmp_path_factory):
     port = free_port()
     env = {**os.environ, "DAGSTER_HOME": str(home), "FASTAPPLY_CONFIG": str(config), "FASTAPPLY_ENV": "local"}
     log = (work / "dagster-dev.log").open("wb")
-    dagster = str(Path(sys.executable).with_name("dagster"))
-    command = [dagster, "dev", "-m", "fastapply_pipeline.definitions", "-h", "127.0.0.1", "-p", str(port)]
+    command = [DAGSTER, "dev", "-m", "fastapply_pipeline.definitions", "-h", "127.0.0.1", "-p", str(port)]
     process = subprocess.Popen(
         command, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )

@@ -10,26 +10,21 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from click.testing import CliRunner
 
-from fastapply_pipeline.cli import main
 from fastapply_pipeline.core.fingerprint import code_version, digest
 from fastapply_pipeline.definitions import PER_REPO, build_defs
-from fastapply_pipeline_tests.conftest import (
+from fastapply_pipeline_tests.helpers import (
     MIT_TEXT,
     base_settings,
     commit_all,
     init_repo,
+    invoke,
     python_module,
     ts_module,
     write_config,
     write_files,
 )
 from fastapply_pipeline_tests.standin import StandIn
-
-
-def invoke(*args):
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
 
 def small_repo(root: Path, name: str, modules: int = 3) -> Path:
@@ -41,14 +36,6 @@ def small_repo(root: Path, name: str, modules: int = 3) -> Path:
     write_files(repo, files)
     commit_all(repo, "modules")
     return repo
-
-
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    home = tmp_path / "dagster_home"
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
-    monkeypatch.delenv("FASTAPPLY_CONFIG", raising=False)
-    return home
 
 
 def run_count(home: Path) -> int:
@@ -74,6 +61,7 @@ def llm_triples(server, apis: dict[str, str]) -> dict:
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "apis", [{"anthropic": "sync", "openai": "batch"}, {"anthropic": "batch", "openai": "sync"}]
 )
@@ -114,6 +102,7 @@ def test_a_rerun_with_nothing_changed_starts_no_run_and_sends_no_request(tmp_pat
         assert len(server.requests) == sent
 
 
+@pytest.mark.slow
 def test_a_new_commit_rebuilds_its_source_and_the_dataset_only(tmp_path, home):
     alpha, beta = small_repo(tmp_path, "alpha"), small_repo(tmp_path, "beta")
     data = base_settings(
@@ -133,6 +122,7 @@ def test_a_new_commit_rebuilds_its_source_and_the_dataset_only(tmp_path, home):
     assert "Done: 2 run(s), 1 up to date" in result.output
 
 
+@pytest.mark.slow
 def test_a_changed_setting_rebuilds_from_the_first_stage_that_reads_it(tmp_path, home):
     repo = small_repo(tmp_path, "alpha")
     data = base_settings(tmp_path, [{"path": str(repo), "name": "alpha"}])
@@ -170,6 +160,7 @@ def test_a_changed_setting_rebuilds_from_the_first_stage_that_reads_it(tmp_path,
     assert result.exit_code == 0 and "Done: 0 run(s), 2 up to date" in result.output, result.output
 
 
+@pytest.mark.slow
 def test_changed_code_rebuilds_everything(tmp_path, home, monkeypatch):
     repo = small_repo(tmp_path, "alpha")
     path = write_config(
@@ -184,6 +175,7 @@ def test_changed_code_rebuilds_everything(tmp_path, home, monkeypatch):
     assert "up to date" not in result.output
 
 
+@pytest.mark.slow
 def test_a_build_that_cannot_be_reused_is_rebuilt(tmp_path, home):
     """A torn table, a deleted dataset folder, or a materialization made outside the CLI (the UI, a
     test's dg.materialize: no fingerprint) are rebuilt, even with the same code and settings."""
@@ -222,6 +214,7 @@ def test_a_build_that_cannot_be_reused_is_rebuilt(tmp_path, home):
     assert "[2/2] fastapply_dataset, rejected_triples: up to date" in result.output
 
 
+@pytest.mark.slow
 def test_an_unreachable_source_is_built_not_skipped(tmp_path, home):
     repo = small_repo(tmp_path, "alpha")
     path = write_config(
