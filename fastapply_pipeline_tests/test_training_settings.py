@@ -67,6 +67,7 @@ class RecordingGPUJob(GPUJobResource):
         raise _Launched
 
 
+@pytest.mark.slow
 def test_the_asset_launches_the_job_with_every_setting(make_config, tmp_path):
     path, config = make_config(
         [{"path": str(tmp_path), "name": "unused"}],
@@ -148,6 +149,7 @@ def test_the_entrypoint_hands_every_setting_to_transformers_and_peft(tmp_path, m
         train.choose_backend(job.training.backend, cuda=False, unsloth_installed=False)
 
 
+@pytest.mark.slow
 def test_allow_download_off_refuses_a_hub_id_and_says_which_setting(tmp_path):
     job = TrainJob(
         dataset_path="-",
