@@ -8,12 +8,11 @@ from fastapply_pipeline.config import config_path, load_config
 from fastapply_pipeline.defs.automation import (
     automate,
     automation_sensor,
-    eval_job,
     job_schedules,
     refresh_schedule,
 )
 from fastapply_pipeline.defs.dataset.assets import fastapply_dataset
-from fastapply_pipeline.defs.eval.assets import eval_scores
+from fastapply_pipeline.defs.eval.assets import eval_job, eval_scores
 from fastapply_pipeline.defs.partitions import PER_REPO, per_repo_job
 from fastapply_pipeline.defs.resources import build_resources
 from fastapply_pipeline.defs.snippets.assets import code_snippets

@@ -210,8 +210,9 @@ def _with_their_siblings(defs, keys: set[dg.AssetKey], *, say: bool = True) -> s
 def _unusable_builds(config: FastApplyConfig, instance, graph, repo_keys: list[str]) -> dict[str, str]:
     """Built partitions (of `repo_keys`) whose last build cannot be reused, by why (instance.py)."""
     from fastapply_pipeline.definitions import PER_REPO
+    from fastapply_pipeline.defs.triples.assets import edit_triples
 
-    built = instance.get_materialized_partitions(dg.AssetKey("edit_triples"))
+    built = instance.get_materialized_partitions(edit_triples.key)
     local = deployment() == "local"  # in prod, S3 objects appear whole or not at all
     tables = {
         key.to_user_string(): config.artifacts_dir / TABLES_DIR / key.to_user_string()
@@ -436,6 +437,8 @@ def backfill(config_file: str | None, dataset: bool, verbose: int, quiet: bool) 
     """
     config = load_settings(config_file)
     from fastapply_pipeline.definitions import PER_REPO, build_defs
+    from fastapply_pipeline.defs.dataset.assets import fastapply_dataset
+    from fastapply_pipeline.defs.triples.assets import edit_triples
 
     with local_instance(config) as (home, instance):
         defs = build_defs(config_path(config_file))
@@ -444,17 +447,10 @@ def backfill(config_file: str | None, dataset: bool, verbose: int, quiet: bool) 
         click.echo(f"Dagster instance: {home}")
         if added:
             click.echo(f"Registered source_repo partitions: {', '.join(added)}")
-        built = instance.get_materialized_partitions(dg.AssetKey("edit_triples"))
+        built = instance.get_materialized_partitions(edit_triples.key)
         graph = defs.resolve_asset_graph()
         per_repo = sorted(PER_REPO.resolve(graph))
-        local = deployment() == "local"  # in prod, S3 objects appear whole or not at all
-        tables = {
-            key.to_user_string(): config.artifacts_dir / TABLES_DIR / key.to_user_string()
-            for key in per_repo
-            if local and graph.get(key).io_manager_key == "parquet_io_manager"
-        }
-        locations = {s.key: redact_url(config.source_location(s)) for s in config.sources if s.key in built}
-        broken = unfinished_partitions(instance, locations, tables)
+        broken = _unusable_builds(config, instance, graph, [s.key for s in config.sources])
         for key, why in broken.items():
             click.echo(f"Rebuilding {key}: {why}.")
         todo = [s.key for s in config.sources if s.key not in built or s.key in broken]
@@ -466,7 +462,7 @@ def backfill(config_file: str | None, dataset: bool, verbose: int, quiet: bool) 
         click.echo(f"Backfilling {len(todo)} source(s): {', '.join(todo)} (already built: {len(built)})")
         plan: list[tuple[str | None, list[dg.AssetKey]]] = [(key, per_repo) for key in todo]
         if dataset:
-            plan.append((None, [dg.AssetKey("fastapply_dataset"), dg.AssetKey("rejected_triples")]))
+            plan.append((None, sorted(fastapply_dataset.keys)))  # with rejected_triples, its other output
         with owned_runs(home, instance, config) as tags:
             _execute(
                 defs, instance, plan, verbose=verbose, quiet=quiet, tags={"fastapply/backfill": "cli", **tags}

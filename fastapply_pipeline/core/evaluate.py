@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from fastapply_pipeline.core.apply import apply_snippet
+from fastapply_pipeline.core.artifacts import DATASET_HF
 from fastapply_pipeline.core.metrics import METRIC_COLUMNS, aggregate, score_example
 
 if TYPE_CHECKING:
@@ -301,8 +302,8 @@ def load_rows(path: str, split: str = "test") -> list[dict]:
     elif source.is_dir():
         from datasets import DatasetDict, load_from_disk
 
-        if (source / "hf").is_dir():
-            source = source / "hf"
+        if (source / DATASET_HF).is_dir():
+            source = source / DATASET_HF
         try:
             data = load_from_disk(str(source))
         except FileNotFoundError as err:

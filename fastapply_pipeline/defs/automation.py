@@ -18,6 +18,7 @@ import dagster as dg
 from fastapply_pipeline.config import FastApplyConfig
 from fastapply_pipeline.core.git import GitError, remote_commit
 from fastapply_pipeline.defs.dataset.assets import fastapply_dataset
+from fastapply_pipeline.defs.eval.assets import eval_job
 from fastapply_pipeline.defs.partitions import PER_REPO_JOB, SOURCE_REPO_PARTITIONS
 from fastapply_pipeline.defs.resources import FastApplyResource
 from fastapply_pipeline.defs.sources.assets import cloned_repo
@@ -34,12 +35,6 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=30,
     description="Builds new source_repo partitions (on_missing) and rebuilds fastapply_dataset after refreshes.",
-)
-
-eval_job = dg.define_asset_job(
-    "eval_job",
-    selection=dg.AssetSelection.assets("eval_scores"),
-    description="Scores the current adapter, its base and the baselines on the test split (pool gpu).",
 )
 
 

@@ -8,6 +8,7 @@ from collections import defaultdict
 import dagster as dg
 import polars as pl
 
+from fastapply_pipeline.core.artifacts import ADAPTER, ADAPTER_WEIGHTS, DATASET, EVAL
 from fastapply_pipeline.core.evaluate import (
     EvalDataError,
     NoRows,
@@ -17,14 +18,16 @@ from fastapply_pipeline.core.evaluate import (
     summary_table,
 )
 from fastapply_pipeline.core.metrics import aggregate
+from fastapply_pipeline.defs.dataset.assets import DATASET_KEY
 from fastapply_pipeline.defs.reporting import count_table, markdown_table
 from fastapply_pipeline.defs.resources import ArtifactsResource, FastApplyResource
+from fastapply_pipeline.defs.training.assets import lora_adapter
 
 
 @dg.asset(
     group_name="eval",
     kinds={"polars", "parquet", "pytorch"},
-    deps=["lora_adapter", "fastapply_dataset"],
+    deps=[lora_adapter, DATASET_KEY],
     pool="gpu",
     io_manager_key="parquet_io_manager",
     check_specs=[
@@ -51,7 +54,7 @@ def eval_scores(
     settings = config.eval
     store = artifacts.store()
     try:
-        test = load_rows(str(store.fetch("dataset")), "test")
+        test = load_rows(str(store.fetch(DATASET)), "test")
     except NoRows:
         raise dg.Failure(
             "the dataset's test split is empty: nothing to evaluate (see fastapply_dataset's split)"
@@ -60,7 +63,11 @@ def eval_scores(
         raise dg.Failure(f"the dataset's test split: {err}") from None
     try:
         evaluation = prepare_evaluation(
-            test, settings, seed=config.seed, load_model=_model_loader(config, store), resolve=config.resolve
+            test,
+            settings,
+            seed=config.seed,
+            load_model=_model_loader(config, artifacts),
+            resolve=config.resolve,
         )
     except EvalDataError as err:  # an eval.extra_data set that cannot be read
         raise dg.Failure(str(err)) from None
@@ -89,11 +96,11 @@ def eval_scores(
             [group_columns[i] for i in keep], [[row[i] for i in keep] for row in group_rows]
         )
     summary = aggregate(results, ["candidate"])
-    chart = _chart(summary, config.artifacts_dir / "eval" / "scores.png")
+    chart = _chart(summary, artifacts.path(EVAL) / "scores.png")
     metadata["chart"] = dg.MetadataValue.md(
         f"![exact match and tokens/s per candidate](data:image/png;base64,{chart})"
     )
-    metadata["chart_path"] = dg.MetadataValue.path(store.publish("eval"))
+    metadata["chart_path"] = dg.MetadataValue.path(store.publish(EVAL))
     for row in summary.iter_rows(named=True):  # numbers Dagster plots across materializations
         metadata[f"exact/{row['candidate']}"] = float(row["exact"])
     speed = evaluation.speed()
@@ -118,6 +125,12 @@ def eval_scores(
     yield _adapter_check(summary)
 
 
+eval_job = dg.define_asset_job(
+    "eval_job",
+    selection=dg.AssetSelection.assets(eval_scores),
+    description="Scores the current adapter, its base and the baselines on the test split (pool gpu).",
+)
+
 _GROUP_COLUMNS = (
     "candidate",
     "language",
@@ -131,17 +144,18 @@ _GROUP_COLUMNS = (
 )
 
 
-def _model_loader(config, store):
+def _model_loader(config, artifacts: ArtifactsResource):
     """Loads the adapter, or its base model (the one named by the adapter's config), as (model, tokenizer);
     the adapter is fetched from the artifact store before the first."""
-    adapter_dir = config.artifacts_dir / "adapters" / "lora_adapter" / "adapter"
+    adapter_dir = artifacts.path(ADAPTER) / ADAPTER_WEIGHTS
+    store = artifacts.store()
     fetched = []
 
     def load(name: str):
         from fastapply_pipeline.core.inference import load_model
 
         if not fetched:
-            fetched.append(store.fetch("adapters/lora_adapter"))
+            fetched.append(store.fetch(ADAPTER))
         if not (adapter_dir / "adapter_config.json").is_file():
             raise dg.Failure(
                 f"no adapter at {adapter_dir}: materialize lora_adapter first, or leave adapter and base out "
