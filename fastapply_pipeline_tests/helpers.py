@@ -182,6 +182,14 @@ def commit_all(repo: Path, message: str) -> str:
     return git(repo, "rev-parse", "HEAD")
 
 
+def make_repo(repo: Path, files: dict[str, str | bytes], message: str = "first") -> Path:
+    """A new git repository at `repo` holding `files` in one commit."""
+    init_repo(repo)
+    write_files(repo, files)
+    commit_all(repo, message)
+    return repo
+
+
 def build_mixed_repo(repo: Path) -> str:
     """A repository with every kind of file code_snippets must keep or exclude. Returns the head commit."""
     init_repo(repo)

@@ -14,8 +14,8 @@ from fastapply_pipeline_tests.helpers import (
     MIT_TEXT,
     base_settings,
     commit_all,
-    init_repo,
     invoke,
+    make_repo,
     python_module,
     write_config,
     write_files,
@@ -23,19 +23,13 @@ from fastapply_pipeline_tests.helpers import (
 
 
 def small_repo(root, name: str) -> str:
-    repo = root / name
-    init_repo(repo)
     module = name.replace("-", "_")
-    write_files(
-        repo,
-        {
-            "LICENSE": MIT_TEXT,
-            f"{module}/core.py": python_module(f"{module}_core", 4),
-            f"{module}/util.py": python_module(f"{module}_util", 3),
-        },
-    )
-    commit_all(repo, "first")
-    return str(repo)
+    files = {
+        "LICENSE": MIT_TEXT,
+        f"{module}/core.py": python_module(f"{module}_core", 4),
+        f"{module}/util.py": python_module(f"{module}_util", 3),
+    }
+    return str(make_repo(root / name, files))
 
 
 def refresh_tick(defs, instance, config_path, when: datetime):
@@ -59,9 +53,11 @@ def build(defs, instance, key: str, selection=PER_REPO) -> None:
 
 
 @pytest.mark.slow
-def test_the_refresh_tick_requests_runs_only_for_sources_whose_commit_changed(tmp_path, instance):
+def test_the_refresh_tick_requests_runs_only_for_sources_whose_commit_changed(
+    tmp_path, instance, make_config
+):
     sources = [{"path": small_repo(tmp_path, n), "name": n} for n in ("alpha", "beta", "gamma", "delta")]
-    path = write_config(tmp_path / "fastapply.yaml", base_settings(tmp_path, sources))
+    path, _ = make_config(sources)
     defs = build_defs(path)
     # gamma: registered, never built (the automation sensor's job); delta: not registered yet.
     instance.add_dynamic_partitions(SOURCE_REPO_PARTITIONS, ["alpha", "beta", "gamma"])
@@ -90,10 +86,10 @@ def test_the_refresh_tick_requests_runs_only_for_sources_whose_commit_changed(tm
 
 
 @pytest.mark.slow
-def test_an_unreachable_source_is_reported_and_the_others_still_refresh(tmp_path, instance):
+def test_an_unreachable_source_is_reported_and_the_others_still_refresh(tmp_path, instance, make_config):
     alpha = small_repo(tmp_path, "alpha")
     sources = [{"path": alpha, "name": "alpha"}, {"path": str(tmp_path / "gone"), "name": "gone"}]
-    path = write_config(tmp_path / "fastapply.yaml", base_settings(tmp_path, sources))
+    path, _ = make_config(sources)
     defs = build_defs(path)
     instance.add_dynamic_partitions(SOURCE_REPO_PARTITIONS, ["alpha", "gone"])
     build(defs, instance, "alpha")
@@ -107,9 +103,11 @@ def test_an_unreachable_source_is_reported_and_the_others_still_refresh(tmp_path
 
 
 @pytest.mark.slow
-def test_new_partitions_are_built_once_and_the_dataset_waits_for_the_cron_tick(tmp_path, instance):
+def test_new_partitions_are_built_once_and_the_dataset_waits_for_the_cron_tick(
+    tmp_path, instance, make_config
+):
     sources = [{"path": small_repo(tmp_path, f"r{i}"), "name": f"r{i}"} for i in range(2)]
-    path = write_config(tmp_path / "fastapply.yaml", base_settings(tmp_path, sources))
+    path, _ = make_config(sources)
     defs = build_defs(path)
     start = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)  # a Friday: the weekly ticks are on Monday
     first = dg.evaluate_automation_conditions(defs=defs, instance=instance, evaluation_time=start)
@@ -221,13 +219,13 @@ def test_a_bad_cron_names_the_field(make_config):
 
 @pytest.mark.slow
 def test_partitions_registered_before_the_first_evaluation_are_built_and_failures_not_retried(
-    tmp_path, instance
+    tmp_path, instance, make_config
 ):
     sources = [
         {"path": small_repo(tmp_path, "ok"), "name": "ok"},
         {"path": str(tmp_path / "missing"), "name": "bad"},
     ]
-    path = write_config(tmp_path / "fastapply.yaml", base_settings(tmp_path, sources))
+    path, _ = make_config(sources)
     defs = build_defs(path)
     instance.add_dynamic_partitions(SOURCE_REPO_PARTITIONS, ["ok", "bad"])  # before automation ever ran
     now = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)

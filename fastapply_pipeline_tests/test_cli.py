@@ -15,12 +15,10 @@ from .helpers import (
     FASTAPPLY,
     MIT_TEXT,
     base_settings,
-    commit_all,
-    init_repo,
     invoke,
+    make_repo,
     python_module,
     write_config,
-    write_files,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -191,13 +189,8 @@ def test_backfill_rebuilds_a_torn_table_and_a_partition_whose_latest_run_failed(
 
 
 def _other_repo(tmp_path) -> Path:
-    repo = tmp_path / "other-repo"
-    init_repo(repo)
-    write_files(
-        repo, {"LICENSE": MIT_TEXT, **{f"pkg/other_{i}.py": python_module(f"other{i}", 4) for i in range(3)}}
-    )
-    commit_all(repo, "other")
-    return repo
+    files = {"LICENSE": MIT_TEXT, **{f"pkg/other_{i}.py": python_module(f"other{i}", 4) for i in range(3)}}
+    return make_repo(tmp_path / "other-repo", files, "other")
 
 
 @pytest.mark.slow

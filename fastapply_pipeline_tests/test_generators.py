@@ -86,6 +86,18 @@ def anchored_only(attempts_per_file: int = 2, edit_kinds=None) -> TripleSettings
     return TripleSettings(structural=structural, snippet_styles={"anchored": 1})
 
 
+def python_history(mirror, head: str, repo: str):
+    """git_history's triples of the Python files, anchored snippets, no secret scan."""
+    return git_history_triples(
+        mirror,
+        head,
+        repo=repo,
+        rules=FileRules.build(["python"], 100_000),
+        scanner=None,
+        settings=anchored_only(),
+    )
+
+
 def test_edit_kinds_do_what_they_say():
     text = SOURCES["python"]
     rng = random.Random(0)
@@ -210,14 +222,7 @@ def test_git_history_takes_real_modifications_and_counts_the_rest(history_repo, 
 def test_git_history_respects_the_fetched_depth(history_repo, tmp_path):
     mirror = tmp_path / "shallow.git"
     head = sync_mirror(str(history_repo), mirror, ref=None, depth=2, timeout=30, what="t").commit
-    report = git_history_triples(
-        mirror,
-        head,
-        repo="h",
-        rules=FileRules.build(["python"], 100_000),
-        scanner=None,
-        settings=anchored_only(),
-    )
+    report = python_history(mirror, head, "h")
     assert report.failures["root_or_history_boundary"] == 1
     # Only the head commit's parent was fetched: its one modified file (no scanner here) is the only triple.
     assert [(t.provenance.commit, t.provenance.path) for t in report.triples] == [(head, "src/new.py")]
@@ -264,14 +269,7 @@ def test_git_history_skips_submodules_symlinks_and_unreadable_names_with_reasons
 
     mirror = tmp_path / "m.git"
     head = sync_mirror(str(repo), mirror, ref=None, depth=50, timeout=30, what="t").commit
-    report = git_history_triples(
-        mirror,
-        head,
-        repo="odd",
-        rules=FileRules.build(["python"], 100_000),
-        scanner=None,
-        settings=anchored_only(),
-    )
+    report = python_history(mirror, head, "odd")
     assert [t.provenance.path for t in report.triples] == ["app.py"]
     assert report.failures == Counter(
         {

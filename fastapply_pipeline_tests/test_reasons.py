@@ -7,12 +7,10 @@ from fastapply_pipeline.core.reasons import why_no_snippets, why_no_triples
 from fastapply_pipeline_tests.helpers import (
     MIT_TEXT,
     base_settings,
-    commit_all,
-    init_repo,
     invoke,
+    make_repo,
     python_module,
     write_config,
-    write_files,
 )
 
 SAMPLES = {"<100": 0, "100-399": None, "400+": 0}
@@ -89,11 +87,7 @@ def test_why_edit_triples_has_no_row(arguments, expected):
 
 
 def _repo(tmp_path, name, files):
-    repo = tmp_path / name
-    init_repo(repo)
-    write_files(repo, files)
-    commit_all(repo, name)
-    return repo
+    return make_repo(tmp_path / name, files, name)
 
 
 @pytest.mark.slow

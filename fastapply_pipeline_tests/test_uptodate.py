@@ -17,8 +17,8 @@ from fastapply_pipeline_tests.helpers import (
     MIT_TEXT,
     base_settings,
     commit_all,
-    init_repo,
     invoke,
+    make_repo,
     python_module,
     ts_module,
     write_config,
@@ -28,14 +28,10 @@ from fastapply_pipeline_tests.standin import StandIn
 
 
 def small_repo(root: Path, name: str, modules: int = 3) -> Path:
-    repo = root / name
-    init_repo(repo)
     files = {"LICENSE": MIT_TEXT}
     files |= {f"pkg/{name}_{i}.py": python_module(f"{name}{i}", 3 + i) for i in range(modules)}
     files |= {f"web/{name}_{i}.ts": ts_module(f"{name}{i}", 3 + i) for i in range(modules)}
-    write_files(repo, files)
-    commit_all(repo, "modules")
-    return repo
+    return make_repo(root / name, files, "modules")
 
 
 def run_count(home: Path) -> int:
