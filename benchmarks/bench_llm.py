@@ -71,6 +71,7 @@ def measure(provider: str, url: str, count: int, concurrency: int, rpm: int | No
         requests,
         cache=ResponseCache(work / "responses"),
         batches=BatchStore(work / "batches"),
+        keys=os.environ.get,
     )
     elapsed = time.perf_counter() - started
     failed = sum(c.status != "completed" for c in results.values())

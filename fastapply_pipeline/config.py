@@ -107,6 +107,7 @@ __all__ = [
     "TripleSettings",
     "config_path",
     "deployment",
+    "environment_key",
     "load_config",
     "parse_config",
 ]
@@ -123,6 +124,14 @@ def deployment() -> str:
     if value not in ("local", "prod"):
         raise ConfigError(f"{DEPLOYMENT_ENV_VAR}={value!r}: use local (the default) or prod")
     return value
+
+
+def environment_key(name: str) -> str | None:
+    """An API key or token from the environment variable `name` (None where unset or blank): the one
+    place keys are read. Core takes keys from its caller (core.endpoints.KeySource); fastapply.yaml only
+    ever names the variables."""
+    value = os.environ.get(name, "").strip()
+    return value or None
 
 
 def config_path(path: str | os.PathLike[str] | None = None) -> Path:

@@ -9,6 +9,7 @@ length it is given; no torch); the endpoint and the judge are the local OpenAI-c
 
 import json
 import math
+import os
 import random
 from dataclasses import dataclass
 
@@ -80,7 +81,12 @@ def observed(tmp_path_factory) -> Observed:
 
         # as eval_scores calls it
         evaluation = prepare_evaluation(
-            ROWS, config.eval, seed=config.seed, load_model=load_model, resolve=config.resolve
+            ROWS,
+            config.eval,
+            seed=config.seed,
+            load_model=load_model,
+            resolve=config.resolve,
+            keys=os.environ.get,
         )
         results, judge_counts = evaluation.judge(evaluation.score())
         scoring = list(calls)

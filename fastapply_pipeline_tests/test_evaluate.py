@@ -2,6 +2,7 @@
 through the real `openai` SDK against the local stand-in server; verdicts paired by id, not position."""
 
 import json
+import os
 
 import polars as pl
 import pytest
@@ -61,7 +62,9 @@ def test_the_rows_are_real_edits_the_applier_merges():
 @pytest.mark.slow
 def test_an_openai_compatible_endpoint_is_a_candidate():
     with StandIn() as server:
-        results = evaluate({"served": endpoint_candidate(_endpoint(server.openai_url), "served")}, ROWS)
+        results = evaluate(
+            {"served": endpoint_candidate(_endpoint(server.openai_url), "served", keys=os.environ.get)}, ROWS
+        )
         bodies = [json.loads(r.body) for r in server.calls("POST", r"/v1/chat/completions")]
     assert len(bodies) == len(ROWS)
     assert all(b["model"] == "fast-apply-7b" and b["temperature"] == 0 for b in bodies)
@@ -74,7 +77,9 @@ def test_an_openai_compatible_endpoint_is_a_candidate():
 @pytest.mark.slow
 def test_truncated_and_tagless_endpoint_answers_score_as_missing_tags():
     with StandIn(faults={"truncated": 0.5, "malformed": 0.5}) as server:
-        results = evaluate({"served": endpoint_candidate(_endpoint(server.openai_url), "served")}, ROWS)
+        results = evaluate(
+            {"served": endpoint_candidate(_endpoint(server.openai_url), "served", keys=os.environ.get)}, ROWS
+        )
         faults = server.answer_faults()
     assert sum(faults.values()) == len(ROWS) and set(faults) <= {"truncated", "malformed"}
     assert results["missing_tags"].all() and results["output"].is_null().all()
@@ -92,12 +97,17 @@ def test_an_unreachable_endpoint_or_a_missing_key_is_a_clear_error(monkeypatch):
         EndpointError, match=r"every one of the 5 requests to http://127\.0\.0\.1:\d+/v1 failed"
     ):
         evaluate(
-            {"served": endpoint_candidate(_endpoint(url, max_retries=0, timeout_seconds=2), "served")}, ROWS
+            {
+                "served": endpoint_candidate(
+                    _endpoint(url, max_retries=0, timeout_seconds=2), "served", keys=os.environ.get
+                )
+            },
+            ROWS,
         )
     monkeypatch.delenv("FIREWORKS_API_KEY", raising=False)
     settings = _endpoint(url).model_copy(update={"api_key_env": "FIREWORKS_API_KEY"})
     with pytest.raises(EndpointError, match=r"eval\.endpoints\.served: FIREWORKS_API_KEY is not set"):
-        evaluate({"served": endpoint_candidate(settings, "served")}, ROWS)
+        evaluate({"served": endpoint_candidate(settings, "served", keys=os.environ.get)}, ROWS)
 
 
 def _mixed_outputs() -> tuple[pl.DataFrame, dict[str, str]]:
@@ -136,7 +146,7 @@ def test_the_judge_sees_the_output_and_its_verdicts_are_paired_by_id():
     results, expected = _mixed_outputs()
     with StandIn() as server:
         settings = JudgeSettings(base_url=server.openai_url, model="judge-1", api_key_env=None, batch_size=3)
-        judged, counts = judge(results, ROWS, settings, seed=7)
+        judged, counts = judge(results, ROWS, settings, keys=os.environ.get, seed=7)
         prompts = [
             json.loads(r.body)["messages"][1]["content"]
             for r in server.calls("POST", r"/v1/chat/completions")
@@ -167,7 +177,7 @@ def test_a_failed_judge_request_leaves_no_verdict_rather_than_a_wrong_one():
     results, _ = _mixed_outputs()
     with StandIn(faults={"malformed": 1.0}) as server:
         settings = JudgeSettings(base_url=server.openai_url, model="judge-1", api_key_env=None, batch_size=4)
-        judged, counts = judge(results, ROWS, settings)
+        judged, counts = judge(results, ROWS, settings, keys=os.environ.get)
     assert counts["unparseable_reply"] == counts["requests"] == 3 and counts["no_verdict"] == 9
     undecided = judged.filter(pl.col("judge_correct").is_null())
     assert undecided.height == 9 and set(undecided["judge_reason"]) == {"the judge gave no verdict"}
@@ -234,3 +244,39 @@ def test_loss_chart_is_a_png_and_refuses_no_data():
     assert loss_chart([(1, 0.5), (2, 0.3), (3, 0.2)]).startswith(b"\x89PNG")
     with pytest.raises(ValueError, match="empty `loss_curve`"):
         loss_chart([])
+
+
+@pytest.mark.slow
+def test_an_endpoint_key_comes_from_the_callers_key_source_not_the_environment(monkeypatch):
+    monkeypatch.delenv("FASTAPPLY_TEST_KEY", raising=False)
+    asked = []
+
+    def keys(name):
+        asked.append(name)
+        return "sk-from-the-secrets-resource"
+
+    with StandIn() as server:
+        settings = _endpoint(server.openai_url).model_copy(update={"api_key_env": "FASTAPPLY_TEST_KEY"})
+        evaluate({"served": endpoint_candidate(settings, "served", keys=keys)}, ROWS[:1])
+        sent = [
+            {k.lower(): v for k, v in r.headers.items()}.get("authorization")
+            for r in server.calls("POST", r"/v1/chat/completions")
+        ]
+    assert asked == ["FASTAPPLY_TEST_KEY"]
+    assert sent == ["Bearer sk-from-the-secrets-resource"]
+    # No key from the source: one error naming the variable, before any request.
+    with pytest.raises(EndpointError, match="FASTAPPLY_TEST_KEY is not set"):
+        evaluate({"served": endpoint_candidate(settings, "served", keys=lambda name: None)}, ROWS[:1])
+
+
+def test_the_secrets_resource_reads_a_variable_only_when_asked(monkeypatch):
+    from fastapply_pipeline.defs.resources import SecretsResource
+
+    secrets = SecretsResource()
+    monkeypatch.setenv("FASTAPPLY_TEST_KEY", "  sk-test  ")
+    assert secrets.key("FASTAPPLY_TEST_KEY") == "sk-test"
+    monkeypatch.setenv("FASTAPPLY_TEST_KEY", " ")
+    assert secrets.key("FASTAPPLY_TEST_KEY") is None
+    monkeypatch.delenv("FASTAPPLY_TEST_KEY")
+    assert secrets.key("FASTAPPLY_TEST_KEY") is None
+    assert "sk-test" not in secrets.model_dump_json()  # nothing of a value is kept in its config

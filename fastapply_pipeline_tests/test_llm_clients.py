@@ -5,6 +5,7 @@ speaks the providers' APIs and injects faults.
 """
 
 import json
+import os
 import socket
 
 import pytest
@@ -69,7 +70,7 @@ def run(tmp_path, provider, llm, jobs, **kwargs):
         [j.request for j in jobs],
         cache=ResponseCache(tmp_path / "responses"),
         batches=BatchStore(tmp_path / "batches"),
-        **kwargs,
+        **{"keys": os.environ.get, **kwargs},
     )
 
 

@@ -14,6 +14,7 @@ from typing import TypeVar
 import click
 
 from fastapply_pipeline.cli.group import main
+from fastapply_pipeline.config import environment_key
 from fastapply_pipeline.core.files import EXTENSION_LANGUAGES
 from fastapply_pipeline.core.settings import EndpointSettings, EvalSettings, FastApplyConfig, JudgeSettings
 
@@ -92,7 +93,7 @@ class ModelChoice:
     def endpoint_runner(self):
         from fastapply_pipeline.core.evaluate import endpoint_candidate
 
-        return endpoint_candidate(self.endpoint(), "--base-url")
+        return endpoint_candidate(self.endpoint(), "--base-url", keys=environment_key)
 
     def load(self, adapter: str | None):
         """(model, tokenizer) of the local model, with `adapter` on top (or none)."""
@@ -322,6 +323,7 @@ def eval_command(
         settings,
         seed=seed,
         resolve=Path,  # no eval.extra_data here: --data is the one set
+        keys=environment_key,
         candidates=candidates,
         load_model=lambda name: model.load(model.adapter if name == "adapter" else None),
     )

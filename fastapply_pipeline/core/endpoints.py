@@ -10,7 +10,6 @@ latency is the whole call, retries and their back-off included (set max_retries:
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -18,6 +17,10 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from fastapply_pipeline.core.settings import EndpointSettings
+
+# Where keys come from: an environment variable name -> its value, or None where it is not set. Core
+# never reads the environment itself; the caller passes the source (the secrets resource, the CLI).
+KeySource = Callable[[str], "str | None"]
 
 NO_KEY = "unused"  # what the SDK is given for a server that asks for no key (it requires a string)
 
@@ -39,11 +42,11 @@ class ChatReply:
         return self.finish_reason == "length"
 
 
-def api_key(env: str | None, what: str) -> str:
-    """The key from the environment variable `env` (None: the server needs none)."""
+def api_key(env: str | None, what: str, keys: KeySource) -> str:
+    """The key named `env`, from `keys` (None: the server needs none)."""
     if env is None:
         return NO_KEY
-    key = os.environ.get(env, "").strip()
+    key = (keys(env) or "").strip()
     if not key:
         raise EndpointError(
             f"{what}: {env} is not set. Export it (keys are read only from the environment), or set "
@@ -58,12 +61,13 @@ def chat_all(
     *,
     max_tokens: Mapping[str, int],
     what: str,
+    keys: KeySource,
     on_reply: Callable[[str, ChatReply], None] = lambda key, reply: None,
 ) -> dict[str, ChatReply]:
     """One reply per request key (`max_tokens`: the budget per key)."""
     if not requests:
         return {}
-    key = api_key(settings.api_key_env, what)
+    key = api_key(settings.api_key_env, what, keys)
     replies = asyncio.run(_chat_all(settings, key, requests, max_tokens, on_reply))
     unreachable = [r for r in replies.values() if r.error in ("APIConnectionError", "APITimeoutError")]
     if len(unreachable) == len(replies):

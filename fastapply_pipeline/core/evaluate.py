@@ -29,6 +29,7 @@ from fastapply_pipeline.core.metrics import METRIC_COLUMNS, aggregate, score_exa
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from fastapply_pipeline.core.endpoints import KeySource
     from fastapply_pipeline.core.inference import SpeedReport
     from fastapply_pipeline.core.settings import EndpointSettings, EvalSettings, JudgeSettings
 
@@ -113,26 +114,32 @@ def endpoint_budget(original: str, snippet: str) -> int:
     return (len(original) + len(snippet)) // 3 + 256
 
 
-def endpoint_candidate(settings: EndpointSettings, name: str) -> Runner:
-    """An OpenAI-compatible endpoint, `settings.concurrency` at a time (`name`: eval.endpoints' key)."""
+def endpoint_candidate(settings: EndpointSettings, name: str, *, keys: KeySource) -> Runner:
+    """An OpenAI-compatible endpoint, `settings.concurrency` at a time (`name`: eval.endpoints' key;
+    its key, where `api_key_env` names one, from `keys`)."""
     from fastapply_pipeline.core.endpoints import chat_all
     from fastapply_pipeline.core.prompt import inference_messages, parse_answer
 
     def run(rows: Sequence[dict], tick: Callable[[], None]) -> list[Merge]:
-        keys = [f"{i:06d}" for i in range(len(rows))]
+        ids = [f"{i:06d}" for i in range(len(rows))]
         requests = {
             k: inference_messages(r["original_code"], r["update_snippet"])
-            for k, r in zip(keys, rows, strict=True)
+            for k, r in zip(ids, rows, strict=True)
         }
         budget = {
             k: settings.max_tokens or endpoint_budget(r["original_code"], r["update_snippet"])
-            for k, r in zip(keys, rows, strict=True)
+            for k, r in zip(ids, rows, strict=True)
         }
         replies = chat_all(
-            settings, requests, max_tokens=budget, what=f"eval.endpoints.{name}", on_reply=lambda k, r: tick()
+            settings,
+            requests,
+            max_tokens=budget,
+            what=f"eval.endpoints.{name}",
+            keys=keys,
+            on_reply=lambda k, r: tick(),
         )
         merges = []
-        for k in keys:
+        for k in ids:
             reply = replies[k]
             if reply.error is not None:
                 merges.append(Merge(None, False, None, reply.seconds, error=reply.error))
@@ -213,7 +220,7 @@ def evaluate(
 
 
 def judge(
-    results: pl.DataFrame, rows: Iterable[dict], settings: JudgeSettings, *, seed: int = 0
+    results: pl.DataFrame, rows: Iterable[dict], settings: JudgeSettings, *, keys: KeySource, seed: int = 0
 ) -> tuple[pl.DataFrame, dict[str, int]]:
     """`results` with `judge_correct` and `judge_reason`, and the judge's counts.
 
@@ -239,7 +246,7 @@ def judge(
                 output=record["output"],
             )
         )
-    verdicts, stats = judge_outputs(settings, items, seed=seed) if items else ({}, {})
+    verdicts, stats = judge_outputs(settings, items, keys=keys, seed=seed) if items else ({}, {})
     correct, reasons = [], []
     for record in results.iter_rows(named=True):
         if record["exact"]:
@@ -385,7 +392,11 @@ def local_models_needed(candidates: Iterable[str], settings: EvalSettings) -> li
 
 
 def candidate_runners(
-    candidates: Iterable[str], settings: EvalSettings, models: Mapping[str, tuple[Any, Any]]
+    candidates: Iterable[str],
+    settings: EvalSettings,
+    models: Mapping[str, tuple[Any, Any]],
+    *,
+    keys: KeySource,
 ) -> dict[str, Runner]:
     """A runner per candidate, in order: the baselines, hybrid, eval.endpoints, and local models (from
     `models`: (model, tokenizer) by name) decoding with eval.prompt_lookup."""
@@ -400,7 +411,7 @@ def candidate_runners(
                 model_candidate(*models["adapter"], prompt_lookup=settings.prompt_lookup)
             )
         elif name in settings.endpoints:
-            runners[name] = endpoint_candidate(settings.endpoints[name], name)
+            runners[name] = endpoint_candidate(settings.endpoints[name], name, keys=keys)
         else:
             runners[name] = model_candidate(*models[name], prompt_lookup=settings.prompt_lookup)
     return runners
@@ -415,6 +426,7 @@ class Evaluation:
     rows: list[dict]
     runners: dict[str, Runner]
     models: dict[str, tuple[Any, Any]]  # the local models loaded, (model, tokenizer) by name
+    keys: KeySource  # where the endpoints' and the judge's keys come from
 
     def score(self, progress: Callable[[str], None] = lambda candidate: None) -> pl.DataFrame:
         """`evaluate` every candidate on the rows (`progress(candidate)` after each example)."""
@@ -424,7 +436,7 @@ class Evaluation:
         """`results` graded by eval.judge, and its counts; unchanged, and None, without a judge."""
         if self.settings.judge is None:
             return results, None
-        return judge(results, self.rows, self.settings.judge, seed=self.seed)
+        return judge(results, self.rows, self.settings.judge, keys=self.keys, seed=self.seed)
 
     def speed(self) -> list[tuple[str, SpeedReport]]:
         """Plain greedy vs prompt lookup for each local model, on the first eval.speed_examples rows
@@ -448,15 +460,17 @@ def prepare_evaluation(
     seed: int,
     load_model: ModelLoader,
     resolve: Callable[[str], Path],
+    keys: KeySource,
     candidates: Sequence[str] | None = None,
 ) -> Evaluation:
     """The rows (`evaluation_rows`: `resolve` finds eval.extra_data) and the runners of `candidates`
     (default: eval.candidates; the CLI names its own, e.g. "model"), the local ones loaded by
-    `load_model(name)`, each once."""
+    `load_model(name)`, each once; the endpoints' and the judge's keys from `keys`."""
     rows = evaluation_rows(test, settings, seed=seed, resolve=resolve)
     names = list(settings.candidates if candidates is None else candidates)
     models = {name: load_model(name) for name in local_models_needed(names, settings)}
-    return Evaluation(settings, seed, rows, candidate_runners(names, settings, models), models)
+    runners = candidate_runners(names, settings, models, keys=keys)
+    return Evaluation(settings, seed, rows, runners, models, keys)
 
 
 SPEED_COLUMNS = [

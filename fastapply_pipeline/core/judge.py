@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from fastapply_pipeline.core.endpoints import KeySource
     from fastapply_pipeline.core.settings import JudgeSettings
 
 JUDGE_SYSTEM = (
@@ -107,6 +108,7 @@ def judge_outputs(
     settings: JudgeSettings,
     items: Sequence[JudgeItem],
     *,
+    keys: KeySource,
     seed: int = 0,
     on_reply: Callable[[str, object], None] = lambda key, reply: None,
 ) -> tuple[dict[str, Verdict], Counter[str]]:
@@ -126,6 +128,7 @@ def judge_outputs(
         requests,
         max_tokens={key: settings.max_tokens for key in requests},
         what="eval.judge",
+        keys=keys,
         on_reply=on_reply,
     )
     stats: Counter[str] = Counter(asked=len(items), requests=len(requests))

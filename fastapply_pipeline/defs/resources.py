@@ -3,13 +3,22 @@
 import os
 import pickle
 from pathlib import Path
+from typing import Literal
 
 import dagster as dg
 import polars as pl
 from dagster_polars import PolarsParquetIOManager
+from pydantic import Field
 from upath import UPath
 
-from fastapply_pipeline.config import ConfigError, FastApplyConfig, config_path, deployment, load_config
+from fastapply_pipeline.config import (
+    ConfigError,
+    FastApplyConfig,
+    config_path,
+    deployment,
+    environment_key,
+    load_config,
+)
 from fastapply_pipeline.core.artifacts import LocalStore, S3Store
 from fastapply_pipeline.core.artifacts import write_atomically as core_write_atomically
 from fastapply_pipeline.defs.training.resources import GPUJobResource
@@ -78,6 +87,23 @@ class FastApplyResource(dg.ConfigurableResource):
         return load_config(self.config_path)
 
 
+class SecretsResource(dg.ConfigurableResource):
+    """API keys and tokens, read from the environment when a step needs one (an LLM request that is not
+    in the cache, an endpoint or judge that names its `api_key_env`, a dataset push), never earlier: a
+    disabled provider or a cached answer needs no key. Only variable names pass through settings; the
+    values are never stored in config, logged or put in metadata. (Dagster's EnvVar fields would show the
+    name in the UI too, but cannot be optional: an unset variable fails every run, dagster-io/dagster#16232.)
+    """
+
+    source: Literal["environment"] = Field(
+        "environment", description="Where keys are read from: the process environment (the one source)."
+    )
+
+    def key(self, name: str) -> str | None:
+        """The value of the environment variable `name`, or None (core.endpoints.KeySource)."""
+        return environment_key(name)
+
+
 class ArtifactsResource(dg.ConfigurableResource):
     """Folders of artifacts (dataset, adapters, eval charts): the local folder, or S3 in production."""
 
@@ -123,6 +149,7 @@ def build_resources(config: FastApplyConfig, path: str, env: str | None = None) 
     artifacts = config.artifacts_dir
     common = {
         "fastapply": FastApplyResource(config_path=str(config_path(path))),
+        "secrets": SecretsResource(),
         # The training job's launcher, configured by fastapply.yaml's training.gpu section.
         "gpu_job": GPUJobResource(**config.training.gpu.model_dump()),
     }

@@ -22,7 +22,6 @@ import asyncio
 import importlib
 import io
 import json
-import os
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -34,6 +33,7 @@ from fastapply_pipeline.core.llm.cache import BatchStore, ResponseCache, batch_i
 from fastapply_pipeline.core.llm.ratelimit import RateLimiter
 
 if TYPE_CHECKING:
+    from fastapply_pipeline.core.endpoints import KeySource
     from fastapply_pipeline.core.settings import ProviderSettings
 
 API_KEY_ENV = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
@@ -419,11 +419,13 @@ def complete_all(
     *,
     cache: ResponseCache,
     batches: BatchStore,
+    keys: KeySource,
     retry_failed: bool = False,
     log: Callable[[str], None] = lambda message: None,
     description: str = "fastapply-pipeline",
 ) -> tuple[dict[str, Completion], RunLog]:
-    """One Completion per request key: from the cache, or from the provider (`settings.api`)."""
+    """One Completion per request key: from the cache, or from the provider (`settings.api`); the key
+    (API_KEY_ENV[provider]) is taken from `keys` only when a request is not in the cache."""
     adapter = PROVIDERS[provider]
     unique = {r.key: r for r in requests}
     results: dict[str, Completion] = {}
@@ -439,7 +441,7 @@ def complete_all(
         return results, run
 
     env = API_KEY_ENV[provider]
-    api_key = os.environ.get(env, "").strip()
+    api_key = (keys(env) or "").strip()
     if not api_key:
         raise LLMError(
             f"{env} is not set, and {len(todo)} {provider} request(s) are not in the response cache. "

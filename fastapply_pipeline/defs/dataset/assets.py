@@ -1,6 +1,5 @@
 """fastapply_dataset and rejected_triples: every repository's triples -> the dataset people train on."""
 
-import os
 from collections import Counter
 from collections.abc import Collection, Iterable, Iterator
 
@@ -30,7 +29,7 @@ from fastapply_pipeline.core.markers import contains_marker
 from fastapply_pipeline.core.parsing import parses
 from fastapply_pipeline.core.snippets import bucket_spec
 from fastapply_pipeline.defs.reporting import count_table, markdown_table
-from fastapply_pipeline.defs.resources import ArtifactsResource, FastApplyResource
+from fastapply_pipeline.defs.resources import ArtifactsResource, FastApplyResource, SecretsResource
 from fastapply_pipeline.defs.triples.assets import TRIPLE_CHECKS
 
 DATASET_CHECKS = {
@@ -80,6 +79,7 @@ def fastapply_dataset(
     context: dg.AssetExecutionContext,
     fastapply: FastApplyResource,
     artifacts: ArtifactsResource,
+    secrets: SecretsResource,
     edit_triples,
     cloned_repo,
 ) -> Iterator[dg.Output | dg.AssetCheckResult]:
@@ -175,7 +175,7 @@ def fastapply_dataset(
 
     pushed = "off (set dataset.push.repo_id)"
     if settings.push.repo_id:
-        token = os.environ.get(HF_TOKEN_ENV, "").strip()
+        token = secrets.key(HF_TOKEN_ENV)
         if not token:
             raise dg.Failure(
                 f"dataset.push.repo_id is {settings.push.repo_id!r} but {HF_TOKEN_ENV} is not set; export "

@@ -20,7 +20,7 @@ from fastapply_pipeline.core.evaluate import (
 from fastapply_pipeline.core.metrics import aggregate
 from fastapply_pipeline.defs.dataset.assets import DATASET_KEY
 from fastapply_pipeline.defs.reporting import count_table, markdown_table
-from fastapply_pipeline.defs.resources import ArtifactsResource, FastApplyResource
+from fastapply_pipeline.defs.resources import ArtifactsResource, FastApplyResource, SecretsResource
 from fastapply_pipeline.defs.training.assets import lora_adapter
 
 
@@ -48,7 +48,10 @@ from fastapply_pipeline.defs.training.assets import lora_adapter
     ),
 )
 def eval_scores(
-    context: dg.AssetExecutionContext, fastapply: FastApplyResource, artifacts: ArtifactsResource
+    context: dg.AssetExecutionContext,
+    fastapply: FastApplyResource,
+    artifacts: ArtifactsResource,
+    secrets: SecretsResource,
 ):
     config = fastapply.load()
     settings = config.eval
@@ -68,6 +71,7 @@ def eval_scores(
             seed=config.seed,
             load_model=_model_loader(config, artifacts),
             resolve=config.resolve,
+            keys=secrets.key,
         )
     except EvalDataError as err:  # an eval.extra_data set that cannot be read
         raise dg.Failure(str(err)) from None

@@ -17,7 +17,7 @@ from fastapply_pipeline.core.synth.llm import LLM_ROW_SCHEMA, llm_rows, plan_job
 from fastapply_pipeline.core.tokens import get_token_counter
 from fastapply_pipeline.defs.partitions import source_repo_partitions
 from fastapply_pipeline.defs.reporting import count_table, markdown_table
-from fastapply_pipeline.defs.resources import FastApplyResource
+from fastapply_pipeline.defs.resources import FastApplyResource, SecretsResource
 
 SDK = {"anthropic": "Messages / Message Batches API", "openai": "Chat Completions / Batch API"}
 
@@ -41,7 +41,10 @@ def build_llm_triples_asset(provider: str) -> dg.AssetsDefinition:
         ),
     )
     def _asset(
-        context: dg.AssetExecutionContext, fastapply: FastApplyResource, code_snippets: pl.DataFrame
+        context: dg.AssetExecutionContext,
+        fastapply: FastApplyResource,
+        secrets: SecretsResource,
+        code_snippets: pl.DataFrame,
     ) -> dg.Output[pl.DataFrame]:
         config = fastapply.load()
         triples = config.triples
@@ -78,6 +81,7 @@ def build_llm_triples_asset(provider: str) -> dg.AssetsDefinition:
             [job.request for job in jobs],
             cache=ResponseCache(cache_root / "responses"),
             batches=BatchStore(cache_root / "batches"),
+            keys=secrets.key,
             retry_failed=llm.retry_failed,
             log=context.log.info,
             description=f"fastapply-pipeline {context.partition_key}",
