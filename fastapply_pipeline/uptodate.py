@@ -78,14 +78,19 @@ class Freshness:
         self.instance, self.graph, self.config, self.force = instance, graph, config, force
         self.unusable = unusable or {}  # partition -> why its last build cannot be reused
         self.code = code_version()
+        # Latest materialization records, by (key, partition), within one decide(): runs launched between
+        # two decisions add newer ones, so the memo is cleared at the start of each.
+        self._records: dict = {}
 
     # -- what the instance recorded ------------------------------------------------------------------
     def _latest(self, key: dg.AssetKey, partition: str | None):
-        filters = dg.AssetRecordsFilter(
-            asset_key=key, asset_partitions=[partition] if partition is not None else None
-        )
-        records = self.instance.fetch_materializations(filters, limit=1).records
-        return records[0] if records else None
+        if (key, partition) not in self._records:
+            filters = dg.AssetRecordsFilter(
+                asset_key=key, asset_partitions=[partition] if partition is not None else None
+            )
+            records = self.instance.fetch_materializations(filters, limit=1).records
+            self._records[key, partition] = records[0] if records else None
+        return self._records[key, partition]
 
     def recorded(self, key: dg.AssetKey, partition: str | None) -> str | None:
         """The fingerprint the latest materialization was built with ("run:<id>" for an untagged one)."""
@@ -126,6 +131,7 @@ class Freshness:
     def decide(self, partition: str | None, keys: list[dg.AssetKey]) -> Decision:
         """Fingerprint every key (in dependency order); keep to build the ones not up to date and all
         that depend on them."""
+        self._records = {}
         commit = None
         if partition is not None:
             source = self.config.source(partition)
