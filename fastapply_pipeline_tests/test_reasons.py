@@ -25,6 +25,7 @@ def snippets_reason(**overrides) -> str:
         "languages": ["python", "typescript"],
         "samples": SAMPLES,
         "candidates_per_bucket": {},
+        "untokenized_per_range": {},
     }
     return why_no_snippets(**(arguments | overrides))
 
@@ -49,6 +50,14 @@ def snippets_reason(**overrides) -> str:
                 "candidates_per_bucket": {"<100": 6, "100-399": 0, "400+": 0},
             },
             "all 6 files of the selected languages fall in buckets that sample 0 files (<100 tokens)",
+        ),
+        (  # files whose size alone put them past every kept bucket are never tokenized: named too
+            {
+                "exclusions": {"not_sampled": 7},
+                "candidates_per_bucket": {"<100": 2, "100-399": 0, "400+": 0},
+                "untokenized_per_range": {"400+": 5},
+            },
+            "all 7 files of the selected languages fall in buckets that sample 0 files (<100, 400+ tokens)",
         ),
         (
             {"exclusions": {"secret": 3, "generated": 5, "too_large": 2}},

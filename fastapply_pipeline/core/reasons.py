@@ -26,11 +26,13 @@ def why_no_snippets(
     languages: Sequence[str],
     samples: Mapping[str, int | None],
     candidates_per_bucket: Mapping[str, int],
+    untokenized_per_range: Mapping[str, int],
 ) -> str:
     """Why code_snippets kept no file of a repository (call it only when it kept none).
 
     `samples`: bucket label -> its sample size (None: all); `candidates_per_bucket`: the files each
-    bucket held before sampling."""
+    bucket held before sampling; `untokenized_per_range`: files whose size alone put them in sample-0
+    buckets, by that token range (never tokenized, so in no bucket's candidates)."""
     counts = Counter({reason: n for reason, n in exclusions.items() if n})
     if files_total == 0:
         return "the repository tracks no file at its commit; check the source's `ref:`"
@@ -50,6 +52,7 @@ def why_no_snippets(
     if sampled_out:  # with no row kept, every file that passed the filters was sampled out
         zero = [label for label, size in samples.items() if size == 0]
         held = [label for label in zero if candidates_per_bucket.get(label)]
+        held += sorted(label for label, n in untokenized_per_range.items() if n and label not in held)
         where = f" ({', '.join(held)} tokens)" if held else ""
         return (
             f"all {sampled_out} files of the selected languages fall in buckets that sample 0 files{where}: "

@@ -145,4 +145,5 @@ def why_empty(config: FastApplyConfig, snapshot: RepoSnapshot, report: dict, spe
         languages=config.files.languages,
         samples=dict(zip(spec.labels, spec.samples, strict=True)),
         candidates_per_bucket=report["candidates_per_bucket"],
+        untokenized_per_range=report.get("untokenized_per_range", {}),  # absent in older cache entries
     )
