@@ -9,6 +9,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
+from fastapply_pipeline.core.artifacts import DATASET_HF
 from fastapply_pipeline.core.chat import load_training_tokenizer, render_example
 from fastapply_pipeline.core.dataset import write_dataset
 from fastapply_pipeline.core.settings import TrainingSettings
@@ -363,10 +364,14 @@ def test_lora_adapter_trains_through_pipes_and_reloads(make_config, mixed_repo, 
     assert out.shape[1] == inputs["input_ids"].shape[1] + 5
     assert "library_name: peft" in (adapter / "README.md").read_text()
 
-    # The entrypoint also runs on its own, and resumes from its last checkpoint.
+    # The entrypoint also runs on its own, and resumes from its last checkpoint, also on the same rows
+    # written again at another path (the examples are the same).
     from fastapply_pipeline.training.train import main
 
+    rebuilt = tmp_path / "rebuilt"
+    small_dataset(rebuilt)
     job = json.loads((adapter.parent / "job.json").read_text())
+    job["dataset_path"] = str(rebuilt / DATASET_HF)
     job["training"]["max_steps"] = 8
     (tmp_path / "job.json").write_text(json.dumps(job))
     assert main(["--job", str(tmp_path / "job.json")]) == 0
@@ -379,16 +384,30 @@ def test_lora_adapter_trains_through_pipes_and_reloads(make_config, mixed_repo, 
 def test_checkpoints_are_reused_only_by_the_same_job_on_the_same_data():
     from fastapply_pipeline.training.train import run_key
 
-    def job(output_dir="o", **training):
-        return TrainJob(dataset_path="d", output_dir=output_dir, training=TrainingSettings(**training))
+    def job(output_dir="o", dataset_path="d", **training):
+        return TrainJob(
+            dataset_path=dataset_path, output_dir=output_dir, training=TrainingSettings(**training)
+        )
 
     same = run_key(job(), "data-1")
-    assert run_key(job("elsewhere", max_steps=99, epochs=2, logging_steps=3), "data-1") == same
+    assert run_key(job("elsewhere", "d2", max_steps=99, epochs=2, logging_steps=3), "data-1") == same
     assert run_key(job(gpu={"backend": "kubernetes", "image": "train:1"}), "data-1") == same
-    assert run_key(job(), "data-2") != same  # the dataset changed
+    assert run_key(job(), "data-2") != same  # the examples changed
     assert run_key(job(learning_rate=2e-4), "data-1") != same
     assert run_key(job(r=8), "data-1") != same
     assert run_key(job(preset="7b"), "data-1") != same
+
+
+def test_the_examples_digest_follows_the_tokens_the_labels_and_their_order():
+    from fastapply_pipeline.core.training import Encoded, examples_digest
+
+    a, b = Encoded([1, 2, 3], [-100, 2, 3]), Encoded([4, 5], [-100, 5])
+    same = examples_digest([a, b])
+    assert examples_digest([Encoded([1, 2, 3], [-100, 2, 3]), Encoded([4, 5], [-100, 5])]) == same
+    assert examples_digest([b, a]) != same  # the order the sampler draws from
+    assert examples_digest([Encoded([1, 2, 3], [-100, -100, 3]), b]) != same  # what is scored
+    assert examples_digest([Encoded([1, 2], [-100, 2]), Encoded([3, 4, 5], [-100, 4, 5])]) != same  # bounds
+    assert examples_digest([a]) != same
 
 
 @pytest.mark.slow

@@ -7,7 +7,10 @@ by hand and run the entrypoint alone.
 
 from __future__ import annotations
 
+import hashlib
 import json
+from array import array
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,6 +133,20 @@ def encode(tokenizer, original: str, snippet: str, final: str, max_seq_length: i
             "with the same max_seq_length (it drops such rows) instead of truncating them"
         )
     return Encoded(ids, [IGNORE_INDEX] * len(prompt_ids) + ids[len(prompt_ids) :])
+
+
+def examples_digest(examples: Iterable[Encoded]) -> str:
+    """What a run trains on, in order: each example's tokens and which of them are scored.
+
+    Checkpoints are filed under it: the same rows at another path (a moved artifacts folder, a GPU job's
+    copy) resume them, and a changed row, order, tokenizer or chat template starts afresh (the dataset's
+    own fingerprint sees the rows only)."""
+    digest = hashlib.sha256()
+    for example in examples:
+        digest.update(array("q", [example.length]).tobytes())
+        digest.update(array("q", example.input_ids).tobytes())
+        digest.update(array("q", example.labels).tobytes())
+    return digest.hexdigest()[:16]
 
 
 def scored_positions(labels):

@@ -30,13 +30,15 @@ from fastapply_pipeline.core.training import (
     answer_loss,
     choose_backend,
     encode,
+    examples_digest,
     loss_sparkline,
     tiny_qwen2_config,
 )
 
 log = logging.getLogger("fastapply.train")
 # Settings that change neither the data nor the optimization: a run with other values resumes the checkpoints.
-RESUMABLE_CHANGES = {"output_dir", "s3", "artifacts_root"}
+# dataset_path: the examples' own digest (examples_digest) says whether the data changed.
+RESUMABLE_CHANGES = {"output_dir", "dataset_path", "s3", "artifacts_root"}
 RESUMABLE_TRAINING_CHANGES = {
     "max_steps",
     "epochs",
@@ -240,7 +242,7 @@ def train(job: TrainJob, reporter: Reporter) -> dict:
     output = Path(job.output_dir)
     # Checkpoints of this job on this data only: a changed dataset or setting starts afresh, while a
     # killed run (or a longer max_steps) resumes.
-    checkpoints = output / "checkpoints" / run_key(job, rows._fingerprint)
+    checkpoints = output / "checkpoints" / run_key(job, examples_digest(encoded))
     args = TrainingArguments(
         **trainer_arguments(job, output_dir=str(checkpoints), cuda=cuda),
         **{
