@@ -34,13 +34,16 @@ def small_repo(root, name: str) -> str:
 
 def refresh_tick(defs, instance, config_path, when: datetime):
     schedule = defs.resolve_schedule_def("dataset_refresh")
-    context = dg.build_schedule_context(
+    # Entered and left: the context opens its own instance (from the test instance's ref), and one left
+    # open is closed whenever the collector gets to it, resetting Dagster's current defs-state storage
+    # in the middle of a later test ("undefined DagsterInstance weakref").
+    with dg.build_schedule_context(
         instance=instance,
         scheduled_execution_time=when,
         repository_def=defs.get_repository_def(),
         resources={"fastapply": FastApplyResource(config_path=str(config_path))},
-    )
-    return schedule.evaluate_tick(context)
+    ) as context:
+        return schedule.evaluate_tick(context)
 
 
 PER_REPO = dg.AssetSelection.groups("sources", "snippets", "triples")

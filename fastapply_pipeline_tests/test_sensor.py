@@ -16,10 +16,11 @@ def instance():
 
 
 def evaluate(instance, config_path):
-    context = dg.build_sensor_context(
+    # Entered and left, so the instance the context opens from the ref is closed here (test_automation.py).
+    with dg.build_sensor_context(
         instance=instance, resources={"fastapply": FastApplyResource(config_path=str(config_path))}
-    )
-    return source_repos_sensor(context)
+    ) as context:
+        return source_repos_sensor(context)
 
 
 @pytest.mark.slow
