@@ -1,9 +1,11 @@
 """Training: examples and loss masking, the unsloth path, the GPU job resource, lora_adapter through Pipes."""
 
+import itertools
 import json
 import re
 import sys
 import types
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
@@ -15,6 +17,7 @@ from fastapply_pipeline.core.dataset import write_dataset
 from fastapply_pipeline.core.settings import TrainingSettings
 from fastapply_pipeline.core.training import (
     IGNORE_INDEX,
+    ClockSchedule,
     PaddingCollator,
     TrainJob,
     answer_loss,
@@ -408,6 +411,110 @@ def test_the_examples_digest_follows_the_tokens_the_labels_and_their_order():
     assert examples_digest([Encoded([1, 2, 3], [-100, -100, 3]), b]) != same  # what is scored
     assert examples_digest([Encoded([1, 2], [-100, 2]), Encoded([3, 4, 5], [-100, 4, 5])]) != same  # bounds
     assert examples_digest([a]) != same
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_the_clock_schedule_warms_up_by_steps_and_decays_by_the_time_spent():
+    clock = FakeClock()
+    linear = ClockSchedule(600, "linear", warmup_steps=4, clock=clock)
+    linear.start()
+    assert [linear.factor(step) for step in range(5)] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    clock.now += 150  # a quarter of the budget, however many steps that took
+    assert linear.factor(50) == pytest.approx(0.75) and not linear.spent_out
+    assert linear.factor(2) == pytest.approx(0.375)  # still warming up: both apply
+    clock.now += 450
+    assert linear.factor(51) == 0.0 and linear.spent_out
+    clock.now += 60
+    assert linear.factor(52) == 0.0  # never negative past the budget
+
+    cosine = ClockSchedule(600, "cosine", clock=clock)
+    cosine.start()
+    clock.now += 300
+    assert cosine.factor(10) == pytest.approx(0.5)
+    clock.now += 300
+    assert cosine.factor(11) == pytest.approx(0.0) and cosine.spent_out
+
+    constant = ClockSchedule(600, "constant", spent_before=590, clock=clock)  # resumed at 590 s spent
+    assert constant.spent == 590 and constant.factor(0) == 1.0 and not constant.spent_out
+    constant.start()
+    clock.now += 10
+    assert constant.factor(1) == 1.0 and constant.spent_out  # it stops on time, at its one rate
+
+
+def test_a_clock_budget_needs_a_shape_the_clock_can_follow():
+    assert TrainingSettings(max_minutes=60, lr_scheduler="linear").max_minutes == 60
+    with pytest.raises(
+        ValueError,
+        match=r"lr_scheduler 'cosine_with_restarts' cannot run on the clock.*linear, cosine, constant",
+    ):
+        TrainingSettings(max_minutes=60, lr_scheduler="cosine_with_restarts")
+    with pytest.raises(ValueError, match="greater than 0"):
+        TrainingSettings(max_minutes=0)
+    assert TrainingSettings(lr_scheduler="cosine_with_restarts").max_minutes is None  # by steps: any shape
+
+
+@pytest.mark.slow
+def test_a_run_with_max_minutes_stops_annealed_when_its_time_is_spent_and_resumes_the_rest(tmp_path):
+    from fastapply_pipeline.training.train import CLOCK_FILE, main
+
+    small_dataset(tmp_path / "dataset")
+    output = tmp_path / "out"
+
+    def run(minutes: float) -> tuple[dict, list[dict], Path]:
+        settings = TrainingSettings(
+            max_minutes=minutes,
+            lr_scheduler="linear",
+            max_steps=500,  # far more than the budget allows (~20 steps here): the clock ends the run
+            batch_size=1,
+            gradient_accumulation_steps=1,
+            warmup_steps=2,
+            logging_steps=1,
+            save_steps=100_000,
+            r=4,
+            alpha=8,
+        )
+        job = TrainJob(
+            dataset_path=str(tmp_path / "dataset" / DATASET_HF), output_dir=str(output), training=settings
+        )
+        job.to_json(tmp_path / "job.json")
+        assert main(["--job", str(tmp_path / "job.json")]) == 0
+        metrics = json.loads((output / "metrics.json").read_text())
+        (checkpoint,) = [
+            p
+            for p in (output / "checkpoints").glob("*/checkpoint-*")
+            if p.name.endswith(f"-{metrics['steps']}")
+        ]
+        state = json.loads((checkpoint / "trainer_state.json").read_text())
+        return metrics, [entry for entry in state["log_history"] if "learning_rate" in entry], checkpoint
+
+    def next_rate(checkpoint: Path) -> float:  # over the optimizer's parameter groups
+        import torch
+
+        return max(torch.load(checkpoint / "scheduler.pt")["_last_lr"])
+
+    first, rates, checkpoint = run(0.1)  # 6 s
+    assert first["stopped_by_clock"] and 2 < first["steps"] < 500
+    assert first["clock_minutes"] >= 0.1 and json.loads((checkpoint / CLOCK_FILE).read_text())["seconds"] >= 6
+    # Annealed: the step that spent the budget set the next rate to 0 (the scheduler's state in the
+    # checkpoint); the rates the steps used (logged) rose over the warm-up, then fell with the clock.
+    assert next_rate(checkpoint) == 0.0
+    peak = max(entry["learning_rate"] for entry in rates)
+    assert peak == pytest.approx(TrainingSettings().learning_rate, rel=0.5)
+    assert all(a["learning_rate"] >= b["learning_rate"] for a, b in itertools.pairwise(rates[2:]))
+    assert rates[-1]["learning_rate"] < peak / 4
+
+    # A longer budget resumes the spent one's checkpoint and trains only the time that is left.
+    second, rates, last = run(0.2)
+    assert second["resumed_from"] == str(checkpoint) and second["steps"] > first["steps"]
+    assert second["stopped_by_clock"] and 0.2 <= second["clock_minutes"] < 0.2 + first["clock_minutes"]
+    assert next_rate(last) == 0.0
 
 
 @pytest.mark.slow

@@ -35,6 +35,7 @@ NON_DEFAULT = {
     "lr_scheduler": "linear",
     "epochs": 2.5,
     "max_steps": 77,
+    "max_minutes": 45.0,  # followed into the clock schedule by test_training.py's max_minutes run
     "batch_size": 3,
     "gradient_accumulation_steps": 5,
     "warmup_steps": 6,

@@ -647,6 +647,10 @@ LORA_PRESETS = {
 }
 
 
+# The learning-rate shapes a time-budgeted run (training.max_minutes) can follow by the clock.
+CLOCK_SCHEDULES = ("linear", "cosine", "constant")
+
+
 class TrainingSettings(_Strict):
     """The training section, and what the training job (core.training.TrainJob) carries: one definition."""
 
@@ -671,6 +675,15 @@ class TrainingSettings(_Strict):
     lr_scheduler: str = "cosine"
     epochs: float = Field(1.0, gt=0)
     max_steps: int = Field(-1, description="Stop after this many steps; -1 = the epochs.")
+    max_minutes: float | None = Field(
+        None,
+        gt=0,
+        description=(
+            "Train for this long (wall clock, loading the model aside), the learning rate decayed by the share "
+            "of that time spent instead of by steps, so the run ends annealed however fast the machine is; "
+            "epochs / max_steps still bound it. lr_scheduler linear, cosine or constant. null: by steps."
+        ),
+    )
     batch_size: int = Field(1, ge=1)
     gradient_accumulation_steps: int = Field(8, ge=1)
     warmup_steps: int = Field(0, ge=0)
@@ -693,6 +706,15 @@ class TrainingSettings(_Strict):
         ),
     )
     gpu: GpuJobSettings = Field(default_factory=GpuJobSettings)
+
+    @model_validator(mode="after")
+    def _clock_schedule(self):
+        if self.max_minutes is not None and self.lr_scheduler not in CLOCK_SCHEDULES:
+            raise ValueError(
+                f"training.lr_scheduler {self.lr_scheduler!r} cannot run on the clock (training.max_minutes): "
+                f"use one of {', '.join(CLOCK_SCHEDULES)}, or leave max_minutes out to schedule by steps"
+            )
+        return self
 
     @property
     def lora_r(self) -> int:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import time
 from array import array
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -147,6 +149,47 @@ def examples_digest(examples: Iterable[Encoded]) -> str:
         digest.update(array("q", example.input_ids).tobytes())
         digest.update(array("q", example.labels).tobytes())
     return digest.hexdigest()[:16]
+
+
+@dataclass
+class ClockSchedule:
+    """The learning-rate factor of a run with a time budget (training.max_minutes).
+
+    Warm-up over the first `warmup_steps` steps (as transformers' schedules do), then a decay by the share
+    of the budget spent: linear to 0, cosine to 0, or none. `spent_before` is the time of the runs this one
+    resumes. `factor(step)` is what the scheduler multiplies the peak rate by, and it notes whether the budget
+    is spent, so the run stops at the first step after which the budget is gone: with linear or cosine, the
+    step whose next rate is 0, so the run ends annealed at any speed.
+    """
+
+    budget_seconds: float
+    shape: str  # one of settings.CLOCK_SCHEDULES
+    warmup_steps: int = 0
+    spent_before: float = 0.0
+    clock: Callable[[], float] = time.monotonic
+    spent_out: bool = False
+    _started: float | None = field(default=None, repr=False)
+
+    def start(self) -> None:
+        self._started = self.clock()
+
+    @property
+    def spent(self) -> float:
+        return self.spent_before + (self.clock() - self._started if self._started is not None else 0.0)
+
+    def factor(self, step: int) -> float:
+        share = min(1.0, self.spent / self.budget_seconds)
+        self.spent_out = share >= 1.0
+        warm = step / self.warmup_steps if step < self.warmup_steps else 1.0
+        if self.shape == "linear":
+            decay = 1.0 - share
+        elif self.shape == "cosine":
+            decay = 0.5 * (1.0 + math.cos(math.pi * share))
+        elif self.shape == "constant":
+            decay = 1.0
+        else:
+            raise ValueError(f"no clock schedule {self.shape!r}")
+        return warm * decay
 
 
 def scored_positions(labels):

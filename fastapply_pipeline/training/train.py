@@ -25,6 +25,7 @@ from pathlib import Path
 
 from fastapply_pipeline.core.settings import TINY_MODEL
 from fastapply_pipeline.core.training import (
+    ClockSchedule,
     PaddingCollator,
     TrainJob,
     answer_loss,
@@ -42,6 +43,7 @@ RESUMABLE_CHANGES = {"output_dir", "dataset_path", "s3", "artifacts_root"}
 RESUMABLE_TRAINING_CHANGES = {
     "max_steps",
     "epochs",
+    "max_minutes",
     "save_steps",
     "logging_steps",
     "answer_logits_only",  # the same loss, computed faster
@@ -249,15 +251,27 @@ def train(job: TrainJob, reporter: Reporter) -> dict:
             checkpointing_argument(TrainingArguments): job.training.gradient_checkpointing and backend == "hf"
         },
     )
-    trainer = Trainer(
+    resume = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    clock = None
+    callbacks = [Report()]
+    trainer_class = Trainer
+    if job.training.max_minutes is not None:
+        clock = ClockSchedule(
+            job.training.max_minutes * 60,
+            job.training.lr_scheduler,
+            job.training.warmup_steps,
+            spent_before=clock_spent(Path(resume)) if resume else 0.0,
+        )
+        trainer_class, budget = on_the_clock(Trainer, TrainerCallback, clock, reporter)
+        callbacks.append(budget)
+    trainer = trainer_class(
         model=model,
         args=args,
         train_dataset=train_set,
         data_collator=collator,
-        callbacks=[Report()],
+        callbacks=callbacks,
         compute_loss_func=answer_loss if answer_logits_only else None,
     )
-    resume = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
     if resume:
         reporter.info(f"resuming from {resume}")
         losses.extend(logged_losses(Path(resume)))  # the curve so far, so the metrics hold all of it
@@ -288,6 +302,10 @@ def train(job: TrainJob, reporter: Reporter) -> dict:
         "loss_curve": losses,
         "resumed_from": resume,
     }
+    if clock is not None:
+        metrics["max_minutes"] = job.training.max_minutes
+        metrics["clock_minutes"] = round(clock.spent / 60, 2)  # this run and those it resumed
+        metrics["stopped_by_clock"] = clock.spent_out
     (output / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     job.to_json(output / "job.json")
     (adapter_dir / "README.md").write_text(model_card(job, metrics), encoding="utf-8")
@@ -306,11 +324,54 @@ def train(job: TrainJob, reporter: Reporter) -> dict:
             "padding_fraction": metrics["padding_fraction"],
             "peak_memory_mb": round(metrics["peak_memory_bytes"] / 2**20, 1),
             "train_seconds": metrics["train_seconds"],
+            **{key: metrics[key] for key in ("clock_minutes", "stopped_by_clock") if key in metrics},
             "loss_plot": {"raw_value": loss_plot(losses), "type": "md"},
             "lora": f"r={job.training.lora_r} alpha={job.training.lora_alpha} rslora={job.training.use_rslora} modules={','.join(job.training.target_modules)}",
         }
     )
     return metrics
+
+
+CLOCK_FILE = "clock.json"  # in a checkpoint of a run with max_minutes: the training time spent up to it
+
+
+def on_the_clock(trainer_class, callback_class, clock: ClockSchedule, reporter: Reporter):
+    """(a Trainer subclass whose learning rate follows `clock`, the callback that starts it, stops the run
+    when the budget is spent and notes the time spent in each checkpoint)."""
+    import torch
+
+    class ClockTrainer(trainer_class):
+        def create_scheduler(self, num_training_steps, optimizer=None):
+            if self.lr_scheduler is None:
+                self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
+                    optimizer or self.optimizer, clock.factor
+                )
+                self._created_lr_scheduler = True  # made again on a second train(), as the Trainer's own
+            return self.lr_scheduler
+
+    class Budget(callback_class):
+        def on_train_begin(self, args, state, control, **kwargs):
+            clock.start()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if clock.spent_out:  # the scheduler's last factor: the next step's rate
+                reporter.info(
+                    f"training.max_minutes ({clock.budget_seconds / 60:g}) spent: stopping at step {state.global_step}"
+                )
+                control.should_training_stop = True
+                control.should_save = True
+
+        def on_save(self, args, state, control, **kwargs):
+            checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            (checkpoint / CLOCK_FILE).write_text(json.dumps({"seconds": clock.spent}), encoding="utf-8")
+
+    return ClockTrainer, Budget()
+
+
+def clock_spent(checkpoint: Path) -> float:
+    """The training time a checkpoint had spent of its max_minutes (0 for a checkpoint made by steps)."""
+    path = checkpoint / CLOCK_FILE
+    return float(json.loads(path.read_text(encoding="utf-8"))["seconds"]) if path.is_file() else 0.0
 
 
 def logged_losses(checkpoint: Path) -> list[tuple[int, float]]:
@@ -366,7 +427,7 @@ loss on the answer `<updated-code>...</updated-code>` only.
 | backend | {metrics["backend"]} ({metrics["device"]}) |
 | LoRA | r={job.training.lora_r}, alpha={job.training.lora_alpha}, dropout={job.training.dropout}, rsLoRA={job.training.use_rslora} |
 | modules | {", ".join(job.training.target_modules)} |
-| learning rate | {job.training.learning_rate} ({job.training.lr_scheduler}) |
+| learning rate | {job.training.learning_rate} ({job.training.lr_scheduler}{f", by the clock over {job.training.max_minutes:g} minutes" if job.training.max_minutes else ""}) |
 | epochs / max steps | {job.training.epochs} / {job.training.max_steps} |
 | batch | {job.training.batch_size} x {job.training.gradient_accumulation_steps} accumulation |
 | max_seq_length | {job.max_seq_length} |
