@@ -399,6 +399,9 @@ def test_checkpoints_are_reused_only_by_the_same_job_on_the_same_data():
     assert run_key(job(learning_rate=2e-4), "data-1") != same
     assert run_key(job(r=8), "data-1") != same
     assert run_key(job(preset="7b"), "data-1") != same
+    by_clock = run_key(job(max_minutes=30), "data-1")
+    assert by_clock != same  # a step run's checkpoints do not resume on the clock, nor the reverse
+    assert run_key(job(max_minutes=60), "data-1") == by_clock  # a longer budget resumes
 
 
 def test_the_examples_digest_follows_the_tokens_the_labels_and_their_order():
@@ -515,6 +518,24 @@ def test_a_run_with_max_minutes_stops_annealed_when_its_time_is_spent_and_resume
     assert second["resumed_from"] == str(checkpoint) and second["steps"] > first["steps"]
     assert second["stopped_by_clock"] and 0.2 <= second["clock_minutes"] < 0.2 + first["clock_minutes"]
     assert next_rate(last) == 0.0
+    # Its first step ran at the clock's rate under the new budget, not the 0 the spent one had saved.
+    (resumed,) = [entry for entry in rates if entry["step"] == first["steps"] + 1]
+    assert 0 < resumed["learning_rate"] < peak
+
+    # Run again with its budget spent: nothing more is trained (not one more step), no checkpoint added,
+    # and the adapter written is the checkpoint's (not a fresh LoRA).
+    from safetensors.torch import load_file
+
+    weights = load_file(str(output / "adapter" / "adapter_model.safetensors"))
+    before = sorted(p.name for p in (output / "checkpoints").glob("*/checkpoint-*"))
+    third, _, _ = run(0.2)
+    assert (
+        third["resumed_from"] == str(last) and third["steps"] == second["steps"] and third["stopped_by_clock"]
+    )
+    assert sorted(p.name for p in (output / "checkpoints").glob("*/checkpoint-*")) == before
+    again = load_file(str(output / "adapter" / "adapter_model.safetensors"))
+    assert weights.keys() == again.keys() and all(weights[k].equal(again[k]) for k in weights)
+    assert any(k.endswith("lora_B.weight") and weights[k].abs().sum() > 0 for k in weights)  # trained
 
 
 @pytest.mark.slow

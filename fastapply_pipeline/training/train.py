@@ -276,8 +276,18 @@ def train(job: TrainJob, reporter: Reporter) -> dict:
         reporter.info(f"resuming from {resume}")
         losses.extend(logged_losses(Path(resume)))  # the curve so far, so the metrics hold all of it
     started = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=resume)
+    if clock is not None and resume and clock.spent_before >= clock.budget_seconds:
+        # Nothing left to train. The Trainer would still run a step (it stops only after one, and a
+        # checkpoint inside an epoch resumes with the rest of that epoch): take the checkpoint's weights.
+        reporter.info(f"training.max_minutes was spent by {resume}: nothing left to train")
+        load_checkpoint_adapter(model, Path(resume))
+        clock.spent_out = True
+        steps, training_loss = checkpoint_step(Path(resume)), losses[-1][1] if losses else 0.0
+    else:
+        result = trainer.train(resume_from_checkpoint=resume)
+        steps, training_loss = result.global_step, float(result.training_loss)
     seconds = time.perf_counter() - started
+    clock_seconds = clock.spent if clock is not None else None
 
     adapter_dir = output / "adapter"
     model.save_pretrained(str(adapter_dir))
@@ -292,9 +302,9 @@ def train(job: TrainJob, reporter: Reporter) -> dict:
         "device": torch.cuda.get_device_name() if cuda else "cpu",
         "base_model": job.training.base_model,
         "examples": len(encoded),
-        "steps": result.global_step,
-        "final_loss": losses[-1][1] if losses else float(result.training_loss),
-        "first_loss": losses[0][1] if losses else float(result.training_loss),
+        "steps": steps,
+        "final_loss": losses[-1][1] if losses else training_loss,
+        "first_loss": losses[0][1] if losses else training_loss,
         "train_seconds": round(seconds, 2),
         "tokens_per_second": round(collator.real_tokens / seconds, 1) if seconds else 0.0,
         "padding_fraction": round(collator.padding_fraction, 4),
@@ -304,7 +314,7 @@ def train(job: TrainJob, reporter: Reporter) -> dict:
     }
     if clock is not None:
         metrics["max_minutes"] = job.training.max_minutes
-        metrics["clock_minutes"] = round(clock.spent / 60, 2)  # this run and those it resumed
+        metrics["clock_minutes"] = round(clock_seconds / 60, 2)  # this run and those it resumed
         metrics["stopped_by_clock"] = clock.spent_out
     (output / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     job.to_json(output / "job.json")
@@ -350,8 +360,15 @@ def on_the_clock(trainer_class, callback_class, clock: ClockSchedule, reporter: 
             return self.lr_scheduler
 
     class Budget(callback_class):
-        def on_train_begin(self, args, state, control, **kwargs):
+        def on_train_begin(self, args, state, control, optimizer=None, lr_scheduler=None, **kwargs):
             clock.start()
+            # A resumed run loads the rate its checkpoint saved (for the next step under the old budget):
+            # the clock's own, under this budget, replaces it.
+            if optimizer is not None and lr_scheduler is not None:
+                factor = clock.factor(state.global_step)
+                for group, base in zip(optimizer.param_groups, lr_scheduler.base_lrs, strict=True):
+                    group["lr"] = base * factor
+                lr_scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]  # what is logged
 
         def on_step_end(self, args, state, control, **kwargs):
             if clock.spent_out:  # the scheduler's last factor: the next step's rate
@@ -366,6 +383,18 @@ def on_the_clock(trainer_class, callback_class, clock: ClockSchedule, reporter: 
             (checkpoint / CLOCK_FILE).write_text(json.dumps({"seconds": clock.spent}), encoding="utf-8")
 
     return ClockTrainer, Budget()
+
+
+def load_checkpoint_adapter(model, checkpoint: Path) -> None:
+    """The LoRA weights a checkpoint saved (adapter_model.safetensors), into the peft model."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    set_peft_model_state_dict(model, load_file(str(checkpoint / "adapter_model.safetensors")))
+
+
+def checkpoint_step(checkpoint: Path) -> int:
+    return int(json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))["global_step"])
 
 
 def clock_spent(checkpoint: Path) -> float:
@@ -394,6 +423,9 @@ def run_key(job: TrainJob, data_fingerprint: str) -> str:
     settings["training"] = {
         k: v for k, v in settings["training"].items() if k not in RESUMABLE_TRAINING_CHANGES
     }
+    # The budget's length may change (a longer one resumes), but not whether the rate follows steps or
+    # the clock: an annealed step run resumed by the clock would warm up again, and the reverse.
+    settings["training"]["by_clock"] = job.training.max_minutes is not None
     payload = json.dumps({"data": data_fingerprint, "settings": settings}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
