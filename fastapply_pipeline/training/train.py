@@ -272,9 +272,10 @@ def train(job: TrainJob, reporter: Reporter) -> dict:
         callbacks=callbacks,
         compute_loss_func=answer_loss if answer_logits_only else None,
     )
+    resumed_state = trainer_state(Path(resume)) if resume else {}
     if resume:
         reporter.info(f"resuming from {resume}")
-        losses.extend(logged_losses(Path(resume)))  # the curve so far, so the metrics hold all of it
+        losses.extend(logged_losses(resumed_state))  # the curve so far, so the metrics hold all of it
     started = time.perf_counter()
     if clock is not None and resume and clock.spent_before >= clock.budget_seconds:
         # Nothing left to train. The Trainer would still run a step (it stops only after one, and a
@@ -282,7 +283,7 @@ def train(job: TrainJob, reporter: Reporter) -> dict:
         reporter.info(f"training.max_minutes was spent by {resume}: nothing left to train")
         load_checkpoint_adapter(model, Path(resume))
         clock.spent_out = True
-        steps, training_loss = checkpoint_step(Path(resume)), losses[-1][1] if losses else 0.0
+        steps, training_loss = int(resumed_state["global_step"]), losses[-1][1] if losses else 0.0
     else:
         result = trainer.train(resume_from_checkpoint=resume)
         steps, training_loss = result.global_step, float(result.training_loss)
@@ -393,23 +394,25 @@ def load_checkpoint_adapter(model, checkpoint: Path) -> None:
     set_peft_model_state_dict(model, load_file(str(checkpoint / "adapter_model.safetensors")))
 
 
-def checkpoint_step(checkpoint: Path) -> int:
-    return int(json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))["global_step"])
-
-
 def clock_spent(checkpoint: Path) -> float:
     """The training time a checkpoint had spent of its max_minutes (0 for a checkpoint made by steps)."""
     path = checkpoint / CLOCK_FILE
     return float(json.loads(path.read_text(encoding="utf-8"))["seconds"]) if path.is_file() else 0.0
 
 
-def logged_losses(checkpoint: Path) -> list[tuple[int, float]]:
-    """(step, loss) logged before a checkpoint (its trainer_state.json), for a resumed run's curve."""
-    state = checkpoint / "trainer_state.json"
-    if not state.is_file():
-        return []
-    history = json.loads(state.read_text(encoding="utf-8")).get("log_history", [])
-    return [(int(entry["step"]), float(entry["loss"])) for entry in history if "loss" in entry]
+def trainer_state(checkpoint: Path) -> dict:
+    """A checkpoint's trainer_state.json (global_step, log_history), {} where it has none."""
+    path = checkpoint / "trainer_state.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def logged_losses(state: dict) -> list[tuple[int, float]]:
+    """(step, loss) logged before a checkpoint (its trainer state), for a resumed run's curve."""
+    return [
+        (int(entry["step"]), float(entry["loss"]))
+        for entry in state.get("log_history", [])
+        if "loss" in entry
+    ]
 
 
 def checkpointing_argument(arguments_class) -> str:
