@@ -276,6 +276,154 @@ def test_cli_exit_codes(tmp_path):
     assert missing.exit_code == 2
 
 
+WEBHOOK = """import os
+
+HANDLED = {"push", "release"}
+
+
+def verify(body):
+    return bool(body)
+
+
+def handle(body):
+    return verify(body)
+"""
+
+
+def test_new_code_inserted_into_a_blank_run_keeps_the_files_spacing_before_what_follows():
+    """The head ends in one of two blank lines: the new line is followed by the run's full length (two
+    blank lines before a Python function), not by what is left of it."""
+    snippet = """import os
+import logging
+# ... existing code ...
+HANDLED = {"push", "release"}
+
+logger = logging.getLogger(__name__)
+
+# ... existing code ...
+"""
+    result = apply_snippet(WEBHOOK, snippet, language="python")
+    assert result.merged == WEBHOOK.replace("import os\n", "import os\nimport logging\n").replace(
+        'HANDLED = {"push", "release"}\n',
+        'HANDLED = {"push", "release"}\n\nlogger = logging.getLogger(__name__)\n',
+    )
+
+
+def test_a_rewritten_line_after_a_heading_keeps_its_list_tight():
+    """A changed list item right under a section's heading replaces the old item: no blank line is
+    inserted between it and the next item."""
+    readme = "# Tool\n\n## Setup\n\n1. Install Python 3.10.\n2. Run `make`.\n\n## Usage\n\nRun it.\n"
+    snippet = "## Setup\n\n1. Install Python 3.11 or newer.\n<!-- ... -->\n"
+    result = apply_snippet(readme, snippet, language="markdown")
+    assert result.merged == readme.replace("Python 3.10.", "Python 3.11 or newer.")
+
+
+def test_an_anonymous_handler_among_new_lines_is_not_a_moved_unit():
+    """A new route's `async (req, res) => {` names nothing: the existing route's handler with the same
+    first line stays where it is."""
+    original = """router.post(
+  "/",
+  validate,
+  async (req, res) => {
+    res.json(await create(req.body));
+  }
+);
+
+router.delete("/:id", async (req, res) => {
+  res.json(await remove(req.params.id));
+});
+"""
+    snippet = """// ... existing code ...
+);
+
+router.patch(
+  "/:id",
+  async (req, res) => {
+    res.json(await update(req.params.id, req.body));
+  }
+);
+
+router.delete("/:id", async (req, res) => {
+// ... existing code ...
+"""
+    added = 'router.patch(\n  "/:id",\n  async (req, res) => {\n    res.json(await update(req.params.id, req.body));\n  }\n);\n\n'
+    result = apply_snippet(original, snippet, language="javascript")
+    assert result.merged == original.replace('router.delete("/:id"', added + 'router.delete("/:id"')
+
+
+GO_SERVER = """package server
+
+type Server struct {
+\tcfg    Config
+\tlogger *slog.Logger
+}
+
+func NewServer(cfg Config) *Server {
+\ts := &Server{
+\t\tcfg:    cfg,
+\t\tlogger: slog.Default(),
+\t}
+\ts.routes()
+\ts.http = &http.Server{
+\t\tAddr: cfg.Addr,
+\t}
+\treturn s
+}
+"""
+
+
+def test_a_new_blocks_closer_above_the_first_unchanged_line_is_not_the_head():
+    """The snippet opens with a changed signature and a new `if` block: its `}` matches two closers of
+    the original, and would make the placement ambiguous; the head is the first unchanged statement."""
+    snippet = """func NewServer(cfg Config, logger *slog.Logger) *Server {
+\tif logger == nil {
+\t\tlogger = slog.Default()
+\t}
+\ts := &Server{
+\t\tcfg:    cfg,
+\t\tlogger: logger,
+\t}
+\t// ... existing code ...
+}
+"""
+    result = apply_snippet(GO_SERVER, snippet, language="go")
+    assert result.ok, result.detail
+    assert result.merged == GO_SERVER.replace(
+        "func NewServer(cfg Config) *Server {\n",
+        "func NewServer(cfg Config, logger *slog.Logger) *Server {\n\tif logger == nil {\n"
+        "\t\tlogger = slog.Default()\n\t}\n",
+    ).replace("\t\tlogger: slog.Default(),", "\t\tlogger: logger,")
+
+
+def test_a_first_line_that_copies_a_later_units_line_is_new_when_the_header_comes_first():
+    """The changed derive line equals the derive of the struct below; the struct the snippet names
+    comes first in the file, so the derive line edits that struct's attribute (not an insertion next to
+    the other struct, which would duplicate its header)."""
+    original = """#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ServerConfig {
+    pub host: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DatabaseConfig {
+    pub url: String,
+}
+"""
+    snippet = """#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", default)]
+pub struct ServerConfig {
+    // ... existing fields ...
+}
+"""
+    result = apply_snippet(original, snippet, language="rust")
+    assert result.ok, result.detail
+    assert result.merged == original.replace(
+        '#[derive(Debug, Deserialize)]\n#[serde(rename_all = "kebab-case")]',
+        '#[derive(Debug, Serialize, Deserialize)]\n#[serde(rename_all = "kebab-case", default)]',
+    )
+
+
 REALISTIC = Path(__file__).parent / "data" / "realistic"
 
 

@@ -190,9 +190,14 @@ def signature(text: str) -> str | None:
     return None
 
 
-_NOT_NAMES = frozenset(
-    {"if", "for", "while", "switch", "return", "catch", "with", "elif", "else", "match", "await"}
-)
+# Keywords the method pattern would read as names: `if (`, and anonymous functions (`async (req) =>`,
+# `function (x)`), which name nothing.
+# fmt: off
+_NOT_NAMES = frozenset({
+    "if", "for", "while", "switch", "return", "catch", "with", "elif", "else", "match", "await",
+    "async", "function", "new", "throw", "yield", "typeof", "void", "delete", "do", "try", "super",
+})
+# fmt: on
 
 
 _DECORATOR_RE = re.compile(r"^(@[\w.]+|#\[\w+)")
@@ -482,7 +487,14 @@ class _Merger:
     ):
         lines, n = self.orig.lines, len(self.orig.lines)
 
+        forward: dict[int, list[tuple[int, int]]] = {}
+
         def forward_runs(h: int) -> list[tuple[int, int]]:
+            if h not in forward:
+                forward[h] = _forward_runs(h)
+            return forward[h]
+
+        def _forward_runs(h: int) -> list[tuple[int, int]]:
             runs = []
             for p in self.orig.by_text.get(seg[h].text, ()):
                 if p < cursor:
@@ -518,10 +530,27 @@ class _Merger:
                 q >= cursor and _same(seg[i], lines[q], delta) for q in self.orig.by_text.get(seg[i].text, ())
             )
 
-        h = next((i for i in range(len(seg)) if occurs(i) and forward_runs(i)), None)
-        if h is None:
+        anchors = [i for i in range(len(seg)) if occurs(i) and forward_runs(i)]
+        # A lone closer that nothing after it continues (`}` of a new `if` block above the first unchanged
+        # line) is no head when a stronger line anchors after it: new lines above the head that copy an
+        # original line still displace it (_build).
+        strong = [i for i in anchors if not seg[i].weak or any(run > 1 for _, run in forward_runs(i))]
+        if not anchors:
             raise AnchorError(Refusal.NO_ANCHOR, f"no line of the segment starting {_show(seg[0])} anchors")
         t = next(i for i in range(len(seg) - 1, -1, -1) if occurs(i))
+
+        last = [
+            q
+            for q in self.orig.by_text.get(seg[t].text, ())
+            if q >= cursor and _same(seg[t], lines[q], delta)
+        ]
+
+        def contradicted(h: int) -> bool:  # every place of this head lies after the segment's last anchor
+            return all(h + run - 1 < t and all(q < p for q in last) for p, run in forward_runs(h))
+
+        # A first line that copies another unit's line (the derive attribute of the struct above) is new, not
+        # the head, when the segment's own header (its last anchor) comes before every place of it.
+        h = next((i for i in strong if not contradicted(i)), (strong or anchors)[0])
         heads = forward_runs(h)
         if pinned_start and h == 0:  # no marker before the snippet: it starts at the file's start if it can
             at_top = [(p, r) for p, r in heads if p == max(cursor, self.orig.first)]
@@ -817,7 +846,9 @@ class _Merger:
             + [self.render_new(x, delta) for x in seg[t + 1 :]]
         )
         separator = 0
-        if not tail_run:  # new code after the head: separated from what follows as the head is from it
+        # New code inserted after the head (not rewriting the lines that follow it): separated from what
+        # follows as the head is from it.
+        if not tail_run and end == q_end:
             while separator < head_run and lines[p + head_run - 1 - separator].blank:
                 separator += 1
         return Placement(start, end, delta, new_lines, head_run + tail_run, h > 0, k < len(seg), separator)
@@ -846,8 +877,17 @@ class _Merger:
             if placement.starts_new and lead and out and out[-1].strip():
                 out.extend([""] * lead)
             out.extend(placement.lines)
-            if placement.ends_new and placement.end < len(self.raw) and self.raw[placement.end].strip():
-                out.extend([""] * (trail or placement.separator))
+            if placement.ends_new and placement.end < len(self.raw):
+                following = sum(
+                    1 for _ in itertools.takewhile(lambda x: not x.strip(), self.raw[placement.end :])
+                )
+                if not following:
+                    out.extend([""] * (trail or placement.separator))
+                elif placement.separator and placement.end + following < len(self.raw):
+                    # Inserted into a run of blank lines that the head ends in: the new code is followed by
+                    # the run's full length, the file's own spacing (two blank lines between Python
+                    # functions), or by the snippet's blank lines where it has more.
+                    out.extend([""] * (max(trail, placement.separator + following) - following))
             cursor = placement.end
         out.extend(self.raw[i] for i in range(cursor, len(self.raw)) if i not in moved)
         return out, [(p.start, p.end) for p in placements]
