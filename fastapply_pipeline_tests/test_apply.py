@@ -424,6 +424,118 @@ pub struct ServerConfig {
     )
 
 
+TO_MILLIS = """export function toMillis(value: number): number;
+export function toMillis(text: string): number;
+export function toMillis(input: number | string): number {
+  if (typeof input === "number") {
+    return input;
+  }
+  return Number(input);
+}
+"""
+
+
+def test_a_segment_ending_in_a_new_block_is_anchored_by_the_run_before_that_block():
+    """The snippet's last line that occurs in the file is the `}` of a new `if` block: the tail is the
+    unchanged `if` block before it, and the new block goes after that (not a copy of the whole segment
+    inserted after its first line)."""
+    snippet = """// ... existing code ...
+export function toMillis(value: number): number;
+export function toMillis(parts: { value: number }): number;
+export function toMillis(text: string): number;
+export function toMillis(input: number | string | { value: number }): number {
+  if (typeof input === "number") {
+    return input;
+  }
+  if (typeof input === "object") {
+    return input.value;
+  }
+  // ... existing code ...
+}
+"""
+    result = apply_snippet(TO_MILLIS, snippet, language="typescript")
+    assert result.merged == TO_MILLIS.replace(
+        "export function toMillis(text",
+        "export function toMillis(parts: { value: number }): number;\nexport function toMillis(text",
+    ).replace("(input: number | string)", "(input: number | string | { value: number })").replace(
+        "    return input;\n  }\n",
+        '    return input;\n  }\n  if (typeof input === "object") {\n    return input.value;\n  }\n',
+    )
+
+
+def test_a_changed_import_edits_the_import_it_nearly_copies_not_its_type_only_sibling():
+    original = (
+        'import { useEffect, useState } from "react";\nimport type { ReactNode } from "react";\n\n'
+        "export const a = 1;\n\nexport function f() {\n  return a;\n}\n"
+    )
+    snippet = (
+        'import { useEffect, useMemo, useState } from "react";\n// ... existing code ...\n'
+        "export function f() {\n  return a + 1;\n}\n"
+    )
+    result = apply_snippet(original, snippet, language="typescript")
+    assert result.merged == original.replace("useEffect, useState", "useEffect, useMemo, useState").replace(
+        "return a;", "return a + 1;"
+    )
+
+
+def test_a_case_rewritten_into_a_braced_block_does_not_send_the_segment_to_a_look_alike_switch():
+    """`case Kind.B:` becomes `case Kind.B: {`: that header is mentioned, so the placement between the
+    matching neighbours of the first switch stands (the second switch matches only one line)."""
+    original = """export function area(k: Kind, a: number): number {
+  switch (k) {
+    case Kind.A:
+      return a * a;
+    case Kind.B:
+      return a / 2;
+    case Kind.C:
+      return a;
+  }
+}
+
+export function perimeter(k: Kind, a: number): number {
+  switch (k) {
+    case Kind.A:
+      return 4 * a;
+    case Kind.B:
+      return 3 * a;
+    case Kind.C:
+      return a;
+  }
+}
+"""
+    snippet = """// ... existing code ...
+    case Kind.A:
+      return a * a;
+    case Kind.B: {
+      const h = a / 2;
+      return h;
+    }
+    case Kind.C:
+      return a;
+// ... existing code ...
+"""
+    result = apply_snippet(original, snippet, language="typescript")
+    assert result.merged == original.replace(
+        "    case Kind.B:\n      return a / 2;\n",
+        "    case Kind.B: {\n      const h = a / 2;\n      return h;\n    }\n",
+    )
+
+
+def test_a_new_exit_right_after_its_anchor_rewrites_the_exit_that_ends_the_block():
+    """`return X` directly after `if n > max {`, then a marker: the block's old `return` is replaced (a
+    second exit after it would be dead code); a new statement that is no exit is still inserted."""
+    original = "func run(n int) error {\n\tn++\n\tif n > max {\n\t\treturn ErrTooMany\n\t}\n\treturn nil\n}\n"
+    snippet = 'func run(n int) error {\n\t// ...\n\tif n > max {\n\t\treturn fmt.Errorf("%w: %d", ErrTooMany, n)\n\t// ...\n'
+    result = apply_snippet(original, snippet, language="go")
+    assert result.merged == original.replace(
+        "return ErrTooMany", 'return fmt.Errorf("%w: %d", ErrTooMany, n)'
+    )
+    logged = snippet.replace('return fmt.Errorf("%w: %d", ErrTooMany, n)', "log.Print(n)")
+    assert apply_snippet(original, logged, language="go").merged == original.replace(
+        "\t\treturn ErrTooMany", "\t\tlog.Print(n)\n\t\treturn ErrTooMany"
+    )
+
+
 REALISTIC = Path(__file__).parent / "data" / "realistic"
 
 

@@ -59,6 +59,7 @@ _FILE_START_RE = re.compile(
     r"#include\b|#!|[\"']use (?:strict|client|server)[\"']|extern\s+crate\b|mod\s+\w+;|[\"']{3}|"
     r"(?://|#)\s*(?:Copyright|SPDX-License-Identifier)\b)"
 )
+_EXIT_RE = re.compile(r"^(?:return|raise|throw)\b")
 _HEADING_RE = re.compile(r"^(#{1,6})\s+\S")
 _FENCE_RE = re.compile(r"^(```|~~~)")
 _DECORATION_RE = re.compile(
@@ -545,6 +546,15 @@ class _Merger:
             if q >= cursor and _same(seg[t], lines[q], delta)
         ]
 
+        def new_block_opener(k: int) -> int | None:  # the new line that opens the block line k closes
+            if self.orig.markdown or not seg[k].weak:
+                return None
+            level = seg[k].level
+            o = next((o for o in range(k - 1, -1, -1) if not seg[o].blank and seg[o].level <= level), None)
+            if o is None or seg[o].level != level or seg[o].weak or occurs(o):
+                return None
+            return o
+
         def contradicted(h: int) -> bool:  # every place of this head lies after the segment's last anchor
             return all(h + run - 1 < t and all(q < p for q in last) for p, run in forward_runs(h))
 
@@ -558,10 +568,12 @@ class _Merger:
         base = min(line.level for line in seg if not line.blank) + delta
         mentioned = {line.text for line in seg if not line.blank}
         mentioned |= {sig for sig in (signature(line.text) for line in seg if not line.blank) if sig}
+        # a header the segment rewrites only by its block's opening (`case X:` -> `case X: {`) is mentioned
+        headers_mentioned = {_opening_core(line.text) for line in seg if not line.blank}
         placements = []
         for p, head_run in heads:
             if h + head_run - 1 >= t:
-                pairs = [(p, head_run, p + head_run, 0)]
+                pairs = [(p, head_run, p + head_run, 0, t)]
             else:
                 pairs = []
                 for q_end, tail_run in backward_runs(t, p + head_run):
@@ -571,10 +583,22 @@ class _Merger:
                         not all(x.weak for x in seg[t - tail_run + 1 : t + 1])
                         or q_end - 1 in closers(p, head_run)
                     ):
-                        pairs.append((p, head_run, q_end, tail_run))
+                        pairs.append((p, head_run, q_end, tail_run, t))
+                opener = new_block_opener(t)
+                if not pairs and opener is not None:
+                    # The last line that occurs closes a block of new code (the `}` of a new `if`): the tail
+                    # is the last run before that block that holds a line stronger than a closer, and the
+                    # block is new.
+                    for t2 in range(opener - 1, h + head_run - 1, -1):
+                        for q_end, tail_run in backward_runs(t2, p + head_run) if occurs(t2) else ():
+                            tail_run = min(tail_run, q_end - (p + head_run), t2 - (h + head_run) + 1)
+                            if tail_run > 0 and not all(x.weak for x in seg[t2 - tail_run + 1 : t2 + 1]):
+                                pairs.append((p, head_run, q_end, tail_run, t2))
+                        if pairs:
+                            break
                 if not pairs:  # no tail worth trusting: the lines after the head are new, inserted there
-                    pairs = [(p, head_run, p + head_run, 0)]
-            for p_, head_run_, q_end, tail_run in pairs:
+                    pairs = [(p, head_run, p + head_run, 0, t)]
+            for p_, head_run_, q_end, tail_run, t_ in pairs:
                 swallowed = [
                     i
                     for i in range(p_ + head_run_, q_end - tail_run)
@@ -583,10 +607,12 @@ class _Merger:
                 # any block opened at the segment's own depth that the segment does not mention: a placement
                 # without such lines is preferred (it replaces less that nobody asked to change)
                 overrun = any(
-                    lines[i].level <= base and lines[i].text not in mentioned and self.orig.is_header(i)
+                    lines[i].level <= base
+                    and _opening_core(lines[i].text) not in headers_mentioned
+                    and self.orig.is_header(i)
                     for i in range(p_ + head_run_, q_end - tail_run)
                 )
-                placements.append((p_, head_run_, q_end, tail_run, swallowed, overrun))
+                placements.append((p_, head_run_, q_end, tail_run, swallowed, overrun, t_))
         if not placements:
             raise AnchorError(
                 Refusal.OUT_OF_ORDER,
@@ -597,8 +623,8 @@ class _Merger:
             if len(placements) > 1 and clean:
                 placements = clean
         out = []
-        for p, head_run, q_end, tail_run, swallowed, _overrun in placements:
-            tail_lines = seg[t - tail_run + 1 : t + 1] if tail_run else []
+        for p, head_run, q_end, tail_run, swallowed, _overrun, t_ in placements:
+            tail_lines = seg[t_ - tail_run + 1 : t_ + 1] if tail_run else []
             if swallowed and (not tail_run or all(x.weak for x in tail_lines)):
                 name = lines[swallowed[0]].text
                 raise AnchorError(
@@ -606,7 +632,7 @@ class _Merger:
                     f"placing the segment starting {_show(seg[0])} would replace {name!r} (line {swallowed[0] + 1}), "
                     "which the snippet does not mention; add a marker for it or more unchanged lines",
                 )
-            out.append(self._build(seg, cursor, delta, h, p, head_run, t, q_end, tail_run, after))
+            out.append(self._build(seg, cursor, delta, h, p, head_run, t_, q_end, tail_run, after))
         return out
 
     def _place_by_identity(self, seg: list[Line], cursor: int) -> Placement | None:
@@ -628,10 +654,16 @@ class _Merger:
                 j += 1
             if ok:
                 found.append((i, j, delta))
+        if len(found) > 1:  # one run that every line nearly copies (a name added to one of two imports)
+            found = [(i, j, d) for i, j, d in found if self._near_copies(body, i, j)]
         if len(found) != 1:
             return None
         start, end, delta = found[0]
         return Placement(start, end, delta, [self.render_new(x, delta) for x in seg], 0, True, True)
+
+    def _near_copies(self, body: list[Line], i: int, j: int) -> bool:
+        targets = [x for x in self.orig.lines[i:j] if not x.blank]
+        return len(targets) == len(body) and all(near_copy(x, y) for x, y in zip(body, targets, strict=True))
 
     def _is_whole_unit(self, seg: list[Line], after: Line | None) -> bool:
         """A segment that is one complete unit: a header with a name (after its decorations), every other
@@ -822,7 +854,11 @@ class _Merger:
                     break
         # Trailing new lines likewise, walking forward.
         end, k = q_end, t + 1
-        while k < len(seg) and end < n and _displaces(seg[k], lines[end], delta):
+        while (
+            k < len(seg)
+            and end < n
+            and (_displaces(seg[k], lines[end], delta) or self._replaces_exit(seg[k], end, delta))
+        ):
             end, k = end + 1, k + 1
         if k < len(seg) and self.orig.markdown:
             end = self._rewritten_prose(seg[k:], end)
@@ -852,6 +888,15 @@ class _Merger:
             while separator < head_run and lines[p + head_run - 1 - separator].blank:
                 separator += 1
         return Placement(start, end, delta, new_lines, head_run + tail_run, h > 0, k < len(seg), separator)
+
+    def _replaces_exit(self, new: Line, i: int, delta: int) -> bool:
+        """A new `return`/`raise`/`throw` in place of the one that ends the original's block at the same
+        depth: a second exit after the first would be dead code, so it is that exit rewritten."""
+        old, lines = self.orig.lines[i], self.orig.lines
+        if new.level + delta != old.level or not (_EXIT_RE.match(new.text) and _EXIT_RE.match(old.text)):
+            return False
+        after = next((x for x in lines[i + 1 :] if not x.blank), None)
+        return after is None or after.level < old.level
 
     def merge_segments(self) -> tuple[list[str], list[tuple[int, int]]]:
         segments, gaps = self.segments()
@@ -1228,6 +1273,11 @@ class _Merger:
             out, spans = self.merge_segments()
             mode = "segments"
         return ApplyResult(join_lines(out, self.newline, self.ends), spans=spans, mode=mode)
+
+
+def _opening_core(text: str) -> str:
+    """A header without how it opens its block: `case X: {` and `case X:` are the same header."""
+    return text.rstrip(" \t{(:")
 
 
 def _displaces(new: Line, old: Line, delta: int) -> bool:
