@@ -536,6 +536,96 @@ def test_a_new_exit_right_after_its_anchor_rewrites_the_exit_that_ends_the_block
     )
 
 
+ALERT = """export function Alert({ title, onDismiss }: AlertProps) {
+  return (
+    <div role="alert" className={clsx("alert")}>
+      <strong>{title}</strong>
+      <button onClick={onDismiss}>x</button>
+    </div>
+  );
+}
+
+export function AlertList({ items }: { items: AlertProps[] }) {
+  return (
+    <div className="alert-list">
+      {items.map((item) => (
+        <Alert key={item.title} {...item} />
+      ))}
+    </div>
+  );
+}
+"""
+
+
+def test_a_rewritten_opener_whose_body_is_elided_is_closed_by_its_own_closing_lines():
+    """The snippet rewrites the component's signature and its `<div>` (the children elided by a JSX
+    marker), then closes with `</div>`, `);`, `}`: the opener replaces the old `<div>`, and the closing
+    lines land on that component's own (not the look-alike closers of the next component)."""
+    snippet = """// ... existing code ...
+export function Alert({ title, variant = "info", onDismiss }: AlertProps) {
+  return (
+    <div role="alert" className={clsx("alert", `alert-${variant}`)}>
+      {/* ... existing code ... */}
+    </div>
+  );
+}
+// ... existing code ...
+"""
+    result = apply_snippet(ALERT, snippet, language="tsx")
+    assert result.merged == ALERT.replace(
+        "{ title, onDismiss }", '{ title, variant = "info", onDismiss }'
+    ).replace('className={clsx("alert")}', 'className={clsx("alert", `alert-${variant}`)}')
+
+
+def test_a_block_rewritten_under_a_changed_condition_replaces_the_old_block():
+    original = "function f(x) {\n  if (a) {\n    one();\n  }\n  if (b) {\n    two();\n  }\n  return x;\n}\n"
+    snippet = (
+        "// ... existing code ...\n  if (a) {\n    one();\n  }\n  if (b && c) {\n    two();\n    three();\n  }\n"
+        "// ... existing code ...\n"
+    )
+    result = apply_snippet(original, snippet, language="javascript")
+    assert result.merged == original.replace(
+        "  if (b) {\n    two();\n  }", "  if (b && c) {\n    two();\n    three();\n  }"
+    )
+
+
+# Found by a second reader of the rules above: each merged a wrong file in a first version of them.
+def test_code_appended_to_a_function_that_copies_an_earlier_line_stays_in_that_function():
+    original = (
+        "def load(path):\n    with open(path) as f:\n        data = f.read()\n    return data\n\n\n"
+        'def save(path, data):\n    with open(path, "w") as f:\n        f.write(data)\n'
+    )
+    snippet = (
+        '# ... existing code ...\ndef save(path, data):\n    with open(path, "w") as f:\n        f.write(data)\n'
+        "    return data\n"
+    )
+    assert apply_snippet(original, snippet, language="python").merged == original + "    return data\n"
+
+
+def test_methods_named_new_or_delete_are_units():
+    original = (
+        "pub struct Pool {\n    size: usize,\n}\n\nimpl Pool {\n    pub fn new(size: usize) -> Self {\n"
+        "        Pool { size }\n    }\n\n    pub fn size(&self) -> usize {\n        self.size\n    }\n}\n"
+    )
+    snippet = (
+        "impl Pool {\n    pub fn new(size: usize, name: String) -> Self {\n        Pool { size, name }\n    }\n"
+        "    // ... existing code ...\n"
+    )
+    assert apply_snippet(original, snippet, language="rust").merged == original.replace(
+        "    pub fn new(size: usize) -> Self {\n        Pool { size }",
+        "    pub fn new(size: usize, name: String) -> Self {\n        Pool { size, name }",
+    )
+
+
+def test_a_changed_assignment_that_fits_two_classes_is_refused_not_matched_by_spelling():
+    original = (
+        'class Config:\n    SECRET = "x"\n\n\nclass Dev(Config):\n    DEBUG = True\n    LOG_LEVEL = "debug"\n\n\n'
+        'class Prod(Config):\n    DEBUG = False\n    LOG_LEVEL = "warning"\n'
+    )
+    snippet = '# ... existing code ...\n    LOG_LEVEL = "info"\n# ... existing code ...\n'
+    assert not apply_snippet(original, snippet, language="python").ok
+
+
 REALISTIC = Path(__file__).parent / "data" / "realistic"
 
 

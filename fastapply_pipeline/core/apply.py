@@ -193,12 +193,23 @@ def signature(text: str) -> str | None:
 
 # Keywords the method pattern would read as names: `if (`, and anonymous functions (`async (req) =>`,
 # `function (x)`), which name nothing.
-# fmt: off
-_NOT_NAMES = frozenset({
-    "if", "for", "while", "switch", "return", "catch", "with", "elif", "else", "match", "await",
-    "async", "function", "new", "throw", "yield", "typeof", "void", "delete", "do", "try", "super",
-})
-# fmt: on
+_NOT_NAMES = frozenset(
+    {
+        "if",
+        "for",
+        "while",
+        "switch",
+        "return",
+        "catch",
+        "with",
+        "elif",
+        "else",
+        "match",
+        "await",
+        "async",
+        "function",
+    }
+)
 
 
 _DECORATOR_RE = re.compile(r"^(@[\w.]+|#\[\w+)")
@@ -532,19 +543,6 @@ class _Merger:
             )
 
         anchors = [i for i in range(len(seg)) if occurs(i) and forward_runs(i)]
-        # A lone closer that nothing after it continues (`}` of a new `if` block above the first unchanged
-        # line) is no head when a stronger line anchors after it: new lines above the head that copy an
-        # original line still displace it (_build).
-        strong = [i for i in anchors if not seg[i].weak or any(run > 1 for _, run in forward_runs(i))]
-        if not anchors:
-            raise AnchorError(Refusal.NO_ANCHOR, f"no line of the segment starting {_show(seg[0])} anchors")
-        t = next(i for i in range(len(seg) - 1, -1, -1) if occurs(i))
-
-        last = [
-            q
-            for q in self.orig.by_text.get(seg[t].text, ())
-            if q >= cursor and _same(seg[t], lines[q], delta)
-        ]
 
         def new_block_opener(k: int) -> int | None:  # the new line that opens the block line k closes
             if self.orig.markdown or not seg[k].weak:
@@ -555,12 +553,29 @@ class _Merger:
                 return None
             return o
 
+        # A closer that ends a block the segment opens with a new line (the `}` of a new `if` above the first
+        # unchanged line, of a new method above the next one) is never the head: it would take the
+        # original's closer of another block. A closer the segment does not open (a leading `}`) may be.
+        strong = [i for i in anchors if not (seg[i].weak and new_block_opener(i) is not None)]
+        if not anchors:
+            raise AnchorError(Refusal.NO_ANCHOR, f"no line of the segment starting {_show(seg[0])} anchors")
+        t = next(i for i in range(len(seg) - 1, -1, -1) if occurs(i))
+
+        last = [
+            q
+            for q in self.orig.by_text.get(seg[t].text, ())
+            if q >= cursor and _same(seg[t], lines[q], delta)
+        ]
+
         def contradicted(h: int) -> bool:  # every place of this head lies after the segment's last anchor
             return all(h + run - 1 < t and all(q < p for q in last) for p, run in forward_runs(h))
 
-        # A first line that copies another unit's line (the derive attribute of the struct above) is new, not
-        # the head, when the segment's own header (its last anchor) comes before every place of it.
-        h = next((i for i in strong if not contradicted(i)), (strong or anchors)[0])
+        # A first line that copies another unit's decoration (the derive attribute of the struct below) is
+        # new, not the head, when the segment's own header (its last anchor) comes before every place of it.
+        h = next(
+            (i for i in strong if not (self._decoration(seg[i].text) and contradicted(i))),
+            (strong or anchors)[0],
+        )
         heads = forward_runs(h)
         if pinned_start and h == 0:  # no marker before the snippet: it starts at the file's start if it can
             at_top = [(p, r) for p, r in heads if p == max(cursor, self.orig.first)]
@@ -654,7 +669,8 @@ class _Merger:
                 j += 1
             if ok:
                 found.append((i, j, delta))
-        if len(found) > 1:  # one run that every line nearly copies (a name added to one of two imports)
+        if len(found) > 1 and all(_IMPORT_RE.match(x.text) for x in body):
+            # imports of one module (`import {..}` and `import type {..}`): the one the changed line nearly copies
             found = [(i, j, d) for i, j, d in found if self._near_copies(body, i, j)]
         if len(found) != 1:
             return None
@@ -854,12 +870,18 @@ class _Merger:
                     break
         # Trailing new lines likewise, walking forward.
         end, k = q_end, t + 1
-        while (
-            k < len(seg)
-            and end < n
-            and (_displaces(seg[k], lines[end], delta) or self._replaces_exit(seg[k], end, delta))
-        ):
-            end, k = end + 1, k + 1
+        while k < len(seg) and end < n:
+            if (
+                _displaces(seg[k], lines[end], delta)
+                or self._replaces_exit(seg[k], end, delta)
+                or (k == len(seg) - 1 and self._reopens(seg[k], end, delta, after))
+            ):
+                end, k = end + 1, k + 1
+                continue
+            block = self._rewritten_block(seg, k, end, delta)
+            if block is None:
+                break
+            k, end = block
         if k < len(seg) and self.orig.markdown:
             end = self._rewritten_prose(seg[k:], end)
         elif k < len(seg):
@@ -897,6 +919,48 @@ class _Merger:
             return False
         after = next((x for x in lines[i + 1 :] if not x.blank), None)
         return after is None or after.level < old.level
+
+    def _rewritten_block(self, seg: list[Line], k: int, i: int, delta: int) -> tuple[int, int] | None:
+        """A whole block of new lines that rewrites the original's block at i (`if (b) {..}` -> `if (b && c)
+        {..}`): the same statement word, most of its header kept, its closing line shown, and a body line in
+        common. Returns where the snippet's and the original's blocks end."""
+        new, old, lines = seg[k], self.orig.lines[i], self.orig.lines
+        if new.blank or new.weak or new.level + delta != old.level or not self.orig.is_header(i):
+            return None
+        if _LABEL_RE.match(new.text) or _LABEL_RE.match(old.text):
+            return None  # `case` labels: siblings look alike
+        if identity(new.text) or identity(old.text):
+            return None  # named units and keyed lines are matched by their names (`similar`)
+        word_new, word_old = (re.match(r"[A-Za-z_$][\w$]*", x.text) for x in (new, old))
+        if not word_new or not word_old or word_new.group(0) != word_old.group(0):
+            return None
+        if difflib.SequenceMatcher(None, new.text, old.text, autojunk=False).ratio() < 0.6:
+            return None
+        j = k + 1
+        while j < len(seg) and (seg[j].blank or seg[j].level > new.level):
+            j += 1
+        end = self.orig.block_end(i)
+        if (
+            lines[end - 1].weak and lines[end - 1].level == old.level
+        ):  # the original's block has a closing line
+            if not (j < len(seg) and seg[j].weak and seg[j].level == new.level):
+                return None
+            j += 1
+        body = {x.text for x in seg[k + 1 : j] if not x.blank and not x.weak}
+        if j - k < 2 or not body & {x.text for x in lines[i + 1 : end] if not x.blank and not x.weak}:
+            return None
+        return j, end
+
+    def _reopens(self, new: Line, i: int, delta: int, after: Line | None) -> bool:
+        """The segment's last line opens a block whose body the next marker elides (`<div className=..>`
+        then `{/* ... */}` one level deeper): it rewrites the original's opener of the same kind there."""
+        old = self.orig.lines[i]
+        if after is None or after.level <= new.level or new.level + delta != old.level or new.weak:
+            return False
+        if not self.orig.is_header(i):
+            return False
+        first_new, first_old = (re.match(r"\W*[\w$.]*", x.text).group(0) for x in (new, old))
+        return first_new == first_old and difflib.SequenceMatcher(None, new.text, old.text).ratio() >= 0.6
 
     def merge_segments(self) -> tuple[list[str], list[tuple[int, int]]]:
         segments, gaps = self.segments()
@@ -966,20 +1030,39 @@ class _Merger:
         ]
         if not opened:
             return None
+        lines, body = self.orig.lines, [x for x in seg if not x.blank]
         j = max(opened)  # the innermost: opened last
         close = self.orig.block_end(j) - 1
-        body = [x for x in seg if not x.blank]
-        delta = self.orig.lines[close].level - body[0].level
+        delta = lines[close].level - body[0].level
         k = close
         for x in body:
-            while k < len(self.orig.lines) and self.orig.lines[k].blank:
+            while k < len(lines) and lines[k].blank:
                 k += 1
-            if k >= len(self.orig.lines) or not _same(x, self.orig.lines[k], delta):
-                return None
+            if k >= len(lines) or not _same(x, lines[k], delta):
+                break
             k += 1
-        if close < cursor:
+        else:
+            if close >= cursor:
+                return Placement(close, k, delta, [x.raw for x in lines[close:k]], len(body))
             return None
-        return Placement(close, k, delta, [x.raw for x in self.orig.lines[close:k]], len(body))
+        # Closers of the innermost block the earlier segment opened with a new line (a rewritten `<div>`),
+        # then of the blocks around it: the segment's last line closes one of the opened blocks, and its
+        # other lines are the closing lines right above that one.
+        for j in sorted(opened, reverse=True):
+            close = self.orig.block_end(j) - 1
+            delta = lines[close].level - body[-1].level
+            k, start = close, None
+            for x in reversed(body):
+                while k >= cursor and lines[k].blank:
+                    k -= 1
+                if k < cursor or not _same(x, lines[k], delta):
+                    break
+                start, k = k, k - 1
+            else:
+                return Placement(
+                    start, close + 1, delta, [x.raw for x in lines[start : close + 1]], len(body)
+                )
+        return None
 
     def _moved_units(self, segments: list[list[Line]], placements: list[Placement]) -> set[int]:
         """Original lines of units the snippet moved: a whole unit written among a segment's new lines
