@@ -626,6 +626,80 @@ def test_a_changed_assignment_that_fits_two_classes_is_refused_not_matched_by_sp
     assert not apply_snippet(original, snippet, language="python").ok
 
 
+FETCH_JSON = """async function fetchJson(url) {
+  const res = await fetch(url);
+  if (res.status === 404) {
+    logger.warn(`fetch ${url} failed`);
+    return null;
+  }
+  if (res.status >= 500) {
+    logger.warn(`fetch ${url} failed`);
+    throw new ServerError(res.status);
+  }
+  return res.json();
+}
+"""
+
+
+def test_a_new_sibling_block_that_shares_a_line_with_the_next_one_does_not_replace_it():
+    """Found by a second reader: `if (res.status === 401) {..}` shares its log line with the `>= 500`
+    block after it; a rewritten block must keep its header's words and every old body line."""
+    snippet = FETCH_JSON.replace(
+        "  if (res.status >= 500) {\n    logger.warn(`fetch ${url} failed`);\n    throw new ServerError(res.status);\n"
+        "  }\n  return res.json();\n",
+        "  if (res.status === 401) {\n    logger.warn(`fetch ${url} failed`);\n    throw new AuthError(url);\n  }\n"
+        "  // ... existing code ...\n",
+    )
+    result = apply_snippet(FETCH_JSON, snippet, language="javascript")
+    if result.ok:  # a refusal is fair; a merge must insert the block and keep the other
+        assert result.merged == FETCH_JSON.replace(
+            "  if (res.status >= 500)",
+            "  if (res.status === 401) {\n    logger.warn(`fetch ${url} failed`);\n    throw new AuthError(url);\n  }\n"
+            "  if (res.status >= 500)",
+        )
+
+
+def test_a_first_line_that_only_occurs_after_the_segments_last_line_is_refused():
+    """`flush();` (new in start(), a copy of stop()'s line) then start()'s lines: the head cannot be
+    told from the look-alike, so the applier refuses instead of writing into stop()."""
+    original = (
+        "function start() {\n  init();\n  serve();\n}\n\nfunction stop() {\n  flush();\n  close();\n}\n"
+    )
+    snippet = "// ... existing code ...\n  flush();\n  init();\n  serve();\n// ... existing code ...\n"
+    result = apply_snippet(original, snippet, language="javascript")
+    assert result.reason == Refusal.OUT_OF_ORDER, result.merged
+
+
+def test_a_marker_between_two_segments_stands_for_at_least_one_line():
+    """The marker inside the `if` stands for `token = raw.slice(7);`: the next segment's new line
+    `token = raw.slice(6);` is an insertion in the new `else if`, not a rewrite of that line."""
+    original = (
+        "function auth(raw) {\n  let token;\n  if (raw.startsWith('Bearer ')) {\n    token = raw.slice(7);\n"
+        "  } else {\n    return null;\n  }\n  return token;\n}\n"
+    )
+    snippet = (
+        "// ... existing code ...\n  let token;\n  if (raw.startsWith('Bearer ')) {\n    // ... existing code ...\n"
+        "  } else if (raw.startsWith('Token ')) {\n    token = raw.slice(6);\n  } else {\n    return null;\n  }\n"
+        "// ... existing code ...\n"
+    )
+    result = apply_snippet(original, snippet, language="javascript")
+    assert result.merged == original.replace(
+        "  } else {", "  } else if (raw.startsWith('Token ')) {\n    token = raw.slice(6);\n  } else {"
+    )
+
+
+def test_python_merges_are_checked_by_the_compiler_too():
+    """tree-sitter-python accepts a `with` whose body is empty; Python does not: such a merge is refused."""
+    original = "class Store:\n    def write(self, rows):\n        with self.conn:\n            self.conn.executemany(Q, rows)\n"
+    snippet = (
+        "class Store:\n    def write(self, rows):\n        with self.lock:\n            with self.conn:\n"
+        "        # ... existing code ...\n"
+    )
+    result = apply_snippet(original, snippet, language="python")
+    if result.ok:
+        compile(result.merged, "merged.py", "exec")
+
+
 REALISTIC = Path(__file__).parent / "data" / "realistic"
 
 

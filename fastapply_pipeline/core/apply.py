@@ -399,6 +399,9 @@ class _Merger:
         self.snippet_indent = indentation.for_snippet(snippet_raw)
         self.snippet = _lines(snippet_raw, self.snippet_indent)
         self._unit_names: dict[int, str | None] = {}
+        # The first original line a segment's leading new lines may rewrite: a marker between it and the
+        # previous segment stands for at least one line (merge_segments sets it per segment).
+        self._floor = 0
 
     # ---------------------------------------------------------------- segments
     def segments(self) -> tuple[list[list[Line]], list[Line | None]]:
@@ -576,6 +579,14 @@ class _Merger:
             (i for i in strong if not (self._decoration(seg[i].text) and contradicted(i))),
             (strong or anchors)[0],
         )
+        if contradicted(h) and not self.orig.markdown:
+            # The first unchanged line lies only after the last one: new code that copies a later line (then
+            # the head is later), or code appended that copies an earlier one (then the head is right).
+            raise AnchorError(
+                Refusal.OUT_OF_ORDER,
+                f"the segment starting {_show(seg[0])} has its first unchanged line {_show(seg[h])} only after its "
+                f"last one {_show(seg[t])} in the original; add unchanged lines that tell where it goes",
+            )
         heads = forward_runs(h)
         if pinned_start and h == 0:  # no marker before the snippet: it starts at the file's start if it can
             at_top = [(p, r) for p, r in heads if p == max(cursor, self.orig.first)]
@@ -717,6 +728,8 @@ class _Merger:
         if found is None:
             return None
         j, delta = found
+        if not self.orig.is_header(j):
+            return None  # a call statement (`flush();`) names no unit
         header_at = next((k for k, x in enumerate(seg) if not x.blank and not self._decoration(x.text)), 0)
         header = seg[header_at]
         if any(x.level < header.level for x in seg if not x.blank):
@@ -845,9 +858,10 @@ class _Merger:
         # Leading new lines displace the original lines they edit, walking up from the anchor through
         # lines some new line edits (a signature, a decorator) and decorations or comments between them.
         start, k, i = p, h - 1, p - 1
-        if k >= 0 and i >= cursor and seg[k].level + delta == lines[i].level and near_copy(seg[k], lines[i]):
+        floor = max(cursor, self._floor)
+        if k >= 0 and i >= floor and seg[k].level + delta == lines[i].level and near_copy(seg[k], lines[i]):
             start, k, i = i, k - 1, i - 1  # a changed first statement right above the anchor
-        while k >= 0 and i >= cursor and not lines[i].blank:
+        while k >= 0 and i >= floor and not lines[i].blank:
             match = next((kk for kk in range(k, -1, -1) if _displaces(seg[kk], lines[i], delta)), None)
             if match is not None:
                 start, k = i, match - 1
@@ -947,7 +961,10 @@ class _Merger:
                 return None
             j += 1
         body = {x.text for x in seg[k + 1 : j] if not x.blank and not x.weak}
-        if j - k < 2 or not body & {x.text for x in lines[i + 1 : end] if not x.blank and not x.weak}:
+        old_body = {x.text for x in lines[i + 1 : end] if not x.blank and not x.weak}
+        # an extension of the old block (its header's words kept in order, every old body line kept), not a
+        # sibling that shares a line with it
+        if j - k < 2 or not old_body or not old_body <= body or not _extends(new.text, old.text):
             return None
         return j, end
 
@@ -959,14 +976,14 @@ class _Merger:
             return False
         if not self.orig.is_header(i):
             return False
-        first_new, first_old = (re.match(r"\W*[\w$.]*", x.text).group(0) for x in (new, old))
-        return first_new == first_old and difflib.SequenceMatcher(None, new.text, old.text).ratio() >= 0.6
+        return _extends(new.text, old.text)  # `className="a"` -> `className="a b"`; never a wrapper's rename
 
     def merge_segments(self) -> tuple[list[str], list[tuple[int, int]]]:
         segments, gaps = self.segments()
         placements: list[Placement] = []
         cursor, delta = 0, None
         for number, seg in enumerate(segments):
+            self._floor = cursor + 1 if placements and gaps[number] is not None else 0
             placement = self._close_open_block(seg, placements, cursor) or self.place(
                 seg,
                 cursor,
@@ -1358,6 +1375,16 @@ class _Merger:
         return ApplyResult(join_lines(out, self.newline, self.ends), spans=spans, mode=mode)
 
 
+_WORD_RE = re.compile(r"[\w$]+|[^\w\s]")
+
+
+def _extends(new: str, old: str) -> bool:
+    """`new` keeps every word and sign of `old`, in order, and adds to them (`if (b) {` -> `if (b && c) {`,
+    `<div className={clsx("a")}>` -> `<div className={clsx("a", extra)}>`): an edit, not a sibling."""
+    words, rest = _WORD_RE.findall(old), iter(_WORD_RE.findall(new))
+    return len(words) > 1 and new != old and all(w in rest for w in words)
+
+
 def _opening_core(text: str) -> str:
     """A header without how it opens its block: `case X: {` and `case X:` are the same header."""
     return text.rstrip(" \t{(:")
@@ -1449,11 +1476,23 @@ def _breaks_syntax(original: str, merged: str, language: str) -> bool:
     least the brackets: a merge that unbalances the brackets of a balanced file is broken."""
     from fastapply_pipeline.core.parsing import has_grammar, parses
 
+    if language == "python" and _compiles(original) and not _compiles(merged):
+        return True  # what tree-sitter accepts but Python does not: an empty `with` body, say
     if has_grammar(language):
         return parses(original, language) and not parses(merged, language)
     if language in BRACE_LANGUAGES:
         return _bracket_balance(original) == (0, 0, 0) and _bracket_balance(merged) != (0, 0, 0)
     return False
+
+
+def _compiles(text: str) -> bool:
+    import ast
+
+    try:
+        ast.parse(text)
+    except (SyntaxError, ValueError):
+        return False
+    return True
 
 
 _LITERALS_RE = re.compile(r'"(?:\\.|[^"\\\n])*"|`[^`]*`|\'(?:\\.|[^\'\\\n])\'|//[^\n]*|/\*.*?\*/', re.DOTALL)
