@@ -1476,23 +1476,11 @@ def _breaks_syntax(original: str, merged: str, language: str) -> bool:
     least the brackets: a merge that unbalances the brackets of a balanced file is broken."""
     from fastapply_pipeline.core.parsing import has_grammar, parses
 
-    if language == "python" and _compiles(original) and not _compiles(merged):
-        return True  # what tree-sitter accepts but Python does not: an empty `with` body, say
     if has_grammar(language):
         return parses(original, language) and not parses(merged, language)
     if language in BRACE_LANGUAGES:
         return _bracket_balance(original) == (0, 0, 0) and _bracket_balance(merged) != (0, 0, 0)
     return False
-
-
-def _compiles(text: str) -> bool:
-    import ast
-
-    try:
-        ast.parse(text)
-    except (SyntaxError, ValueError):
-        return False
-    return True
 
 
 _LITERALS_RE = re.compile(r'"(?:\\.|[^"\\\n])*"|`[^`]*`|\'(?:\\.|[^\'\\\n])\'|//[^\n]*|/\*.*?\*/', re.DOTALL)

@@ -43,5 +43,20 @@ def parse(text: str, lang: str) -> ts.Tree:
 
 def parses(text: str, lang: str) -> bool:
     """True when the text parses without any error or missing node (always True where no grammar is
-    available here: Markdown, Rust, Go are checked by line alignment only)."""
-    return not has_grammar(lang) or not parse(text, lang).root_node.has_error
+    available here: Markdown, Rust, Go are checked by line alignment only). Python is also compiled
+    (`ast.parse`): tree-sitter accepts some code Python rejects (an empty `with` body, `class A(B): + 1`)."""
+    if not has_grammar(lang):
+        return True
+    if parse(text, lang).root_node.has_error:
+        return False
+    return lang != "python" or _compiles(text)
+
+
+def _compiles(text: str) -> bool:
+    import ast
+
+    try:
+        ast.parse(text)
+    except (SyntaxError, ValueError):  # ValueError: a NUL byte
+        return False
+    return True
