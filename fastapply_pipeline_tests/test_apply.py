@@ -700,6 +700,25 @@ def test_python_merges_are_checked_by_the_compiler_too():
         compile(result.merged, "merged.py", "exec")
 
 
+def test_a_call_whose_argument_spans_lines_is_not_a_unit_the_snippet_moved():
+    """`writeJSON(w, ..., map[string]any{` in the edited block looks like a header named writeJSON; the
+    other handler's call of the same shape must stay where it is (it was dropped as a "moved" unit)."""
+    original = (
+        'func Live(w http.ResponseWriter) {\n\twriteJSON(w, http.StatusOK, map[string]any{\n\t\t"status": "ok",\n'
+        "\t})\n}\n\nfunc Ready(w http.ResponseWriter) {\n\tif err := ping(); err != nil {\n"
+        '\t\twriteJSON(w, 503, map[string]any{"status": "down"})\n\t\treturn\n\t}\n}\n'
+    )
+    snippet = (
+        "// ... existing code ...\n\tif err := ping(); err != nil {\n\t\twriteJSON(w, 503, map[string]any{\n"
+        '\t\t\t"status": "down",\n\t\t\t"error":  err.Error(),\n\t\t})\n\t\treturn\n\t}\n// ... existing code ...\n'
+    )
+    result = apply_snippet(original, snippet, language="go")
+    assert result.merged == original.replace(
+        '\t\twriteJSON(w, 503, map[string]any{"status": "down"})\n',
+        '\t\twriteJSON(w, 503, map[string]any{\n\t\t\t"status": "down",\n\t\t\t"error":  err.Error(),\n\t\t})\n',
+    )
+
+
 REALISTIC = Path(__file__).parent / "data" / "realistic"
 
 

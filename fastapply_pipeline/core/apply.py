@@ -1101,6 +1101,8 @@ class _Merger:
                 if not name or line.text in kept_in_place or len(names.get(name, ())) != 1:
                     continue
                 j = names[name][0]
+                if _opens_call(self.orig.lines[j].text):
+                    continue  # `writeJSON(w, map[string]any{` opens a call's literal, not a unit
                 end = self.orig.block_end(j)
                 if any(i in replaced for i in range(j, end)):
                     continue
@@ -1383,6 +1385,12 @@ def _extends(new: str, old: str) -> bool:
     `<div className={clsx("a")}>` -> `<div className={clsx("a", extra)}>`): an edit, not a sibling."""
     words, rest = _WORD_RE.findall(old), iter(_WORD_RE.findall(new))
     return len(words) > 1 and new != old and all(w in rest for w in words)
+
+
+def _opens_call(text: str) -> bool:
+    """A line that leaves a parenthesis open and names no keyword: a call whose argument spans lines."""
+    found = _SIGNATURE_RES[0].match(text)
+    return not found and text.count("(") > text.count(")")
 
 
 def _opening_core(text: str) -> str:
