@@ -156,7 +156,9 @@ def test_truncated_and_malformed_answers_come_back_as_such(tmp_path, provider):
 @pytest.mark.slow
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_batch_results_pair_by_custom_id_and_failures_are_named(tmp_path, provider):
-    faults = {"errored": 0.15, "expired": 0.15, "missing": 0.15}
+    # The draws vary from run to run (the requests' ids do): at 0.15 each, 24 requests drew no "missing" or
+    # no "expired" in ~4 % of runs; at 0.25, in ~0.2 %.
+    faults = {"errored": 0.15, "expired": 0.25, "missing": 0.25}
     with StandIn(faults=faults) as server:
         llm, jobs = setup(tmp_path, server, provider, api="batch", max_batch_requests=10)
         results, run_log = run(tmp_path, provider, llm, jobs)
