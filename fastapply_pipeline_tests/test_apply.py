@@ -803,3 +803,92 @@ def test_a_merge_that_unbalances_the_brackets_of_a_rust_file_is_refused():
     assert apply_snippet(escaped, snippet, language="rust").ok
     fine = apply_snippet(original, "// ... existing code ...\nfn b() -> i32 {\n    3\n}\n", language="rust")
     assert fine.merged == original.replace("    2", "    3")
+
+
+def test_a_rewritten_signature_keeps_its_unit_from_counting_as_overrun():
+    """The head `@click.argument(...)` opens all three commands; only sync's place reaches the tail. Its
+    `def sync(` line, edited by the snippet, is a header the snippet names (it was taken for a block the
+    placement overruns, and the head-only place at `verify` won, dropping verify's decorators)."""
+    arg = '@click.argument("source")\n'
+    original = (
+        f"@cli.command()\n{arg}def init(source):\n    make(source)\n\n\n"
+        f"@cli.command()\n{arg}def sync(source):\n    for path in walk(source):\n        copy(path)\n"
+        '    echo("copied")\n\n\n'
+        f"@cli.command()\n{arg}def verify(source):\n    check(source)\n"
+    )
+    snippet = (
+        '# ... existing code ...\n@click.option("--dry-run", is_flag=True)\n'
+        f"{arg}def sync(source, dry_run):\n    for path in walk(source):\n        if not dry_run:\n"
+        '            copy(path)\n    echo("done")\n# ... existing code ...\n'
+    )
+    result = apply_snippet(original, snippet, language="python")
+    assert result.merged == original.replace(
+        f'{arg}def sync(source):\n    for path in walk(source):\n        copy(path)\n    echo("copied")\n',
+        f'@click.option("--dry-run", is_flag=True)\n{arg}def sync(source, dry_run):\n'
+        '    for path in walk(source):\n        if not dry_run:\n            copy(path)\n    echo("done")\n',
+    )
+
+
+def test_new_lines_that_end_a_method_inside_a_with_block_replace_the_methods_old_last_line():
+    """The segment shows the method from its new signature to its new last lines, then a marker outside it:
+    the method's old last statement, inside its `with` block, was kept after the new ones."""
+    original = (
+        "class Cache:\n    def set(self, key, value):\n        with self._lock:\n            self._evict()\n"
+        "            self._entries[key] = Entry(value, self._ttl)\n\n    def delete(self, key):\n"
+        "        with self._lock:\n            return self._entries.pop(key, None)\n"
+    )
+    snippet = (
+        "# ... existing code ...\n    def set(self, key, value, ttl=None):\n        with self._lock:\n"
+        "            self._evict()\n            expires = self._ttl if ttl is None else ttl\n"
+        "            self._entries[key] = Entry(value, expires)\n\n# ... existing code ...\n"
+    )
+    result = apply_snippet(original, snippet, language="python")
+    assert result.merged == original.replace(
+        "    def set(self, key, value):", "    def set(self, key, value, ttl=None):"
+    ).replace(
+        "            self._entries[key] = Entry(value, self._ttl)\n",
+        "            expires = self._ttl if ttl is None else ttl\n            self._entries[key] = Entry(value, expires)\n",
+    )
+
+
+def test_a_new_heading_above_a_sections_first_lines_renames_its_heading():
+    """`## Installation` right above the old `## Install` section's code: inserted, it left the old
+    heading over an empty section. A heading of another level is a new subsection, the old one stays."""
+    original = "# tool\n\nIntro.\n\n## Install\n\n```bash\nnpm i tool\n```\n\n## Usage\n\nRun it.\n"
+    snippet = "<!-- ... -->\n\n## Installation\n\n```bash\nnpm i tool\n# or\npnpm add tool\n```\n\n## Usage\n<!-- ... -->\n"
+    result = apply_snippet(original, snippet, language="markdown")
+    assert result.merged == original.replace("## Install\n", "## Installation\n").replace(
+        "npm i tool\n", "npm i tool\n# or\npnpm add tool\n"
+    )
+    sub = "<!-- ... -->\n\n### From npm\n\n```bash\nnpm i tool\n```\n\n## Usage\n<!-- ... -->\n"
+    assert apply_snippet(original, sub, language="markdown").merged == original.replace(
+        "## Install\n\n", "## Install\n\n### From npm\n\n"
+    )
+
+
+def test_a_changed_link_reference_definition_replaces_the_old_one():
+    """`[Unreleased]: .../v2.3.0...HEAD` edits the `[Unreleased]:` definition (the same label), with a new
+    `[2.3.0]:` below it; the old definition was kept beside the new one."""
+    base = "https://example.com/compare"
+    original = (
+        f"## [2.2.1]\n\n- Fix.\n\n[Unreleased]: {base}/v2.2.1...HEAD\n[2.2.1]: {base}/v2.2.0...v2.2.1\n"
+    )
+    snippet = (
+        f"<!-- ... -->\n[Unreleased]: {base}/v2.3.0...HEAD\n[2.3.0]: {base}/v2.2.1...v2.3.0\n"
+        f"[2.2.1]: {base}/v2.2.0...v2.2.1\n"
+    )
+    result = apply_snippet(original, snippet, language="markdown")
+    assert result.merged == original.replace(
+        f"[Unreleased]: {base}/v2.2.1...HEAD\n",
+        f"[Unreleased]: {base}/v2.3.0...HEAD\n[2.3.0]: {base}/v2.2.1...v2.3.0\n",
+    )
+
+
+def test_code_inserted_after_a_blank_line_keeps_the_files_spacing_not_the_snippets():
+    """The snippet leaves two blank lines before its closing marker; between Rust items the file has one."""
+    original = "fn a() -> i32 {\n    1\n}\n\nimpl R {\n    fn r(&self) {}\n}\n"
+    snippet = (
+        "// ... existing code ...\n    1\n}\n\nfn b() -> i32 {\n    2\n}\n\n\n// ... existing code ...\n"
+    )
+    result = apply_snippet(original, snippet, language="rust")
+    assert result.merged == original.replace("}\n\nimpl", "}\n\nfn b() -> i32 {\n    2\n}\n\nimpl")

@@ -224,12 +224,14 @@ _IMPORT_RE = re.compile(
 _JSX_KEY_RE = re.compile(
     r"^<([\w.]+)\b.*?\b(?:key|id|name|type|className|href)=(\{[^}]*\}|\"[^\"]*\"|'[^']*')"
 )
+_LINK_REF_RE = re.compile(r"^\[([^\]]+)\]:\s")  # a Markdown link reference definition: `[2.1.0]: https://...`
 _COMMENT_RE = re.compile(r"^(?:#(?![\[!])|//|/\*|\*|<!--)")
 
 
 def identity(text: str) -> str | None:
     """What a line declares or sets, so that an edited version of it can be recognised: a signature, a
-    decorator, an assignment target, an object key, an import's module, a keyed JSX element; else None.
+    decorator, a Markdown link label, an assignment target, an object key, an import's module, a keyed JSX
+    element; else None.
     A changed line displaces an original line only when both have the same identity: two `case` labels
     or two `return` statements are siblings, not edits of each other."""
     name = signature(text)
@@ -237,6 +239,7 @@ def identity(text: str) -> str | None:
         return name
     for kind, pattern in (
         ("decorator", _DECORATOR_RE),
+        ("link", _LINK_REF_RE),
         ("import", _IMPORT_RE),
         ("jsx", _JSX_KEY_RE),
         ("set", _ASSIGNED_RE),
@@ -635,6 +638,7 @@ class _Merger:
                 overrun = any(
                     lines[i].level <= base
                     and _opening_core(lines[i].text) not in headers_mentioned
+                    and (signature(lines[i].text) or lines[i].text) not in mentioned
                     and self.orig.is_header(i)
                     for i in range(p_ + head_run_, q_end - tail_run)
                 )
@@ -766,11 +770,12 @@ class _Merger:
         (`def main():` with a new body)."""
         lines = self.orig.lines
         anchor = q_end - 1
-        j = anchor
-        while j >= 0 and not (
-            self.orig.is_header(j)
-            and (j == anchor or lines[j].level < lines[anchor].level or self.orig.markdown)
-        ):
+        j, limit = anchor, lines[anchor].level
+        while j >= 0:
+            if self.orig.is_header(j) and (j == anchor or lines[j].level < limit or self.orig.markdown):
+                if self.orig.markdown or signature(lines[j].text):
+                    break
+                limit = lines[j].level  # an unnamed block (`with`, `if`): the unit around it ends the tail
             j -= 1
         if j < 0 or not signature(lines[j].text):
             return end  # only a named unit (a function, a method, a section) says where its tail ends
@@ -868,6 +873,15 @@ class _Merger:
             elif not self._decoration(lines[i].text):
                 break
             i -= 1
+        if self.orig.markdown and start == p:
+            # A new heading right above the section's first unchanged line (blank lines apart) renames the
+            # heading at the same place and level (`## Install` -> `## Installation`): inserted, it would
+            # leave the old heading over an empty section, since the snippet shows nothing between them.
+            kk, ii = h - 1, p - 1
+            while kk >= 0 and ii >= floor and seg[kk].blank and lines[ii].blank:
+                kk, ii = kk - 1, ii - 1
+            if kk >= 0 and ii >= floor and _same_level_headings(seg[kk], lines[ii]):
+                start = ii
         # A new signature among them that names the unit the anchor sits in: the edit starts at that
         # unit's header (its lines before the anchor were rewritten).
         for x in seg[:h]:
@@ -1008,7 +1022,7 @@ class _Merger:
                     1 for _ in itertools.takewhile(lambda x: not x.strip(), self.raw[placement.end :])
                 )
                 if not following:
-                    out.extend([""] * (trail or placement.separator))
+                    out.extend([""] * (placement.separator or trail))
                 elif placement.separator and placement.end + following < len(self.raw):
                     # Inserted into a run of blank lines that the head ends in: the new code is followed by
                     # the run's full length, the file's own spacing (two blank lines between Python
@@ -1385,6 +1399,11 @@ def _extends(new: str, old: str) -> bool:
     `<div className={clsx("a")}>` -> `<div className={clsx("a", extra)}>`): an edit, not a sibling."""
     words, rest = _WORD_RE.findall(old), iter(_WORD_RE.findall(new))
     return len(words) > 1 and new != old and all(w in rest for w in words)
+
+
+def _same_level_headings(a: Line, b: Line) -> bool:
+    found_a, found_b = _HEADING_RE.match(a.text), _HEADING_RE.match(b.text)
+    return bool(found_a and found_b) and len(found_a.group(1)) == len(found_b.group(1))
 
 
 def _opens_call(text: str) -> bool:
