@@ -892,3 +892,38 @@ def test_code_inserted_after_a_blank_line_keeps_the_files_spacing_not_the_snippe
     )
     result = apply_snippet(original, snippet, language="rust")
     assert result.merged == original.replace("}\n\nimpl", "}\n\nfn b() -> i32 {\n    2\n}\n\nimpl")
+
+
+_KEEP_AFTER_BLOCK = [
+    (  # the statement after the `if` stays
+        "def f(x):\n    if x is None:\n        x = 0\n    return x\n\n\ndef g():\n    pass\n",
+        "def f(x):\n    if x is None:\n        x = 0\n        log(x)\n",
+        ("        x = 0\n", "        x = 0\n        log(x)\n"),
+    ),
+    (  # a new line beside the block's last line is inserted, not a rewrite of it
+        "class C:\n    def set(self, key, value):\n        with self._lock:\n            self._evict()\n"
+        "            self._entries[key] = value\n\n    def get(self, key):\n        return self._entries[key]\n",
+        "    def set(self, key, value):\n        with self._lock:\n            self._evict()\n            self._log(key)\n",
+        ("            self._evict()\n", "            self._evict()\n            self._log(key)\n"),
+    ),
+    (  # the `else:` branch stays
+        "def f(x):\n    if x >= 0:\n        log(x)\n    else:\n        warn(x)\n\n\ndef g():\n    pass\n",
+        "def f(x):\n    if x >= 0:\n        log(x)\n        count(x)\n        track(x)\n",
+        ("        log(x)\n", "        log(x)\n        count(x)\n        track(x)\n"),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("original", "body", "change"), _KEEP_AFTER_BLOCK, ids=["after_if", "beside_last_line", "else_branch"]
+)
+@pytest.mark.parametrize("closing", ["# ... existing code ...\n", ""], ids=["marker", "no_marker"])
+def test_new_lines_at_the_end_of_an_if_or_with_body_keep_what_follows_in_the_function(
+    original, body, change, closing
+):
+    """A second reader's probes of the rule above: new lines that end inside an `if`/`with` body replace
+    only the block's own last lines they edit; code after the block, and a line they do not edit, stay
+    (with a closing marker at column 0, and with none)."""
+    snippet = "# ... existing code ...\n" + body + closing
+    result = apply_snippet(original, snippet, language="python")
+    assert result.merged == original.replace(*change)

@@ -770,12 +770,15 @@ class _Merger:
         (`def main():` with a new body)."""
         lines = self.orig.lines
         anchor = q_end - 1
-        j, limit = anchor, lines[anchor].level
+        ending = next(x for x in reversed(new) if not x.blank).level + delta  # where the new lines end
+        j, limit, inner = anchor, lines[anchor].level, None
         while j >= 0:
             if self.orig.is_header(j) and (j == anchor or lines[j].level < limit or self.orig.markdown):
                 if self.orig.markdown or signature(lines[j].text):
                     break
-                limit = lines[j].level  # an unnamed block (`with`, `if`): the unit around it ends the tail
+                if inner is None and lines[j].level < ending:
+                    inner = j  # the unnamed block (`with`, `if`) in whose body the new lines end
+                limit = lines[j].level
             j -= 1
         if j < 0 or not signature(lines[j].text):
             return end  # only a named unit (a function, a method, a section) says where its tail ends
@@ -790,6 +793,17 @@ class _Merger:
             unit_end -= 1  # its closing line stays
         while unit_end > end and lines[unit_end - 1].blank:
             unit_end -= 1
+        if inner is not None:
+            # The new lines end inside an unnamed block of the unit: the block's old last lines go only where
+            # each is an edit of a new line (`self._entries[key] = ...` rewritten) and the block is where the
+            # unit ends; a new line beside them (`log(key)`), or code after the block (`return x`, `else:`),
+            # is kept.
+            rest = [x for x in lines[end:unit_end] if not x.blank]
+            inside = self.orig.block_end(inner) >= unit_end and all(x.level >= ending for x in rest)
+            edited = all(
+                x.level > ending or any(_edits(y, x, delta) for y in new if not y.blank) for x in rest
+            )
+            return unit_end if rest and inside and edited else end
         depth = new[0].level + delta
         remaining = sum(1 for x in lines[end:unit_end] if not x.blank and x.level <= depth)
         new_count = sum(1 for x in new if not x.blank and x.level + delta <= depth)
@@ -880,7 +894,12 @@ class _Merger:
             kk, ii = h - 1, p - 1
             while kk >= 0 and ii >= floor and seg[kk].blank and lines[ii].blank:
                 kk, ii = kk - 1, ii - 1
-            if kk >= 0 and ii >= floor and _same_level_headings(seg[kk], lines[ii]):
+            if (
+                kk >= 0
+                and ii >= floor
+                and not _HEADING_RE.match(seg[h].text)  # under a new heading, a subheading may be new too
+                and _same_level_headings(seg[kk], lines[ii])
+            ):
                 start = ii
         # A new signature among them that names the unit the anchor sits in: the edit starts at that
         # unit's header (its lines before the anchor were rewritten).
