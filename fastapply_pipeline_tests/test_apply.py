@@ -927,3 +927,61 @@ def test_new_lines_at_the_end_of_an_if_or_with_body_keep_what_follows_in_the_fun
     snippet = "# ... existing code ...\n" + body + closing
     result = apply_snippet(original, snippet, language="python")
     assert result.merged == original.replace(*change)
+
+
+def test_a_new_blocks_ending_copied_from_a_later_block_is_not_the_tail():
+    """A new `if` inserted after the decode block ends in `return` `}`, as the `if err != nil {` block further
+    down does: taking that as the tail replaced the four lines between, which the snippet never shows. A
+    block whose opener is rewritten (`if (!a) {` -> `if (!b) {`, same ending) still is."""
+    original = (
+        "func create(w http.ResponseWriter, r *http.Request) {\n\tvar req request\n\tif err := decode(r, &req); err != nil {\n"
+        '\t\thttp.Error(w, "bad body", 400)\n\t\treturn\n\t}\n\treq.Name = strings.TrimSpace(req.Name)\n'
+        '\tuser, err := store.Create(req.Name)\n\tif err != nil {\n\t\thttp.Error(w, "failed", 500)\n\t\treturn\n\t}\n'
+        "\twriteJSON(w, user)\n}\n"
+    )
+    snippet = (
+        "// ... existing code ...\n\tvar req request\n\tif err := decode(r, &req); err != nil {\n"
+        '\t\thttp.Error(w, "bad body", 400)\n\t\treturn\n\t}\n\tif !strings.Contains(req.Email, "@") {\n'
+        '\t\thttp.Error(w, "bad email", 422)\n\t\treturn\n\t}\n// ... existing code ...\n'
+    )
+    result = apply_snippet(original, snippet, language="go")
+    assert result.merged == original.replace(
+        "\treq.Name =",
+        '\tif !strings.Contains(req.Email, "@") {\n\t\thttp.Error(w, "bad email", 422)\n\t\treturn\n\t}\n\treq.Name =',
+    )
+    js = "function f(a, b) {\n  prepare();\n  if (!a) {\n    return;\n  }\n  run(a);\n}\n"
+    rewritten = (
+        "// ... existing code ...\n  prepare();\n  if (!b) {\n    return;\n  }\n// ... existing code ...\n"
+    )
+    assert apply_snippet(js, rewritten, language="javascript").merged == js.replace("(!a)", "(!b)")
+
+
+def test_a_first_line_that_extends_the_line_above_the_anchor_replaces_it():
+    """`render(key, sizes)` -> `render(key, sizes, { signal })` right above the unchanged `return`: an edit of
+    that line (every old word kept, in order), not a new line beside it."""
+    original = (
+        "async function thumb(job) {\n  try {\n    await render(job.key, sizes);\n    return { ok: true };\n"
+        "  } catch (err) {\n    return { ok: false };\n  }\n}\n"
+    )
+    snippet = (
+        "// ... existing code ...\n    await render(job.key, sizes, { signal: AbortSignal.timeout(30_000) });\n"
+        "    return { ok: true };\n// ... existing code ...\n"
+    )
+    result = apply_snippet(original, snippet, language="javascript")
+    assert result.merged == original.replace("sizes);", "sizes, { signal: AbortSignal.timeout(30_000) });")
+
+
+def test_a_new_heading_above_the_middle_of_a_section_is_refused():
+    """`## Getting started`, new text, then the `## Installation` section's code: a rename of that section or
+    a new one splitting it? It was inserted inside the section (or, once that place was doubted, under
+    another heading); it is refused. Right above the section's first lines it is a rename (see above)."""
+    original = (
+        "# tool\n\n## Installation\n\nInstall with Cargo:\n\n```sh\ncargo install tool\n```\n\n"
+        "## Usage\n\n```sh\ntool run\n```\n"
+    )
+    snippet = (
+        "<!-- ... -->\n## Getting started\n\nInstall with Homebrew:\n\n```sh\nbrew install tool\n```\n\n"
+        "Or with Cargo:\n\n```sh\ncargo install tool\n```\n<!-- ... -->\n"
+    )
+    result = apply_snippet(original, snippet, language="markdown")
+    assert result.reason == Refusal.AMBIGUOUS_SCOPE and "'## Installation' (line 3)" in result.detail

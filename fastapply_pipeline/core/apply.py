@@ -383,6 +383,7 @@ class Placement:
     starts_new: bool = False  # its first line is new (not an anchor)
     ends_new: bool = False  # its last line is new
     separator: int = 0  # blank lines between the anchors and new code inserted after them
+    doubt: str = ""  # why this place, if it is the best one, may be wrong: then the snippet is refused
 
 
 def _show(line: Line) -> str:
@@ -493,7 +494,10 @@ class _Merger:
                 f"the segment starting {_show(first)} fits the original in {len(top)} places (lines {where}); "
                 "a unique location needs more unchanged lines around the change",
             )
-        return next(iter(top.values()))
+        chosen = next(iter(top.values()))
+        if chosen.doubt:
+            raise AnchorError(Refusal.AMBIGUOUS_SCOPE, chosen.doubt)
+        return chosen
 
     def _place_at(
         self,
@@ -605,15 +609,24 @@ class _Merger:
                 pairs = [(p, head_run, p + head_run, 0, t)]
             else:
                 pairs = []
+                opener = new_block_opener(t)
                 for q_end, tail_run in backward_runs(t, p + head_run):
                     # a tail run may reach back into the head's lines: it then gives them up
                     tail_run = min(tail_run, q_end - (p + head_run), t - (h + head_run) + 1)
-                    if tail_run > 0 and (
-                        not all(x.weak for x in seg[t - tail_run + 1 : t + 1])
-                        or q_end - 1 in closers(p, head_run)
+                    if (
+                        tail_run > 0
+                        and (
+                            not all(x.weak for x in seg[t - tail_run + 1 : t + 1])
+                            or q_end - 1 in closers(p, head_run)
+                        )
+                        and (
+                            opener is None
+                            or self._opens_replaced_block(
+                                seg, opener, h + head_run, p + head_run, q_end - tail_run, delta
+                            )
+                        )
                     ):
                         pairs.append((p, head_run, q_end, tail_run, t))
-                opener = new_block_opener(t)
                 if not pairs and opener is not None:
                     # The last line that occurs closes a block of new code (the `}` of a new `if`): the tail
                     # is the last run before that block that holds a line stronger than a closer, and the
@@ -664,6 +677,20 @@ class _Merger:
                 )
             out.append(self._build(seg, cursor, delta, h, p, head_run, t_, q_end, tail_run, after))
         return out
+
+    def _opens_replaced_block(
+        self, seg: list[Line], o: int, h_end: int, low: int, high: int, delta: int
+    ) -> bool:
+        """A tail that ends a block the segment opens with a new line (seg[o], `if !valid(x) {` ... `return`
+        `}`) anchors only where the original lines it replaces are that block's old opener (`if (!a) {` ->
+        `if (!b) {`), with before it only lines that new lines of the segment edit: elsewhere the tail is the
+        new block's own ending, copied from another block further down (`return` `}` of an `if err != nil {`),
+        and the lines it would replace are not shown."""
+        level = seg[o].level + delta
+        lines = self.orig.lines
+        replaced = [i for i in range(low, high) if not lines[i].blank and lines[i].level <= level]
+        new = [x for x in seg[h_end:o] if not x.blank]
+        return all(any(_edits(x, lines[i], delta) for x in new) for i in replaced[:-1])
 
     def _place_by_identity(self, seg: list[Line], cursor: int) -> Placement | None:
         """A segment with no unchanged line at all, each line an edit of one original line (a changed
@@ -878,8 +905,17 @@ class _Merger:
         # lines some new line edits (a signature, a decorator) and decorations or comments between them.
         start, k, i = p, h - 1, p - 1
         floor = max(cursor, self._floor)
-        if k >= 0 and i >= floor and seg[k].level + delta == lines[i].level and near_copy(seg[k], lines[i]):
-            start, k, i = i, k - 1, i - 1  # a changed first statement right above the anchor
+        if (
+            k >= 0
+            and i >= floor
+            and seg[k].level + delta == lines[i].level
+            and (near_copy(seg[k], lines[i]) or _extends(seg[k].text, lines[i].text))
+        ):
+            start, k, i = (
+                i,
+                k - 1,
+                i - 1,
+            )  # a changed first statement right above the anchor (or one extended)
         while k >= 0 and i >= floor and not lines[i].blank:
             match = next((kk for kk in range(k, -1, -1) if _displaces(seg[kk], lines[i], delta)), None)
             if match is not None:
@@ -901,6 +937,9 @@ class _Merger:
                 and _same_level_headings(seg[kk], lines[ii])
             ):
                 start = ii
+        doubt = ""
+        if self.orig.markdown and start == p and not _HEADING_RE.match(seg[h].text):
+            doubt = self._new_heading_doubt(seg[:h], p, floor)
         # A new signature among them that names the unit the anchor sits in: the edit starts at that
         # unit's header (its lines before the anchor were rewritten).
         for x in seg[:h]:
@@ -956,7 +995,31 @@ class _Merger:
         if not tail_run and end == q_end:
             while separator < head_run and lines[p + head_run - 1 - separator].blank:
                 separator += 1
-        return Placement(start, end, delta, new_lines, head_run + tail_run, h > 0, k < len(seg), separator)
+        return Placement(
+            start, end, delta, new_lines, head_run + tail_run, h > 0, k < len(seg), separator, doubt
+        )
+
+    def _new_heading_doubt(self, lead: list[Line], p: int, floor: int) -> str:
+        """Markdown: a segment that starts with a new heading above lines in the middle of a section of the
+        same level (`## Getting started`, new text, then the old `## Installation` section's code) renames
+        that section or splits it: the snippet does not say which."""
+        first = next((x for x in lead if not x.blank), None)
+        found = _HEADING_RE.match(first.text) if first is not None else None
+        if found is None:
+            return ""
+        lines = self.orig.lines
+        for i in range(p - 1, floor - 1, -1):
+            heading = None if self.orig.in_fence[i] else _HEADING_RE.match(lines[i].text)
+            if heading is None:
+                continue
+            if len(heading.group(1)) == len(found.group(1)) and any(not x.blank for x in lines[i + 1 : p]):
+                return (
+                    f"the new heading {_show(first)} starts inside the section {_show(lines[i])} (line {i + 1}): "
+                    "a rename of it or a new section? Show the old heading, or a marker between them"
+                )
+            if len(heading.group(1)) <= len(found.group(1)):
+                return ""
+        return ""
 
     def _replaces_exit(self, new: Line, i: int, delta: int) -> bool:
         """A new `return`/`raise`/`throw` in place of the one that ends the original's block at the same
