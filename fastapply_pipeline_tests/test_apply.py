@@ -931,8 +931,10 @@ def test_new_lines_at_the_end_of_an_if_or_with_body_keep_what_follows_in_the_fun
 
 def test_a_new_blocks_ending_copied_from_a_later_block_is_not_the_tail():
     """A new `if` inserted after the decode block ends in `return` `}`, as the `if err != nil {` block further
-    down does: taking that as the tail replaced the four lines between, which the snippet never shows. A
-    block whose opener is rewritten (`if (!a) {` -> `if (!b) {`, same ending) still is."""
+    down does: taking that as the tail replaced the four lines between, which the snippet never shows (a
+    wrong file). Inserted, it may be right, or a rewrite whose changed lines are not recognised (see the
+    next tests): refused. A block whose opener is rewritten (`if (!a) {` -> `if (!b) {`, same ending)
+    still is a rewrite."""
     original = (
         "func create(w http.ResponseWriter, r *http.Request) {\n\tvar req request\n\tif err := decode(r, &req); err != nil {\n"
         '\t\thttp.Error(w, "bad body", 400)\n\t\treturn\n\t}\n\treq.Name = strings.TrimSpace(req.Name)\n'
@@ -945,10 +947,7 @@ def test_a_new_blocks_ending_copied_from_a_later_block_is_not_the_tail():
         '\t\thttp.Error(w, "bad email", 422)\n\t\treturn\n\t}\n// ... existing code ...\n'
     )
     result = apply_snippet(original, snippet, language="go")
-    assert result.merged == original.replace(
-        "\treq.Name =",
-        '\tif !strings.Contains(req.Email, "@") {\n\t\thttp.Error(w, "bad email", 422)\n\t\treturn\n\t}\n\treq.Name =',
-    )
+    assert result.reason == Refusal.AMBIGUOUS_SCOPE  # insert the new block, or rewrite up to line 12?
     js = "function f(a, b) {\n  prepare();\n  if (!a) {\n    return;\n  }\n  run(a);\n}\n"
     rewritten = (
         "// ... existing code ...\n  prepare();\n  if (!b) {\n    return;\n  }\n// ... existing code ...\n"
@@ -985,3 +984,42 @@ def test_a_new_heading_above_the_middle_of_a_section_is_refused():
     )
     result = apply_snippet(original, snippet, language="markdown")
     assert result.reason == Refusal.AMBIGUOUS_SCOPE and "'## Installation' (line 3)" in result.detail
+
+
+@pytest.mark.parametrize(
+    ("language", "original", "new"),
+    [
+        ("rust", "use std::io;\nuse std::fs;\n\nfn main() {}\n", "use std::io::Write;"),
+        (
+            "python",
+            'p.add_argument("--input")\np.add_argument("--out")\n',
+            'p.add_argument("--input-format", choices=["csv", "json"])',
+        ),
+    ],
+    ids=["use_path", "option"],
+)
+def test_a_new_line_that_merely_starts_like_the_line_above_the_anchor_is_inserted(language, original, new):
+    """A second reader's probes: a line that keeps the old one's words and adds more (`use std::io::Write;`
+    above `use std::fs;`) is a new sibling, not an edit; only a call that gains arguments is one."""
+    lines = original.splitlines(keepends=True)
+    marker = "# ... existing code ...\n" if language == "python" else "// ... existing code ...\n"
+    snippet = marker + new + "\n" + lines[1] + marker
+    above = lines[0]
+    result = apply_snippet(original, snippet, language=language)
+    assert result.merged == original.replace(lines[1], new + "\n" + lines[1], 1) and above in result.merged
+
+
+def test_a_rewrite_whose_changed_lines_are_not_recognised_is_refused_not_duplicated():
+    """`const limit = 10;` + its guard -> `const max = ...;` + a guard with the same ending: the tail would
+    rewrite them, but the renamed line is no recognisable edit, so the new block's ending may be copied from
+    the old one; inserting the new lines kept both guards. The applier refuses, and the model decides."""
+    original = (
+        "function take(items) {\n  check(items);\n  prepare(items);\n  const limit = 10;\n"
+        "  if (items.length > limit) {\n    return [];\n  }\n  return items;\n}\n"
+    )
+    snippet = (
+        "// ... existing code ...\n  check(items);\n  prepare(items);\n  const max = config.maxItems;\n"
+        "  if (items.length > max) {\n    return [];\n  }\n// ... existing code ...\n"
+    )
+    result = apply_snippet(original, snippet, language="javascript")
+    assert result.reason == Refusal.AMBIGUOUS_SCOPE and "ends like the block at line" in result.detail

@@ -32,7 +32,7 @@ import difflib
 import itertools
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from fastapply_pipeline.core.markers import is_marker_line
@@ -604,6 +604,7 @@ class _Merger:
         # a header the segment rewrites only by its block's opening (`case X:` -> `case X: {`) is mentioned
         headers_mentioned = {_opening_core(line.text) for line in seg if not line.blank}
         placements = []
+        copied: dict[tuple[int, int], int] = {}  # a head's rejected tail: where the new block's ending fits
         for p, head_run in heads:
             if h + head_run - 1 >= t:
                 pairs = [(p, head_run, p + head_run, 0, t)]
@@ -613,20 +614,16 @@ class _Merger:
                 for q_end, tail_run in backward_runs(t, p + head_run):
                     # a tail run may reach back into the head's lines: it then gives them up
                     tail_run = min(tail_run, q_end - (p + head_run), t - (h + head_run) + 1)
-                    if (
-                        tail_run > 0
-                        and (
-                            not all(x.weak for x in seg[t - tail_run + 1 : t + 1])
-                            or q_end - 1 in closers(p, head_run)
-                        )
-                        and (
-                            opener is None
-                            or self._opens_replaced_block(
-                                seg, opener, h + head_run, p + head_run, q_end - tail_run, delta
-                            )
-                        )
+                    if tail_run > 0 and (
+                        not all(x.weak for x in seg[t - tail_run + 1 : t + 1])
+                        or q_end - 1 in closers(p, head_run)
                     ):
-                        pairs.append((p, head_run, q_end, tail_run, t))
+                        if opener is None or self._opens_replaced_block(
+                            seg, opener, h + head_run, p + head_run, q_end - tail_run, delta
+                        ):
+                            pairs.append((p, head_run, q_end, tail_run, t))
+                        else:
+                            copied.setdefault((p, head_run), q_end - tail_run)
                 if not pairs and opener is not None:
                     # The last line that occurs closes a block of new code (the `}` of a new `if`): the tail
                     # is the last run before that block that holds a line stronger than a closer, and the
@@ -675,7 +672,16 @@ class _Merger:
                     f"placing the segment starting {_show(seg[0])} would replace {name!r} (line {swallowed[0] + 1}), "
                     "which the snippet does not mention; add a marker for it or more unchanged lines",
                 )
-            out.append(self._build(seg, cursor, delta, h, p, head_run, t_, q_end, tail_run, after))
+            placement = self._build(seg, cursor, delta, h, p, head_run, t_, q_end, tail_run, after)
+            if not tail_run and (p, head_run) in copied:
+                # the new block inserted, or the lines up to its look-alike ending rewritten: not shown which
+                where = copied[p, head_run] + 1
+                placement = replace(
+                    placement,
+                    doubt=f"the new block opened by {_show(seg[new_block_opener(t)])} ends like the block at line "
+                    f"{where}: a new block, or the lines up to it rewritten? Show the lines after the new block",
+                )
+            out.append(placement)
         return out
 
     def _opens_replaced_block(
@@ -685,7 +691,9 @@ class _Merger:
         `}`) anchors only where the original lines it replaces are that block's old opener (`if (!a) {` ->
         `if (!b) {`), with before it only lines that new lines of the segment edit: elsewhere the tail is the
         new block's own ending, copied from another block further down (`return` `}` of an `if err != nil {`),
-        and the lines it would replace are not shown."""
+        and the lines it would replace are not shown: the new block is inserted after the head, and the
+        snippet refused where that is the best place (it may be a rewrite whose changed lines are not
+        recognised as edits: `const limit = 10;` -> `const max = config.maxItems;`)."""
         level = seg[o].level + delta
         lines = self.orig.lines
         replaced = [i for i in range(low, high) if not lines[i].blank and lines[i].level <= level]
@@ -909,13 +917,9 @@ class _Merger:
             k >= 0
             and i >= floor
             and seg[k].level + delta == lines[i].level
-            and (near_copy(seg[k], lines[i]) or _extends(seg[k].text, lines[i].text))
+            and (near_copy(seg[k], lines[i]) or _adds_argument(seg[k], lines[i]))
         ):
-            start, k, i = (
-                i,
-                k - 1,
-                i - 1,
-            )  # a changed first statement right above the anchor (or one extended)
+            start, k, i = i, k - 1, i - 1  # a changed first statement right above the anchor
         while k >= 0 and i >= floor and not lines[i].blank:
             match = next((kk for kk in range(k, -1, -1) if _displaces(seg[kk], lines[i], delta)), None)
             if match is not None:
@@ -1481,6 +1485,18 @@ def _extends(new: str, old: str) -> bool:
     `<div className={clsx("a")}>` -> `<div className={clsx("a", extra)}>`): an edit, not a sibling."""
     words, rest = _WORD_RE.findall(old), iter(_WORD_RE.findall(new))
     return len(words) > 1 and new != old and all(w in rest for w in words)
+
+
+_CALL_END_RE = re.compile(r"[\w$\]]\(.*\)[;,]?$")
+
+
+def _adds_argument(new: Line, old: Line) -> bool:
+    """`render(key, sizes);` -> `render(key, sizes, { signal });`: the same call with arguments appended
+    (the old line up to its closing parenthesis, then `,`), an edit of the line rather than a new one."""
+    if old.weak or new.weak or not _CALL_END_RE.search(old.text):
+        return False
+    cut = old.text.rindex(")")
+    return new.text.startswith(old.text[:cut] + ",") and new.text.endswith(old.text[cut:])
 
 
 def _same_level_headings(a: Line, b: Line) -> bool:
