@@ -604,7 +604,8 @@ class _Merger:
         # a header the segment rewrites only by its block's opening (`case X:` -> `case X: {`) is mentioned
         headers_mentioned = {_opening_core(line.text) for line in seg if not line.blank}
         placements = []
-        copied: dict[tuple[int, int], int] = {}  # a head's rejected tail: where the new block's ending fits
+        # a head whose tail was rejected as the new block's copied ending: why its insertion is in doubt
+        copied: dict[tuple[int, int], str] = {}
         for p, head_run in heads:
             if h + head_run - 1 >= t:
                 pairs = [(p, head_run, p + head_run, 0, t)]
@@ -623,7 +624,12 @@ class _Merger:
                         ):
                             pairs.append((p, head_run, q_end, tail_run, t))
                         else:
-                            copied.setdefault((p, head_run), q_end - tail_run)
+                            copied.setdefault(
+                                (p, head_run),
+                                f"the new block opened by {_show(seg[opener])} ends like the block at line "
+                                f"{q_end - tail_run + 1}: a new block, or the lines up to it rewritten? Show the "
+                                "lines after the new block",
+                            )
                 if not pairs and opener is not None:
                     # The last line that occurs closes a block of new code (the `}` of a new `if`): the tail
                     # is the last run before that block that holds a line stronger than a closer, and the
@@ -675,12 +681,7 @@ class _Merger:
             placement = self._build(seg, cursor, delta, h, p, head_run, t_, q_end, tail_run, after)
             if not tail_run and (p, head_run) in copied:
                 # the new block inserted, or the lines up to its look-alike ending rewritten: not shown which
-                where = copied[p, head_run] + 1
-                placement = replace(
-                    placement,
-                    doubt=f"the new block opened by {_show(seg[new_block_opener(t)])} ends like the block at line "
-                    f"{where}: a new block, or the lines up to it rewritten? Show the lines after the new block",
-                )
+                placement = replace(placement, doubt=copied[p, head_run])
             out.append(placement)
         return out
 
