@@ -1022,3 +1022,115 @@ def test_a_rewrite_whose_changed_lines_are_not_recognised_is_refused_not_duplica
     )
     result = apply_snippet(original, snippet, language="javascript")
     assert result.reason == Refusal.AMBIGUOUS_SCOPE and "ends like the block at line" in result.detail
+
+
+@pytest.mark.parametrize(
+    ("language", "original", "anchor", "guard"),
+    [
+        (
+            "go",
+            "func handle(w http.ResponseWriter, r *http.Request) {\n\tstart := time.Now()\n"
+            '\tif err := check(r); err != nil {\n\t\tlog.Printf("check: %v", err)\n\t\thttp.Error(w, "bad", 400)\n'
+            '\t\treturn\n\t}\n\tserve(w, r)\n\tlog.Printf("took %v", time.Since(start))\n}\n',
+            "\tstart := time.Now()\n",
+            '\tif !authorized(r) {\n\t\thttp.Error(w, "forbidden", 403)\n\t\treturn\n\t}\n',
+        ),
+        (
+            "rust",
+            "fn load(reader: impl BufRead) -> io::Result<Vec<Entry>> {\n    let mut out = Vec::new();\n"
+            "    for line in reader.lines() {\n        let line = line?;\n        if line.starts_with('#') {\n"
+            "            continue;\n        }\n        out.push(parse(&line));\n    }\n    Ok(out)\n}\n",
+            "        let line = line?;\n",
+            "        if line.trim().is_empty() {\n            continue;\n        }\n",
+        ),
+        (
+            "tsx",
+            "export function Profile({ user, loading }: Props) {\n  const theme = useTheme();\n  if (loading) {\n"
+            "    return null;\n  }\n  return <div className={theme.card}>{user.name}</div>;\n}\n",
+            "  const theme = useTheme();\n",
+            "  if (!user) {\n    return null;\n  }\n",
+        ),
+    ],
+    ids=["go_auth_guard", "rust_skip_blank", "tsx_early_return"],
+)
+def test_a_new_guard_above_a_guard_with_the_same_ending_is_not_taken_for_its_rewrite(
+    language, original, anchor, guard
+):
+    """A second reader's probes: a new guard right after the anchor ends in `return` `}` (`continue` `}`) as
+    the guard below it does; the tail matched that guard, and the new one replaced it (a wrong file: the old
+    check gone). Its opener is no edit of the old one's and its body rewrites nothing of the old body, so it
+    may as well be new: the snippet is refused. A grown condition is a rewrite (the next test)."""
+    snippet = "// ... existing code ...\n" + anchor + guard + "// ... existing code ...\n"
+    result = apply_snippet(original, snippet, language=language)
+    assert (
+        result.reason == Refusal.AMBIGUOUS_SCOPE
+        and "a new block, or the lines up to it rewritten" in result.detail
+    )
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("  if (cached) {\n", "  if (cached && source === process.env) {\n"),
+        ("  if (!session) {\n", "  if (!session || session.expiresAt < Date.now()) {\n"),
+    ],
+    ids=["and", "or"],
+)
+def test_a_block_whose_condition_grows_is_a_rewrite_of_it(old, new):
+    """`if (cached) {` -> `if (cached && fresh) {` with the same body: the old line, less its `) {`, begins the
+    new one, so the tail is the old block's own ending and the block is rewritten in place."""
+    original = (
+        "export function load(source, session, cached) {\n  const started = Date.now();\n"
+        + old
+        + "    return cached;\n  }\n  cached = parse(source);\n  return cached;\n}\n"
+    )
+    snippet = (
+        "// ... existing code ...\n  const started = Date.now();\n"
+        + new
+        + "    return cached;\n  }\n// ...\n"
+    )
+    result = apply_snippet(original, snippet, language="javascript")
+    assert result.merged == original.replace(old, new)
+
+
+def test_a_merge_that_leaves_a_markdown_fence_open_is_refused():
+    """A new section whose first lines copy another's (`Example:` and a bash fence): its new fence line
+    replaced the old one and the old fence's code and closer stayed behind, one fence too many, and the rest
+    of the file read as code. A merge that leaves a fence open where the original closed them all is
+    refused as broken."""
+    original = "# T\n\n## Install\n\nExample:\n\n```bash\nnpm i\n```\n\n## License\n\nMIT\n"
+    snippet = "<!-- ... -->\n## Uninstall\n\nExample:\n\n```bash\nnpm rm\n```\n<!-- ... -->\n"
+    result = apply_snippet(original, snippet, language="markdown")
+    assert result.ok or result.reason == Refusal.BREAKS_SYNTAX
+    assert not result.ok or result.merged.count("```") % 2 == 0
+    unclosed = apply_snippet(
+        "# T\n\n```sh\nrun\n```\n", "<!-- ... -->\n```sh\nrun\n<!-- ... -->\n", language="markdown"
+    )
+    assert (
+        unclosed.ok and unclosed.merged.count("```") == 2
+    )  # a fence the snippet leaves open is still closed
+
+
+def test_a_new_first_list_item_joins_the_list():
+    """`# Todo`, a blank line, `- Add dark mode`, marker: the new item goes above the old first one without
+    the blank line that separates the heading (mirroring it split the list in two)."""
+    original = "# Todo\n\n- Fix login bug\n- Update docs\n"
+    result = apply_snippet(original, "# Todo\n\n- Add dark mode\n<!-- ... -->\n", language="markdown")
+    assert result.merged == "# Todo\n\n- Add dark mode\n- Fix login bug\n- Update docs\n"
+    numbered = "Steps:\n\n1. Clone\n2. Build\n"
+    result = apply_snippet(numbered, "Steps:\n\n1. Install Rust\n<!-- ... -->\n", language="markdown")
+    assert result.merged == "Steps:\n\n1. Install Rust\n1. Clone\n2. Build\n"
+
+
+def test_a_new_heading_above_another_sections_subheading_is_refused():
+    """A new release, `## [1.1.0]` then `### Added`, anchored on the `### Added` of `## [1.0.0]`: inserted, it
+    took that section's subsection and left `## [1.0.0]` empty (a wrong file). A rename of the release, or a
+    new one whose subheading copies the old one's? Refused. Above a heading of its own level it is a new
+    section (the second merge)."""
+    original = "# Changelog\n\n## [Unreleased]\n\n## [1.0.0]\n\n### Added\n\n- Y\n"
+    snippet = "<!-- ... -->\n## [1.1.0]\n\n### Added\n\n- Z\n<!-- ... -->\n"
+    result = apply_snippet(original, snippet, language="markdown")
+    assert result.reason == Refusal.AMBIGUOUS_SCOPE and "'## [1.0.0]' (line 5)" in result.detail
+    before_level = "<!-- ... -->\n## [1.1.0]\n\n- Z\n\n## [1.0.0]\n<!-- ... -->\n"
+    merged = apply_snippet(original, before_level, language="markdown").merged
+    assert merged == original.replace("## [1.0.0]", "## [1.1.0]\n\n- Z\n\n## [1.0.0]")

@@ -62,6 +62,7 @@ _FILE_START_RE = re.compile(
 _EXIT_RE = re.compile(r"^(?:return|raise|throw)\b")
 _HEADING_RE = re.compile(r"^(#{1,6})\s+\S")
 _FENCE_RE = re.compile(r"^(```|~~~)")
+_LIST_ITEM_RE = re.compile(r"^(\s*)([-*+]|\d+[.)])\s")  # (indentation, bullet): `- item`, `1. step`
 _DECORATION_RE = re.compile(
     r"^(?:@|#\[|//|#(?!\s*\[)|/\*|\*)"
 )  # decorators, attributes, comments above a unit
@@ -567,7 +568,7 @@ class _Merger:
         # unchanged line, of a new method above the next one) is never the head: it would take the
         # original's closer of another block. A closer the segment does not open (a leading `}`) may be.
         strong = [i for i in anchors if not (seg[i].weak and new_block_opener(i) is not None)]
-        if not anchors:
+        if not strong:  # only the closers of new blocks occur (at this depth): nothing here anchors
             raise AnchorError(Refusal.NO_ANCHOR, f"no line of the segment starting {_show(seg[0])} anchors")
         t = next(i for i in range(len(seg) - 1, -1, -1) if occurs(i))
 
@@ -584,7 +585,7 @@ class _Merger:
         # new, not the head, when the segment's own header (its last anchor) comes before every place of it.
         h = next(
             (i for i in strong if not (self._decoration(seg[i].text) and contradicted(i))),
-            (strong or anchors)[0],
+            strong[0],
         )
         if contradicted(h) and not self.orig.markdown:
             # The first unchanged line lies only after the last one: new code that copies a later line (then
@@ -620,7 +621,7 @@ class _Merger:
                         or q_end - 1 in closers(p, head_run)
                     ):
                         if opener is None or self._opens_replaced_block(
-                            seg, opener, h + head_run, p + head_run, q_end - tail_run, delta
+                            seg, opener, h + head_run, t - tail_run + 1, p + head_run, q_end - tail_run, delta
                         ):
                             pairs.append((p, head_run, q_end, tail_run, t))
                         else:
@@ -686,20 +687,31 @@ class _Merger:
         return out
 
     def _opens_replaced_block(
-        self, seg: list[Line], o: int, h_end: int, low: int, high: int, delta: int
+        self, seg: list[Line], o: int, h_end: int, t_start: int, low: int, high: int, delta: int
     ) -> bool:
-        """A tail that ends a block the segment opens with a new line (seg[o], `if !valid(x) {` ... `return`
-        `}`) anchors only where the original lines it replaces are that block's old opener (`if (!a) {` ->
-        `if (!b) {`), with before it only lines that new lines of the segment edit: elsewhere the tail is the
-        new block's own ending, copied from another block further down (`return` `}` of an `if err != nil {`),
-        and the lines it would replace are not shown: the new block is inserted after the head, and the
-        snippet refused where that is the best place (it may be a rewrite whose changed lines are not
-        recognised as edits: `const limit = 10;` -> `const max = config.maxItems;`)."""
+        """A tail (seg[t_start:]) that ends a block the segment opens with a new line (seg[o], `if !valid(x) {`
+        ... `return` `}`) anchors only where the original lines it replaces (low..high) are that block's old
+        opener and body, rewritten: the opener edited (`if (!a) {` -> `if (!b) {`) or extended (`if (cached) {`
+        -> `if (cached && fresh) {`), or else every replaced line of the body edited by a line of the new
+        body; and before the old opener only lines that new lines of the segment edit. Elsewhere the tail is
+        the new block's own ending, copied from another block further down (`return` `}` of an
+        `if err != nil {`; `continue` `}` of the guard below a new guard), and the lines it would replace are
+        not shown: the new block is inserted after the head, and the snippet refused where that is the best
+        place (it may be a rewrite whose changed lines are not recognised as edits: `const limit = 10;` ->
+        `const max = config.maxItems;`)."""
         level = seg[o].level + delta
         lines = self.orig.lines
         replaced = [i for i in range(low, high) if not lines[i].blank and lines[i].level <= level]
+        if not replaced:
+            return False
         new = [x for x in seg[h_end:o] if not x.blank]
-        return all(any(_edits(x, lines[i], delta) for x in new) for i in replaced[:-1])
+        if not all(any(_edits(x, lines[i], delta) for x in new) for i in replaced[:-1]):
+            return False
+        if _rewrites(seg[o], lines[replaced[-1]], delta):
+            return True
+        body = [i for i in range(replaced[-1] + 1, high) if not lines[i].blank]
+        new_body = [x for x in seg[o + 1 : t_start] if not x.blank]
+        return bool(body) and all(any(_rewrites(x, lines[i], delta) for x in new_body) for i in body)
 
     def _place_by_identity(self, seg: list[Line], cursor: int) -> Placement | None:
         """A segment with no unchanged line at all, each line an edit of one original line (a changed
@@ -943,8 +955,9 @@ class _Merger:
             ):
                 start = ii
         doubt = ""
-        if self.orig.markdown and start == p and not _HEADING_RE.match(seg[h].text):
-            doubt = self._new_heading_doubt(seg[:h], p, floor)
+        if self.orig.markdown and start == p:
+            anchor = _HEADING_RE.match(seg[h].text)
+            doubt = self._new_heading_doubt(seg[:h], p, floor, len(anchor.group(1)) if anchor else None)
         # A new signature among them that names the unit the anchor sits in: the edit starts at that
         # unit's header (its lines before the anchor were rewritten).
         for x in seg[:h]:
@@ -1004,20 +1017,25 @@ class _Merger:
             start, end, delta, new_lines, head_run + tail_run, h > 0, k < len(seg), separator, doubt
         )
 
-    def _new_heading_doubt(self, lead: list[Line], p: int, floor: int) -> str:
+    def _new_heading_doubt(self, lead: list[Line], p: int, floor: int, anchor_depth: int | None) -> str:
         """Markdown: a segment that starts with a new heading above lines in the middle of a section of the
         same level (`## Getting started`, new text, then the old `## Installation` section's code) renames
-        that section or splits it: the snippet does not say which."""
+        that section or splits it: the snippet does not say which. Likewise above a subheading of that
+        section (`## [1.1.0]` above the `### Added` of `## [1.0.0]`: a new release whose subheading looks
+        like the old one's would take the old one's). `anchor_depth`: the level of the heading the segment
+        anchors on, if it anchors on one."""
         first = next((x for x in lead if not x.blank), None)
         found = _HEADING_RE.match(first.text) if first is not None else None
-        if found is None:
-            return ""
+        if found is None or (anchor_depth is not None and anchor_depth <= len(found.group(1))):
+            return ""  # a new section right above a section of its level or higher ends where that starts
         lines = self.orig.lines
         for i in range(p - 1, floor - 1, -1):
             heading = None if self.orig.in_fence[i] else _HEADING_RE.match(lines[i].text)
             if heading is None:
                 continue
-            if len(heading.group(1)) == len(found.group(1)) and any(not x.blank for x in lines[i + 1 : p]):
+            if len(heading.group(1)) == len(found.group(1)) and (
+                anchor_depth is not None or any(not x.blank for x in lines[i + 1 : p])
+            ):
                 return (
                     f"the new heading {_show(first)} starts inside the section {_show(lines[i])} (line {i + 1}): "
                     "a rename of it or a new section? Show the old heading, or a marker between them"
@@ -1109,7 +1127,8 @@ class _Merger:
                     1 for _ in itertools.takewhile(lambda x: not x.strip(), self.raw[placement.end :])
                 )
                 if not following:
-                    out.extend([""] * (placement.separator or trail))
+                    joins = not trail and self._joins_list(placement.lines[-1], self.raw[placement.end])
+                    out.extend([""] * (0 if joins else placement.separator or trail))
                 elif placement.separator and placement.end + following < len(self.raw):
                     # Inserted into a run of blank lines that the head ends in: the new code is followed by
                     # the run's full length, the file's own spacing (two blank lines between Python
@@ -1118,6 +1137,12 @@ class _Merger:
             cursor = placement.end
         out.extend(self.raw[i] for i in range(cursor, len(self.raw)) if i not in moved)
         return out, [(p.start, p.end) for p in placements]
+
+    def _joins_list(self, new: str, following: str) -> bool:
+        """Markdown: a new list item right above an item of the same list (`- Add dark mode` above
+        `- Fix login bug`) joins it: a blank line between them would split the list."""
+        a, b = _LIST_ITEM_RE.match(new), _LIST_ITEM_RE.match(following)
+        return self.orig.markdown and bool(a and b) and a.groups() == b.groups()
 
     def _blank_edges(self) -> list[tuple[int, int]]:
         """(blank lines before, blank lines after) each segment, between it and its markers."""
@@ -1535,6 +1560,21 @@ def _edits(new: Line, old: Line, delta: int) -> bool:
     return _displaces(new, old, delta) or (new.level + delta == old.level and near_copy(new, old))
 
 
+def _rewrites(new: Line, old: Line, delta: int) -> bool:
+    """An edit (`_edits`), or a block opener whose condition grew (`if (!user) {` -> `if (!user || expired) {`,
+    `if ready:` -> `if ready and not paused:`): the old line, less its closing `) {` or `:`, begins the new."""
+    if _edits(new, old, delta):
+        return True
+    core = re.sub(r"\)?\s*[{:]?$", "", old.text)
+    return (
+        new.level + delta == old.level
+        and len(core) >= 4
+        and not old.weak
+        and new.text != old.text
+        and new.text.startswith(core)
+    )
+
+
 def _edge_blanks(lines: list[Line]) -> tuple[int, int]:
     lead = next((i for i, x in enumerate(lines) if not x.blank), 0)
     trail = next((i for i, x in enumerate(reversed(lines)) if not x.blank), 0)
@@ -1606,7 +1646,24 @@ def _breaks_syntax(original: str, merged: str, language: str) -> bool:
         return parses(original, language) and not parses(merged, language)
     if language in BRACE_LANGUAGES:
         return _bracket_balance(original) == (0, 0, 0) and _bracket_balance(merged) != (0, 0, 0)
+    if language == "markdown":
+        return _fences_closed(original) and not _fences_closed(merged)
     return False
+
+
+def _fences_closed(text: str) -> bool:
+    """Markdown: whether every code fence is closed (a merge that leaves one open turns the rest of the
+    file into code)."""
+    open_fence = None
+    for line in text.splitlines():
+        found = _FENCE_RE.match(line.strip())
+        if found is None:
+            continue
+        if open_fence is None:
+            open_fence = found.group(1)
+        elif found.group(1) == open_fence and not line.strip()[3:].strip(open_fence[0]).strip():
+            open_fence = None
+    return open_fence is None
 
 
 _LITERALS_RE = re.compile(r'"(?:\\.|[^"\\\n])*"|`[^`]*`|\'(?:\\.|[^\'\\\n])\'|//[^\n]*|/\*.*?\*/', re.DOTALL)
