@@ -1134,3 +1134,153 @@ def test_a_new_heading_above_another_sections_subheading_is_refused():
     before_level = "<!-- ... -->\n## [1.1.0]\n\n- Z\n\n## [1.0.0]\n<!-- ... -->\n"
     merged = apply_snippet(original, before_level, language="markdown").merged
     assert merged == original.replace("## [1.0.0]", "## [1.1.0]\n\n- Z\n\n## [1.0.0]")
+
+
+def test_a_changed_command_before_a_bare_fence_keeps_the_tail_above_it():
+    """Three install blocks, each version bumped: the last line that occurs is the bare closing fence, which
+    ends every block. Trusting nothing after the head put the whole snippet in for the first block (and
+    an extra fence stayed behind); the tail is the last run before the fence with a line stronger than a
+    fence (`### From source`), and the changed command after it rewrites the old one, fence and all."""
+    block = "### {os}\n\n```sh\ncurl -LO https://example.com/v{v}/tool-{os}.tar.gz\nsudo mv tool /usr/local/bin/\n```\n\n"
+    tail = "### From source\n\n```sh\ngo install example.com/tool@v{v}\n```\n"
+
+    def readme(v):
+        return (
+            "# tool\n\n## Installation\n\n"
+            + "".join(block.format(os=o, v=v) for o in ("linux", "macos"))
+            + tail.format(v=v)
+            + "\n## License\n\nMIT\n"
+        )
+
+    original, final = readme("0.8.2"), readme("0.9.0")
+    body = final[final.index("### linux") : final.index("\n## License")]
+    result = apply_snippet(original, "<!-- ... -->\n\n" + body + "\n<!-- ... -->\n", language="markdown")
+    assert result.merged == final
+
+
+def test_two_sibling_units_are_not_one_whole_unit():
+    """`pub fn retries(..) { .. }` then `pub fn user_agent(..) { .. }`: the segment starts with a signature
+    and ends with a closer, but it is two units, not one to find by name; read as one, it replaced `retries`
+    alone and kept the deprecated method between them that the snippet leaves out."""
+
+    def method(name, field):
+        return f"    pub fn {name}(mut self, v: u32) -> Self {{\n        self.{field} = Some(v);\n        self\n    }}\n"
+
+    original = (
+        "impl Builder {\n"
+        + method("timeout", "timeout")
+        + "\n"
+        + method("retries", "retries")
+        + "\n"
+        + "    #[deprecated]\n"
+        + method("max_retries", "retries")
+        + "\n"
+        + method("user_agent", "ua")
+        + "}\n"
+    )
+    snippet = (
+        "impl Builder {\n    // ... existing code ...\n\n"
+        + method("retries", "retries")
+        + "\n"
+        + method("user_agent", "ua")
+        + "\n    // ... existing code ...\n}\n"
+    )
+    result = apply_snippet(original, snippet, language="rust")
+    assert result.merged == original.replace(
+        "    #[deprecated]\n" + method("max_retries", "retries") + "\n", ""
+    )
+
+
+def test_tests_are_told_apart_by_their_titles():
+    """`test("returns 404", ..)` and `test("rejects an unknown sort", ..)` are two units: by the bare name
+    `test` the new test's opener was an edit of the next one's, so the tail `});` replaced that test (once
+    the segment was no longer taken for one whole unit, the test above)."""
+
+    def case(title, path, status):
+        return f'  test("{title}", async () => {{\n    const res = await get("{path}");\n    expect(res.status).toBe({status});\n  }});\n'
+
+    original = (
+        'describe("books", () => {\n'
+        + case("lists books", "/books", 200)
+        + "\n"
+        + case("returns 404", "/books/9", 404)
+        + "});\n"
+    )
+    new = case("rejects a bad sort", "/books?sort=price", 400)
+    snippet = (
+        "// ... existing code ...\n"
+        + case("lists books", "/books", 200)
+        + "\n"
+        + new
+        + "\n// ... existing code ...\n"
+    )
+    result = apply_snippet(original, snippet, language="javascript")
+    assert result.ok or result.reason == Refusal.AMBIGUOUS_SCOPE
+    assert not result.ok or result.merged == original.replace(
+        '\n  test("returns 404"', "\n" + new + '\n  test("returns 404"'
+    )
+
+
+def test_a_new_named_unit_whose_ending_copies_the_next_one_is_inserted():
+    """`timeout` shown, then a new `max_retries` whose `self` `}` ending is that of the next method
+    (`ca_bundle`, another name): a new method beside it, not a rewrite of it; nor is it refused as one that
+    might be (the openers look alike, the bodies differ; once the segment was no longer one whole unit)."""
+
+    def method(name, body):
+        return f"    pub fn {name}(mut self, v: u32) -> Self {{\n        {body}\n        self\n    }}\n"
+
+    original = (
+        "impl Builder {\n"
+        + method("timeout", "self.t = v;")
+        + "\n"
+        + method("ca_bundle", "self.ca = Some(v);")
+        + "}\n"
+    )
+    new = method("max_retries", "self.retries = v;")
+    snippet = (
+        "// ... existing code ...\n"
+        + method("timeout", "self.t = v;")
+        + "\n"
+        + new
+        + "// ... existing code ...\n"
+    )
+    result = apply_snippet(original, snippet, language="rust")
+    assert result.merged == original.replace("\n    pub fn ca_bundle", "\n" + new + "\n    pub fn ca_bundle")
+
+
+def test_a_segment_that_would_rename_a_sibling_into_a_unit_declared_elsewhere_is_refused():
+    """The decorators and first lines of `export` are also those of `summary` below it: anchored there, the
+    new `def export(...)` line replaced `def summary(...)`, and the old `export` was dropped as moved (a
+    wrong file). A unit the file declares elsewhere is not written over another one: refused."""
+    command = '@cli.command()\n{since}@click.option("--out", default="-")\n@click.pass_obj\ndef {name}(conn, out{extra}):\n    rows = fetch(conn{extra})\n    if not rows:\n        return\n    {body}\n'
+    since = '@click.option("--since", default=None)\n'
+    original = (
+        command.format(since="", name="export", extra="", body="dump(rows, out)")
+        + "\n\n"
+        + command.format(since=since, name="summary", extra=", since", body="count(rows, out)")
+    )
+    snippet = '# ... existing code ...\n@click.option("--since", default=None)\n@click.option("--out", default="-")\n@click.pass_obj\ndef export(conn, out, since):\n    rows = fetch(conn, since)\n    if not rows:\n# ... existing code ...\n'
+    result = apply_snippet(original, snippet, language="python", check_syntax=False)
+    assert result.reason == Refusal.AMBIGUOUS_ANCHOR and "which the file declares elsewhere" in result.detail
+
+
+def test_a_top_level_assignment_moved_with_its_helpers_leaves_its_old_place():
+    """The helpers and the regex they use move above `create`: the functions' old copies went (moved units)
+    but the `_EMAIL_RE = ...` line stayed at the bottom, defined twice. A module-level assignment written
+    among the new lines, whose only copy lies in kept code, moves too."""
+    regex = '_EMAIL_RE = re.compile(r"^\\S+@\\S+$")\n'
+    helper = "def _check(email):\n    return _EMAIL_RE.match(email)\n"
+    create = "def create(email):\n    return _check(email)\n"
+    remove = "def remove(email):\n    _check(email)\n    return drop(email)\n"
+    original = "import re\n\n\n" + create + "\n\n" + remove + "\n\n" + regex + "\n\n" + helper
+    snippet = (
+        "# ... existing code ...\nimport re\n\n\n"
+        + regex
+        + "\n\n"
+        + helper
+        + "\n\n"
+        + "def create(email):\n# ... existing code ...\n"
+        + remove
+    )
+    result = apply_snippet(original, snippet, language="python")
+    assert result.merged == "import re\n\n\n" + regex + "\n\n" + helper + "\n\n" + create + "\n\n" + remove

@@ -188,8 +188,14 @@ def signature(text: str) -> str | None:
         found = pattern.match(text)
         if found and found.group("name") not in _NOT_NAMES:
             kind = found.groupdict().get("kw") or ""
-            return f"{kind} {found.group('name')}".strip()
+            # a call named by its first argument, a string (`test("returns 404", ...)`, `it('renders')`):
+            # each test is its own unit, not one more `test`
+            title = _TITLE_RE.match(text, found.end()) if text[found.end() - 1 : found.end()] == "(" else None
+            return f"{kind} {found.group('name')} {title.group(0).strip() if title else ''}".strip()
     return None
+
+
+_TITLE_RE = re.compile(r"""\s*(?:"[^"]*"|'[^']*'|`[^`$]*`)""")
 
 
 # Keywords the method pattern would read as names: `if (`, and anonymous functions (`async (req) =>`,
@@ -213,7 +219,9 @@ _NOT_NAMES = frozenset(
 )
 
 
-_DECORATOR_RE = re.compile(r"^(@[\w.]+|#\[\w+)")
+# a decorator or attribute, with its first argument where that is a string (`@click.option("--since"`,
+# `@app.get("/users"`): two options or two routes are siblings, not edits of each other
+_DECORATOR_RE = re.compile(r"""^(@[\w.]+|#\[\w+)(?:\(\s*("[^"]*"|'[^']*'))?""")
 _ASSIGNED_RE = re.compile(
     r"^(?:(?:export\s+)?(?:const|let|var|readonly)\s+)?([\w$.\[\]\"']+)\s*(?::[^=]*)?=(?!=)"
 )
@@ -624,21 +632,27 @@ class _Merger:
                             seg, opener, h + head_run, t - tail_run + 1, p + head_run, q_end - tail_run, delta
                         ):
                             pairs.append((p, head_run, q_end, tail_run, t))
-                        else:
+                        elif not self._beside_another_unit(
+                            seg[opener], p + head_run, q_end - tail_run, delta
+                        ):
                             copied.setdefault(
                                 (p, head_run),
                                 f"the new block opened by {_show(seg[opener])} ends like the block at line "
                                 f"{q_end - tail_run + 1}: a new block, or the lines up to it rewritten? Show the "
                                 "lines after the new block",
                             )
-                if not pairs and opener is not None:
-                    # The last line that occurs closes a block of new code (the `}` of a new `if`): the tail
-                    # is the last run before that block that holds a line stronger than a closer, and the
-                    # block is new.
-                    for t2 in range(opener - 1, h + head_run - 1, -1):
+                fence = self.orig.markdown and seg[t].weak  # a bare fence: every code block ends with one
+                if not pairs and (opener is not None or fence):
+                    # The last line that occurs closes a block of new code (the `}` of a new `if`), or is a
+                    # Markdown fence after a changed command: the tail is the last run before it that holds a
+                    # line stronger than a closer, and what follows that run is new or rewritten.
+                    for t2 in range(t - 1 if fence else opener - 1, h + head_run - 1, -1):
                         for q_end, tail_run in backward_runs(t2, p + head_run) if occurs(t2) else ():
                             tail_run = min(tail_run, q_end - (p + head_run), t2 - (h + head_run) + 1)
-                            if tail_run > 0 and not all(x.weak for x in seg[t2 - tail_run + 1 : t2 + 1]):
+                            run = seg[t2 - tail_run + 1 : t2 + 1]
+                            if tail_run > 0 and not all(
+                                x.weak or (fence and _FENCE_RE.match(x.text)) for x in run
+                            ):
                                 pairs.append((p, head_run, q_end, tail_run, t2))
                         if pairs:
                             break
@@ -669,7 +683,7 @@ class _Merger:
             clean = [pl for pl in placements if not pl[flag]]
             if len(placements) > 1 and clean:
                 placements = clean
-        out = []
+        out, renames = [], None
         for p, head_run, q_end, tail_run, swallowed, _overrun, t_ in placements:
             tail_lines = seg[t_ - tail_run + 1 : t_ + 1] if tail_run else []
             if swallowed and (not tail_run or all(x.weak for x in tail_lines)):
@@ -679,11 +693,24 @@ class _Merger:
                     f"placing the segment starting {_show(seg[0])} would replace {name!r} (line {swallowed[0] + 1}), "
                     "which the snippet does not mention; add a marker for it or more unchanged lines",
                 )
+            elsewhere = self._declared_elsewhere(seg, p, q_end) if swallowed else None
+            if elsewhere is not None:
+                # anchors copied from a sibling (the decorators and first lines every command shares): the
+                # segment would turn that sibling into the unit it names, which the file has elsewhere
+                renames = renames or AnchorError(
+                    Refusal.AMBIGUOUS_ANCHOR,
+                    f"placing the segment starting {_show(seg[0])} would replace {lines[swallowed[0]].text!r} (line "
+                    f"{swallowed[0] + 1}) by {_show(elsewhere)}, which the file declares elsewhere; show unchanged "
+                    "lines of that unit",
+                )
+                continue
             placement = self._build(seg, cursor, delta, h, p, head_run, t_, q_end, tail_run, after)
             if not tail_run and (p, head_run) in copied:
                 # the new block inserted, or the lines up to its look-alike ending rewritten: not shown which
                 placement = replace(placement, doubt=copied[p, head_run])
             out.append(placement)
+        if not out and renames is not None:
+            raise renames
         return out
 
     def _opens_replaced_block(
@@ -699,19 +726,51 @@ class _Merger:
         not shown: the new block is inserted after the head, and the snippet refused where that is the best
         place (it may be a rewrite whose changed lines are not recognised as edits: `const limit = 10;` ->
         `const max = config.maxItems;`)."""
-        level = seg[o].level + delta
         lines = self.orig.lines
-        replaced = [i for i in range(low, high) if not lines[i].blank and lines[i].level <= level]
+        replaced = self._outer_lines(seg[o], low, high, delta)
         if not replaced:
             return False
         new = [x for x in seg[h_end:o] if not x.blank]
         if not all(any(_edits(x, lines[i], delta) for x in new) for i in replaced[:-1]):
             return False
-        if _rewrites(seg[o], lines[replaced[-1]], delta):
-            return True
+        old = lines[replaced[-1]]
         body = [i for i in range(replaced[-1] + 1, high) if not lines[i].blank]
         new_body = [x for x in seg[o + 1 : t_start] if not x.blank]
+        names = signature(seg[o].text), signature(old.text)
+        # two units of other names whose openers look alike (`pub fn ca_bundle(..)`, `pub fn max_retries(..)`):
+        # the opener tells nothing where the bodies differ; with the same body it is a rename
+        renamed = None not in names and names[0] != names[1] and bool(body or new_body)
+        if not renamed and _rewrites(seg[o], old, delta):
+            return True
         return bool(body) and all(any(_rewrites(x, lines[i], delta) for x in new_body) for i in body)
+
+    def _outer_lines(self, opener: Line, low: int, high: int, delta: int) -> list[int]:
+        """The original lines in low..high at the depth of a new block's opener or shallower."""
+        lines, level = self.orig.lines, opener.level + delta
+        return [i for i in range(low, high) if not lines[i].blank and lines[i].level <= level]
+
+    def _beside_another_unit(self, opener: Line, low: int, high: int, delta: int) -> bool:
+        """A new unit (`pub fn max_retries(..) {`, named) whose ending copies that of the next unit, which has
+        another name (`pub fn ca_bundle(..) {`): it is inserted beside it, not a rewrite of it."""
+        name, outer = signature(opener.text), self._outer_lines(opener, low, high, delta)
+        if not name or not outer:
+            return False
+        return signature(self.orig.lines[outer[-1]].text) not in (None, name) and name not in self._names()
+
+    def _declared_elsewhere(self, seg: list[Line], start: int, end: int) -> Line | None:
+        """A line of the segment that declares a unit the original declares only outside start..end."""
+        inside = {signature(x.text) for x in self.orig.lines[start:end] if x.text}
+        for x in seg:
+            name = signature(x.text) if not x.blank else None
+            if name and name in self._names() and name not in inside:
+                return x
+        return None
+
+    def _names(self) -> set[str]:
+        """The signatures the original declares."""
+        if not hasattr(self, "_declared"):
+            self._declared = {signature(x.text) for x in self.orig.lines if x.text} - {None}
+        return self._declared
 
     def _place_by_identity(self, seg: list[Line], cursor: int) -> Placement | None:
         """A segment with no unchanged line at all, each line an edit of one original line (a changed
@@ -738,6 +797,8 @@ class _Merger:
         if len(found) != 1:
             return None
         start, end, delta = found[0]
+        if self._declared_elsewhere(seg, start, end) is not None:
+            return None  # `def summary(` "edited" into `def export(`, which the file has elsewhere: no edit
         return Placement(start, end, delta, [self.render_new(x, delta) for x in seg], 0, True, True)
 
     def _near_copies(self, body: list[Line], i: int, j: int) -> bool:
@@ -768,6 +829,8 @@ class _Merger:
         inner = rest[:-1]
         if any(x.level < header.level for x in inner) or any(x.level < header.level for x in body[:at]):
             return False
+        if any(x.level == header.level and not _continues(x.text) for x in inner):
+            return False  # a second unit after the first one's closer (`}` then `pub fn next(`): not one unit
         return after is None or after.level <= header.level
 
     def _place_unit(self, seg: list[Line], cursor: int, after: Line | None) -> Placement | None:
@@ -788,6 +851,9 @@ class _Merger:
             return None
         if after is not None and after.level > header.level:
             return None  # the marker after it stands inside the unit: only part of it is shown
+        last = next(x for x in reversed(seg) if not x.blank)
+        if not self.orig.markdown and last.text.endswith((":", "{", "(", "[")):
+            return None  # it stops at a block's opening line (`if not rows:`): only the unit's top is shown
         start = j
         if header_at:
             while start - 1 >= cursor and self._decoration(self.orig.lines[start - 1].text):
@@ -807,6 +873,8 @@ class _Merger:
         reach, k = end, 0
         for i in range(end, stop):
             match = next((kk for kk in range(k, len(new)) if _rewords(new[kk], lines[i])), None)
+            if match is None and reach == i and k < len(new) and _FENCE_RE.match(new[k].text):
+                match = k if new[k].text == lines[i].text else None  # the fence right after a rewritten line
             if match is not None:
                 reach, k = i + 1, match + 1
         return reach
@@ -1219,11 +1287,17 @@ class _Merger:
             name = self._unit_name(i)
             if name:
                 names.setdefault(name, []).append(i)
+        # top-level assignments (`_EMAIL_RE = re.compile(...)` moved up with the helpers that use it), by text
+        for i, x in enumerate(self.orig.lines):
+            if x.text and x.level == 0 and (identity(x.text) or "").startswith("set "):
+                names.setdefault(x.text, []).append(i)
         drop: set[int] = set()
         for seg, placement in zip(segments, placements, strict=True):
             kept_in_place = {x.text for x in self.orig.lines[placement.start : placement.end]}
             for line in seg:
                 name = signature(line.text) if not line.blank else None
+                if not name and line.level + placement.delta == 0 and line.text in names:
+                    name = line.text
                 if not name or line.text in kept_in_place or len(names.get(name, ())) != 1:
                     continue
                 j = names[name][0]
