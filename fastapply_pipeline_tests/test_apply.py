@@ -1284,3 +1284,99 @@ def test_a_top_level_assignment_moved_with_its_helpers_leaves_its_old_place():
     )
     result = apply_snippet(original, snippet, language="python")
     assert result.merged == "import re\n\n\n" + regex + "\n\n" + helper + "\n\n" + create + "\n\n" + remove
+
+
+def test_a_signature_rewritten_over_several_lines_replaces_the_one_line_it_was():
+    """`export function InvoiceList({ invoices, onSelect }: Props) {` rewritten one parameter a line, with the
+    first body line changed and nothing unchanged shown: the multi-line header edits the one line that
+    declares the same name, and the lines inside the function that follow are placed by what they edit."""
+    original = (
+        'import { useState } from "react";\n\nexport function InvoiceList({ invoices, onSelect }: Props) {\n'
+        '  const [filter, setFilter] = useState<Filter>("all");\n\n  return <List items={invoices} filter={filter} />;\n}\n'
+    )
+    header = 'export function InvoiceList({\n  invoices,\n  onSelect,\n  initialFilter = "all",\n}: Props & { initialFilter?: Filter }) {\n'
+    state = "  const [filter, setFilter] = useState<Filter>(initialFilter);\n"
+    snippet = "// ... existing code ...\n" + header + state + "\n  // ... existing code ...\n"
+    result = apply_snippet(original, snippet, language="tsx")
+    old_header = "export function InvoiceList({ invoices, onSelect }: Props) {\n"
+    assert result.merged == original.replace(old_header, header).replace(
+        '  const [filter, setFilter] = useState<Filter>("all");\n', state
+    )
+
+
+def test_lines_below_a_multi_line_signature_anchor_in_its_function():
+    """A new parameter added by rewriting the signature over several lines, then the function's unchanged
+    first line: that line's parent in the snippet is the header's closing line `): Promise<T> {`, which is
+    the old one-line header's opener, so it anchors (it did not: no line anchored, and the snippet was refused)."""
+    original = (
+        "export async function request<T>(path: string, init: RequestInit = {}): Promise<T> {\n"
+        "  const headers = new Headers(init.headers);\n  return send<T>(path, { ...init, headers });\n}\n"
+    )
+    header = "export async function request<T>(\n  path: string,\n  init: RequestInit = {},\n  timeoutMs = 15_000,\n): Promise<T> {\n"
+    snippet = header + "  const headers = new Headers(init.headers);\n  // ... existing code ...\n"
+    result = apply_snippet(original, snippet, language="typescript")
+    assert result.merged == header + original.split("\n", 1)[1]
+
+
+def test_a_new_declaration_of_a_name_replaces_the_old_one_above_the_anchor():
+    """`const response = await fetch(..)` becomes `let response: Response;` and a `try` block that assigns it:
+    the new declaration of the same name replaces the old line right above the anchor (`const` and `let`
+    declare the same name, which one scope declares once); inserted, the old fetch stayed too."""
+    original = (
+        "async function get(url) {\n  const headers = build();\n\n  const response = await fetch(url, { headers });\n"
+        "  if (!response.ok) {\n    throw new Error(url);\n  }\n  return response.json();\n}\n"
+    )
+    new = (
+        "  let response: Response;\n  try {\n    response = await fetch(url, { headers, signal });\n  } finally {\n"
+        "    clearTimeout(timer);\n  }\n"
+    )
+    snippet = "// ... existing code ...\n\n" + new + "  if (!response.ok) {\n// ... existing code ...\n"
+    result = apply_snippet(original, snippet, language="typescript")
+    assert result.merged == original.replace("  const response = await fetch(url, { headers });\n", new)
+
+
+def test_a_lone_changed_line_inside_a_function_the_snippet_opened_is_sought_in_that_function():
+    """The signature rewritten, then a marker inside the function, one changed `fetch` line, a marker and the
+    closing `}`: the same old line is in every function of the file, so it was refused. The marker stands
+    inside the function the previous segment opened: the changed line is sought there only."""
+
+    def fn(name, args):
+        return f"export async function {name}({args}) {{\n  const url = base + '/{name}';\n  const res = await fetch(url, {{ headers: auth() }});\n  return read(res);\n}}\n"
+
+    original = (
+        fn("listInvoices", "id: string")
+        + "\n"
+        + fn("getInvoice", "id: string")
+        + "\n"
+        + fn("listCustomers", "page = 1")
+    )
+    new_header = "export async function getInvoice(\n  id: string,\n  signal?: AbortSignal,\n) {\n"
+    new_fetch = "  const res = await fetch(url, { headers: auth(), signal });\n"
+    snippet = (
+        "// ... existing code ...\n"
+        + new_header
+        + "  // ... existing code ...\n"
+        + new_fetch
+        + "  // ... existing code ...\n}\n\n// ... existing code ...\n"
+    )
+    result = apply_snippet(original, snippet, language="typescript")
+    expected_fn = fn("getInvoice", "id: string").replace(
+        "export async function getInvoice(id: string) {\n", new_header
+    )
+    expected_fn = expected_fn.replace("  const res = await fetch(url, { headers: auth() });\n", new_fetch)
+    assert result.merged == original.replace(fn("getInvoice", "id: string"), expected_fn)
+
+
+def test_a_changed_statement_does_not_move_a_multi_line_call_of_the_same_name():
+    """The changed `const res = await fetch(url, { .., signal });` names `res`, as the multi-line
+    `const res = await fetch(url, {` of another function does: that call was taken for a unit the snippet
+    moved, and deleted. A declaration whose value is a call is no unit."""
+    original = (
+        "function get(url) {\n  const res = await fetch(url, { headers: auth() });\n  return read(res);\n}\n\n"
+        'function post(url, body) {\n  const res = await fetch(url, {\n    method: "POST",\n    body,\n  });\n'
+        "  return read(res);\n}\n"
+    )
+    new = "  const res = await fetch(url, { headers: auth(), signal });\n"
+    snippet = "function get(url) {\n" + new + "  return read(res);\n}\n\n// ... existing code ...\n"
+    result = apply_snippet(original, snippet, language="javascript")
+    assert result.merged == original.replace("  const res = await fetch(url, { headers: auth() });\n", new)

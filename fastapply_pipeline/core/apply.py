@@ -188,6 +188,8 @@ def signature(text: str) -> str | None:
         found = pattern.match(text)
         if found and found.group("name") not in _NOT_NAMES:
             kind = found.groupdict().get("kw") or ""
+            # `let response: Response;` declares what `const response = ...` did: one scope declares a name once
+            kind = "let" if kind in ("const", "var") else kind
             # a call named by its first argument, a string (`test("returns 404", ...)`, `it('renders')`):
             # each test is its own unit, not one more `test`
             title = _TITLE_RE.match(text, found.end()) if text[found.end() - 1 : found.end()] == "(" else None
@@ -415,6 +417,9 @@ class _Merger:
         # The first original line a segment's leading new lines may rewrite: a marker between it and the
         # previous segment stands for at least one line (merge_segments sets it per segment).
         self._floor = 0
+        # The end of the block the previous segment opened, when the marker before this one stands inside it
+        # (merge_segments sets it per segment): a segment with no anchor is sought there.
+        self._ceiling: int | None = None
 
     # ---------------------------------------------------------------- segments
     def segments(self) -> tuple[list[list[Line]], list[Line | None]]:
@@ -772,21 +777,38 @@ class _Merger:
             self._declared = {signature(x.text) for x in self.orig.lines if x.text} - {None}
         return self._declared
 
+    def _open_block_end(self, previous: Placement, marker: Line | None) -> int | None:
+        """Where the block ends that the previous segment opened and the marker after it stands inside
+        (`export function f(..) {` placed, then `  // ... existing code ...` one level deeper): the next
+        segment's lines, up to a marker at the header's depth, lie in that block."""
+        last = previous.end - 1
+        if marker is None or last < 0 or not self.orig.is_header(last):
+            return None
+        if marker.level + previous.delta <= self.orig.lines[last].level:
+            return None
+        return self.orig.block_end(last)
+
     def _place_by_identity(self, seg: list[Line], cursor: int) -> Placement | None:
         """A segment with no unchanged line at all, each line an edit of one original line (a changed
-        import, a changed signature): placed over the one run of original lines it edits, if unique."""
+        import, a changed signature): placed over the one run of original lines it edits, if unique. A
+        signature spread over several lines (`export function f(`, one parameter a line, `): T {`) edits the
+        one line that declares the same name."""
         body = [x for x in seg if not x.blank]
+        groups = _header_groups(body)
         lines, found = self.orig.lines, []
-        for i in range(cursor, len(lines)):
+        for i in range(cursor, self._ceiling or len(lines)):
             delta = lines[i].level - body[0].level
             if not _edits(body[0], lines[i], delta):
                 continue
             j, ok = i, True
-            for x in body:
+            for first, last in groups:
                 while j < len(lines) and lines[j].blank:
                     j += 1
-                if j >= len(lines) or not _edits(x, lines[j], delta):
+                if j >= len(lines) or not _edits(body[first], lines[j], delta):
                     ok = False
+                    break
+                if last > first + 1 and not lines[j].text.endswith(body[last - 1].text[-1]):
+                    ok = False  # the old line must hold the whole header (`f(a, b): T {`), not its first part
                     break
                 j += 1
             if ok:
@@ -934,6 +956,10 @@ class _Merger:
         level, j = seg[h].level, p
         for x in reversed(seg[:h]):
             if x.blank or x.level >= level:
+                continue
+            if _continues(x.text) and x.text not in self.orig.by_text:
+                # a new header's closing line (`): Promise<T> {`): its opener is the parent
+                level = x.level + 1
                 continue
             level = x.level
             while j > 0 and (lines[j].blank or lines[j].level > level + delta):
@@ -1171,6 +1197,7 @@ class _Merger:
         cursor, delta = 0, None
         for number, seg in enumerate(segments):
             self._floor = cursor + 1 if placements and gaps[number] is not None else 0
+            self._ceiling = self._open_block_end(placements[-1], gaps[number]) if placements else None
             placement = self._close_open_block(seg, placements, cursor) or self.place(
                 seg,
                 cursor,
@@ -1607,6 +1634,12 @@ def _same_level_headings(a: Line, b: Line) -> bool:
 def _opens_call(text: str) -> bool:
     """A line that leaves a parenthesis open and names no keyword: a call whose argument spans lines."""
     found = _SIGNATURE_RES[0].match(text)
+    if (
+        found
+        and found.group("kw") in ("const", "let", "var")
+        and not re.search(r"=>|\bfunction\b|\bclass\b", text)
+    ):
+        found = None  # `const res = await fetch(url, {`: a value computed by a call, not a unit
     return not found and text.count("(") > text.count(")")
 
 
@@ -1628,6 +1661,24 @@ def _rewords(new: Line, old: Line) -> bool:
     if new.blank or old.blank or _FENCE_RE.match(new.text) or _FENCE_RE.match(old.text):
         return False
     return difflib.SequenceMatcher(None, new.text, old.text, autojunk=False).ratio() >= 0.75
+
+
+def _header_groups(body: list[Line]) -> list[tuple[int, int]]:
+    """The lines of `body` (no blank lines) as [first, last) groups: one line each, but a signature spread
+    over several lines (a named opener ending in `(` or `{`, deeper lines, then its closing line at its
+    depth: `): Promise<T> {`, `}: Props) {`) is one group."""
+    groups, k = [], 0
+    while k < len(body):
+        end = k + 1
+        if signature(body[k].text) and body[k].text.endswith(("(", "{")):
+            j = k + 1
+            while j < len(body) and body[j].level > body[k].level:
+                j += 1
+            if j > k + 1 and j < len(body) and body[j].level == body[k].level and _continues(body[j].text):
+                end = j + 1
+        groups.append((k, end))
+        k = end
+    return groups
 
 
 def _edits(new: Line, old: Line, delta: int) -> bool:
