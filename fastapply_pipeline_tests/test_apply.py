@@ -1380,3 +1380,110 @@ def test_a_changed_statement_does_not_move_a_multi_line_call_of_the_same_name():
     snippet = "function get(url) {\n" + new + "  return read(res);\n}\n\n// ... existing code ...\n"
     result = apply_snippet(original, snippet, language="javascript")
     assert result.merged == original.replace("  const res = await fetch(url, { headers: auth() });\n", new)
+
+
+def test_a_rewritten_list_step_above_the_anchor_replaces_the_old_step():
+    """No leading marker; step 2 of a README list rewritten (its text and its command), then the unchanged
+    step 3: the new step was inserted above step 3 and the old one kept (and the head was a ```` ```sh ````
+    fence of step 1). Fences are weak anchors, and new lines above the anchor replace the section's lines
+    back to the first one they rewrite; an ordered item rewrites the item of its number."""
+    step = "{n}. {text}\n\n   ```sh\n   {command}\n   ```\n\n"
+    original = (
+        "# tool\n\n## Getting started\n\n"
+        + step.format(n=1, text="Clone it:", command="git clone https://example.com/tool")
+        + step.format(n=2, text="Install the dependencies:", command="npm install")
+        + step.format(n=3, text="Build it:", command="npm run build")
+        + "## License\n\nMIT\n"
+    )
+    new_step = step.format(
+        n=2, text="Install the dependencies with pnpm:", command="pnpm install --frozen-lockfile"
+    )
+    snippet = new_step + "3. Build it:\n<!-- ... existing content ... -->\n"
+    result = apply_snippet(original, snippet, language="markdown")
+    assert result.merged == original.replace(
+        step.format(n=2, text="Install the dependencies:", command="npm install"), new_step
+    )
+
+
+def test_a_one_line_element_spread_over_lines_above_the_anchor_is_replaced():
+    """`<td>{order.status}</td>` becomes `<td>` / a pill showing `{order.status}` / `</td>`, right above the
+    unchanged total cell: the new element rewrites the old one (same tag, its content kept); inserted, the
+    row had both cells."""
+    row = "          <tr>\n            <td>{order.number}</td>\n{status}            <td>{order.total}</td>\n          </tr>\n"
+    old = "            <td>{order.status}</td>\n"
+    new = '            <td>\n              <span className="pill">{order.status}</span>\n            </td>\n'
+    original = "export function Row({ order }) {\n  return (\n" + row.replace("{status}", old) + "  );\n}\n"
+    snippet = (
+        "{/* ... existing code ... */}\n"
+        + new
+        + "            <td>{order.total}</td>\n{/* ... existing code ... */}\n"
+    )
+    result = apply_snippet(original, snippet, language="tsx")
+    assert result.merged == original.replace(old, new)
+
+
+def test_a_go_type_moved_up_with_its_method_leaves_its_old_place():
+    """`Multi` (a one-line type and its `Notify` method) moves up beside the interface: the method was found
+    by name only once Go methods are named by their type (`func (m Multi) Notify` is `Multi.Notify`, not one
+    more `Notify`), and the one-line `type Multi []Notifier` with its doc comment moves too."""
+
+    def method(recv, body):
+        return f"func ({recv}) Notify(ctx context.Context) error {{\n\t{body}\n\treturn nil\n}}\n"
+
+    multi = "// Multi fans out.\ntype Multi []Notifier\n\n" + method("m Multi", "fanOut(m)")
+    original = (
+        "package notify\n\ntype Notifier interface {\n\tNotify(ctx context.Context) error\n}\n\n"
+        "type Email struct{}\n\n" + method("e Email", "send(e)") + "\n" + multi
+    )
+    snippet = (
+        "// ... existing code ...\ntype Notifier interface {\n\tNotify(ctx context.Context) error\n}\n\n"
+        + multi
+        + "\ntype Email struct{}\n\n"
+        + method("e Email", "send(e)")
+    )
+    result = apply_snippet(original, snippet, language="go")
+    assert result.merged == snippet.replace("// ... existing code ...\n", "package notify\n\n")
+
+
+def test_a_decorator_rewritten_over_several_lines_replaces_the_old_one():
+    """`@router.delete("/{item_id}", status_code=204)` rewritten as `@router.delete(` with one argument a
+    line: the split line carries no string argument, so it is the same decorator as the old one (and
+    `@click.option("--since")` is still not an edit of `@click.option("--format")`)."""
+    original = (
+        '@router.get("/{item_id}")\ndef read(item_id: int):\n    return get(item_id)\n\n\n'
+        '@router.delete("/{item_id}", status_code=204)\ndef delete(item_id: int):\n    remove(item_id)\n'
+    )
+    new = '@router.delete(\n    "/{item_id}",\n    status_code=204,\n    dependencies=[Depends(admin)],\n)\n'
+    snippet = "# ... existing code ...\n" + new + "def delete(item_id: int):\n    remove(item_id)\n"
+    result = apply_snippet(original, snippet, language="python")
+    assert result.merged == original.replace('@router.delete("/{item_id}", status_code=204)\n', new)
+
+
+def test_a_new_test_after_a_test_keeps_the_next_tests_attribute():
+    """New tests after `trims_...`: the head run went on into the next test's `#[test]` (the same line starts
+    the new test), so the new test went after that attribute, and then the forward walk took it as the
+    old one's rewrite; either way `truncate_keeps_short_slugs` lost its `#[test]`. A decoration that ends a
+    run belongs to the line after it."""
+
+    def test(name, body):
+        return f"    #[test]\n    fn {name}() {{\n        {body}\n    }}\n"
+
+    original = (
+        "mod tests {\n    use super::*;\n\n"
+        + test("trims", 'assert_eq!(slugify(" a "), "a");')
+        + "\n"
+        + test("truncate_keeps", 'assert_eq!(truncate("ab", 9), "ab");')
+        + "}\n"
+    )
+    new = test("empty_input", 'assert_eq!(slugify(""), "");')
+    snippet = (
+        "// ... existing code ...\n\n"
+        + test("trims", 'assert_eq!(slugify(" a "), "a");')
+        + "\n"
+        + new
+        + "\n    // ... existing code ...\n"
+    )
+    result = apply_snippet(original, snippet, language="rust")
+    assert result.merged == original.replace(
+        "\n    #[test]\n    fn truncate_keeps", "\n" + new + "\n    #[test]\n    fn truncate_keeps"
+    )

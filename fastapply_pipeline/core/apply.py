@@ -45,7 +45,7 @@ _SIGNATURE_RES = (
     re.compile(
         r"^(?:(?:export|default|declare|abstract|async|pub(?:\([\w:]+\))?|unsafe|static|extern|public|private|"
         r"protected|final|override|inline)\s+)*(?P<kw>def|class|function\*?|fn|func|interface|type|struct|enum|trait|impl|mod|"
-        r"namespace|const|let|var)\s+(?:\([^)]*\)\s*)?(?P<name>[A-Za-z_$][\w$]*)"
+        r"namespace|const|let|var)\s+(?:\((?P<recv>[^)]*)\)\s*)?(?P<name>[A-Za-z_$][\w$]*)"
     ),
     # methods and object members: `foo(`, `async foo(`, `get foo(`, `public static foo<T>(`, `foo = (`
     re.compile(
@@ -167,8 +167,9 @@ class Line:
 
     @property
     def weak(self) -> bool:
-        """A line too common to anchor on by itself: blank, a lone closer, a bare Markdown fence."""
-        return not self.text or bool(_CLOSER_RE.match(self.text)) or self.text in ("```", "~~~")
+        """A line too common to anchor on by itself: blank, a lone closer, a Markdown fence (```` ```sh ````
+        opens every shell block of a README)."""
+        return not self.text or bool(_CLOSER_RE.match(self.text)) or bool(_FENCE_RE.match(self.text))
 
 
 def _lines(raw: list[str], indentation: Indentation) -> list[Line]:
@@ -188,6 +189,12 @@ def signature(text: str) -> str | None:
         found = pattern.match(text)
         if found and found.group("name") not in _NOT_NAMES:
             kind = found.groupdict().get("kw") or ""
+            receiver = (found.groupdict().get("recv") or "").split()
+            if (
+                receiver
+            ):  # a Go method is named by its type too: `func (m *Multi) Notify` -> 'func Multi.Notify'
+                name = receiver[-1].lstrip("*").split("[")[0] + "." + found.group("name")
+                return f"{kind} {name}"
             # `let response: Response;` declares what `const response = ...` did: one scope declares a name once
             kind = "let" if kind in ("const", "var") else kind
             # a call named by its first argument, a string (`test("returns 404", ...)`, `it('renders')`):
@@ -285,10 +292,19 @@ def similar(a: Line, b: Line) -> bool:
         return True
     ident = identity(a.text)
     if ident is not None:
-        return ident == identity(b.text)
+        return ident == identity(b.text) or _same_decorator(ident, identity(b.text))
     if _COMMENT_RE.match(a.text) and _COMMENT_RE.match(b.text):
         return difflib.SequenceMatcher(None, a.text, b.text, autojunk=False).ratio() >= 0.6
     return False
+
+
+def _same_decorator(a: str, b: str | None) -> bool:
+    """Two decorator identities of one decorator, one of them without the string argument that its line
+    leaves for the next one (`@router.delete("/{id}", ...)` rewritten as `@router.delete(` over lines)."""
+    if b is None or not (a.startswith("decorator ") and b.startswith("decorator ")):
+        return False
+    a_parts, b_parts = a.split(" ", 2), b.split(" ", 2)
+    return a_parts[1] == b_parts[1] and min(len(a_parts), len(b_parts)) == 2
 
 
 class Original:
@@ -538,6 +554,10 @@ class _Merger:
                 run = 0
                 while h + run < len(seg) and p + run < n and _same(seg[h + run], lines[p + run], delta):
                     run += 1
+                # a decoration that ends the run (`#[test]`, `@pytest.fixture`) decorates the next line, which
+                # differs: it belongs to the new unit the segment writes there, not to the head
+                while run > 1 and h + run < len(seg) and self._decoration(seg[h + run - 1].text):
+                    run -= 1
                 if run and self._same_parent(seg, h, p, delta):
                     runs.append((p, run))
             return runs
@@ -655,8 +675,10 @@ class _Merger:
                         for q_end, tail_run in backward_runs(t2, p + head_run) if occurs(t2) else ():
                             tail_run = min(tail_run, q_end - (p + head_run), t2 - (h + head_run) + 1)
                             run = seg[t2 - tail_run + 1 : t2 + 1]
+                            # a line stronger than a closer, a fence, or a decoration every test carries (`#[test]`)
                             if tail_run > 0 and not all(
-                                x.weak or (fence and _FENCE_RE.match(x.text)) for x in run
+                                x.weak or self._decoration(x.text) or (fence and _FENCE_RE.match(x.text))
+                                for x in run
                             ):
                                 pairs.append((p, head_run, q_end, tail_run, t2))
                         if pairs:
@@ -901,6 +923,31 @@ class _Merger:
                 reach, k = i + 1, match + 1
         return reach
 
+    def _rewritten_prose_before(self, new: list[Line], start: int, floor: int) -> int:
+        """Markdown: new lines before the first anchor replace the section's lines back to the first one they
+        rewrite (a step reworded, its command changed), in order from the anchor up; the rest stays. An
+        ordered list item rewrites the item of its number (`2. Install the dependencies:` -> `2. Install them
+        with pnpm:`)."""
+        lines = self.orig.lines
+        stop = start
+        while stop > floor and not (
+            _HEADING_RE.match(lines[stop - 1].text) and not self.orig.in_fence[stop - 1]
+        ):
+            stop -= 1
+        reach, k = start, len(new) - 1
+        for i in range(start - 1, stop - 1, -1):
+            match = next(
+                (
+                    kk
+                    for kk in range(k, -1, -1)
+                    if _rewords(new[kk], lines[i]) or _same_item(new[kk], lines[i])
+                ),
+                None,
+            )
+            if match is not None:
+                reach, k = i, match - 1
+        return reach
+
     def _unit_tail(self, seg, new, delta, q_end, end, after) -> int:
         """A segment that ends with new lines inside a unit whose header it shows, with no marker inside
         that unit after it, rewrote the unit's tail: its remaining statements go when they are no more than
@@ -1027,6 +1074,12 @@ class _Merger:
             and (near_copy(seg[k], lines[i]) or _adds_argument(seg[k], lines[i]))
         ):
             start, k, i = i, k - 1, i - 1  # a changed first statement right above the anchor
+        elif k >= 0 and i >= floor and (o := _expanded_element(seg, k, lines[i], delta)) is not None:
+            start, k, i = (
+                i,
+                o - 1,
+                i - 1,
+            )  # `<td>{x}</td>` right above the anchor, spread over lines around {x}
         while k >= 0 and i >= floor and not lines[i].blank:
             match = next((kk for kk in range(k, -1, -1) if _displaces(seg[kk], lines[i], delta)), None)
             if match is not None:
@@ -1052,6 +1105,8 @@ class _Merger:
         if self.orig.markdown and start == p:
             anchor = _HEADING_RE.match(seg[h].text)
             doubt = self._new_heading_doubt(seg[:h], p, floor, len(anchor.group(1)) if anchor else None)
+            if not any(_HEADING_RE.match(x.text) for x in seg[:h]):
+                start = self._rewritten_prose_before(seg[:h], p, floor)
         # A new signature among them that names the unit the anchor sits in: the edit starts at that
         # unit's header (its lines before the anchor were rewritten).
         for x in seg[:h]:
@@ -1069,6 +1124,13 @@ class _Merger:
         # Trailing new lines likewise, walking forward.
         end, k = q_end, t + 1
         while k < len(seg) and end < n:
+            if (
+                self._decoration(seg[k].text)
+                and k + 1 < len(seg)
+                and end + 1 < n
+                and not _displaces(seg[k + 1], lines[end + 1], delta)
+            ):
+                break  # `#[test]` above a new test is that test's, not the next old test's rewritten
             if (
                 _displaces(seg[k], lines[end], delta)
                 or self._replaces_exit(seg[k], end, delta)
@@ -1314,16 +1376,18 @@ class _Merger:
             name = self._unit_name(i)
             if name:
                 names.setdefault(name, []).append(i)
-        # top-level assignments (`_EMAIL_RE = re.compile(...)` moved up with the helpers that use it), by text
+        # top-level one-line declarations (`_EMAIL_RE = re.compile(...)`, `type Multi []Notifier`) moved with
+        # the units that use them, by their text
         for i, x in enumerate(self.orig.lines):
-            if x.text and x.level == 0 and (identity(x.text) or "").startswith("set "):
+            declares = (identity(x.text) or "").startswith("set ") or signature(x.text)
+            if x.text and x.level == 0 and not self._unit_name(i) and declares:
                 names.setdefault(x.text, []).append(i)
         drop: set[int] = set()
         for seg, placement in zip(segments, placements, strict=True):
             kept_in_place = {x.text for x in self.orig.lines[placement.start : placement.end]}
             for line in seg:
                 name = signature(line.text) if not line.blank else None
-                if not name and line.level + placement.delta == 0 and line.text in names:
+                if name not in names and line.level + placement.delta == 0 and line.text in names:
                     name = line.text
                 if not name or line.text in kept_in_place or len(names.get(name, ())) != 1:
                     continue
@@ -1679,6 +1743,35 @@ def _header_groups(body: list[Line]) -> list[tuple[int, int]]:
         groups.append((k, end))
         k = end
     return groups
+
+
+_ONE_LINE_ELEMENT_RE = re.compile(r"^<([\w.]+)\b[^>]*>(.+)</\1>$")
+
+
+def _expanded_element(seg: list[Line], k: int, old: Line, delta: int) -> int | None:
+    """Where seg[k] closes an element (`</td>`) that the segment opens at seg[o] (`<td>`) and the old line is
+    that element on one line, whose content (`{order.status}`) the new element still shows: o, else None."""
+    found = _ONE_LINE_ELEMENT_RE.match(old.text)
+    if found is None or seg[k].text != f"</{found.group(1)}>" or seg[k].level + delta != old.level:
+        return None
+    o = next((o for o in range(k - 1, -1, -1) if not seg[o].blank and seg[o].level <= seg[k].level), None)
+    if (
+        o is None
+        or seg[o].level != seg[k].level
+        or not re.match(rf"<{re.escape(found.group(1))}\b", seg[o].text)
+    ):
+        return None
+    content = found.group(2).strip()
+    return o if any(content in x.text for x in seg[o + 1 : k]) else None
+
+
+_ORDERED_ITEM_RE = re.compile(r"^(\d+)[.)]\s")
+
+
+def _same_item(new: Line, old: Line) -> bool:
+    """Two ordered list items of the same number at the same depth (`2. Install ...`)."""
+    a, b = _ORDERED_ITEM_RE.match(new.text), _ORDERED_ITEM_RE.match(old.text)
+    return bool(a and b) and a.group(1) == b.group(1) and (new.level, new.rest) == (old.level, old.rest)
 
 
 def _edits(new: Line, old: Line, delta: int) -> bool:
