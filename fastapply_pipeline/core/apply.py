@@ -1378,9 +1378,11 @@ class _Merger:
                 names.setdefault(name, []).append(i)
         # top-level one-line declarations (`_EMAIL_RE = re.compile(...)`, `type Multi []Notifier`) moved with
         # the units that use them, by their text
+        wanted = {x.text for seg in segments for x in seg if x.text}  # only lines a segment writes can move
         for i, x in enumerate(self.orig.lines):
-            declares = (identity(x.text) or "").startswith("set ") or signature(x.text)
-            if x.text and x.level == 0 and not self._unit_name(i) and declares:
+            if x.level or x.text not in wanted or self._unit_name(i):
+                continue
+            if signature(x.text) or (identity(x.text) or "").startswith("set "):
                 names.setdefault(x.text, []).append(i)
         drop: set[int] = set()
         for seg, placement in zip(segments, placements, strict=True):
