@@ -1382,11 +1382,13 @@ def test_a_changed_statement_does_not_move_a_multi_line_call_of_the_same_name():
     assert result.merged == original.replace("  const res = await fetch(url, { headers: auth() });\n", new)
 
 
-def test_a_rewritten_list_step_above_the_anchor_replaces_the_old_step():
+def test_a_rewritten_list_step_above_the_anchor_without_a_marker_is_refused():
     """No leading marker; step 2 of a README list rewritten (its text and its command), then the unchanged
-    step 3: the new step was inserted above step 3 and the old one kept (and the head was a ```` ```sh ````
-    fence of step 1). Fences are weak anchors, and new lines above the anchor replace the section's lines
-    back to the first one they rewrite; an ordered item rewrites the item of its number."""
+    step 3: the new step was inserted above step 3 beside the old one (a wrong file), and its head was a
+    ```` ```sh ```` fence of step 1. Fences anchor weakly now, and new lines above the anchor that look like
+    the lines above it (an ordered item of the same number, a reworded line) may rewrite them or be new:
+    refused. With a marker above them they are new, as a marker says the lines above are kept (a second
+    reader's probes: a new table row, bullet or paragraph like the one above it)."""
     step = "{n}. {text}\n\n   ```sh\n   {command}\n   ```\n\n"
     original = (
         "# tool\n\n## Getting started\n\n"
@@ -1400,15 +1402,44 @@ def test_a_rewritten_list_step_above_the_anchor_replaces_the_old_step():
     )
     snippet = new_step + "3. Build it:\n<!-- ... existing content ... -->\n"
     result = apply_snippet(original, snippet, language="markdown")
-    assert result.merged == original.replace(
-        step.format(n=2, text="Install the dependencies:", command="npm install"), new_step
+    assert result.reason == Refusal.AMBIGUOUS_SCOPE and "look like a rewrite of line 11" in result.detail
+    table = "| Flag | Meaning |\n| --- | --- |\n| `--color` | Force colour |\n| `--quiet` | Only errors |\n"
+    snippet = "<!-- ... -->\n| `--no-color` | Disable colour |\n| `--quiet` | Only errors |\n<!-- ... -->\n"
+    merged = apply_snippet(table, snippet, language="markdown").merged
+    assert merged == table.replace("| `--quiet`", "| `--no-color` | Disable colour |\n| `--quiet`")
+
+
+def test_a_changed_route_decorator_is_an_edit_but_another_click_option_is_not():
+    """`@router.get("/items/")` -> `@router.get("/items", response_model=..)`: the same decorator edited (told
+    apart by its string argument, it was kept beside the new one, a route registered twice). In a stack of
+    `@click.option`s the argument does tell siblings apart: `--since` is no edit of `--format`."""
+    original = '@router.get("/items/")\ndef list_items(db=Depends(get_db)):\n    return query(db)\n'
+    new = '@router.get("/items", response_model=list[Item])\n'
+    snippet = new + "def list_items(db=Depends(get_db)):\n# ... existing code ...\n"
+    assert apply_snippet(original, snippet, language="python").merged == original.replace(
+        '@router.get("/items/")\n', new
     )
+
+
+def test_code_lines_of_a_markdown_example_do_not_move():
+    """A second reader's probe: the Streaming section's new example repeats `client = Client(...)` of the
+    Quick start example. Taken for a one-line declaration the snippet moved, it was deleted from the Quick
+    start example; lines of Markdown (code examples) never move."""
+    start = '```python\nfrom acme import Client\n\nclient = Client(api_key="sk-...")\n'
+    original = (
+        "## Quick start\n\n" + start + "print(client.models.list())\n```\n\n## Streaming\n\nComing soon.\n"
+    )
+    example = start + 'for chunk in client.stream("Hi"):\n    print(chunk)\n```\n'
+    snippet = "<!-- ... -->\n## Streaming\n\n" + example
+    result = apply_snippet(original, snippet, language="markdown")
+    assert result.merged == original.replace("Coming soon.\n", example)
 
 
 def test_a_one_line_element_spread_over_lines_above_the_anchor_is_replaced():
     """`<td>{order.status}</td>` becomes `<td>` / a pill showing `{order.status}` / `</td>`, right above the
-    unchanged total cell: the new element rewrites the old one (same tag, its content kept); inserted, the
-    row had both cells."""
+    unchanged total cell: the new element rewrites the old one (same tag, its content kept as a child);
+    inserted, the row had both cells. A new cell that only passes the content to an attribute
+    (`<Badge of={order.status} />`) is new (a second reader's probes)."""
     row = "          <tr>\n            <td>{order.number}</td>\n{status}            <td>{order.total}</td>\n          </tr>\n"
     old = "            <td>{order.status}</td>\n"
     new = '            <td>\n              <span className="pill">{order.status}</span>\n            </td>\n'
@@ -1420,6 +1451,14 @@ def test_a_one_line_element_spread_over_lines_above_the_anchor_is_replaced():
     )
     result = apply_snippet(original, snippet, language="tsx")
     assert result.merged == original.replace(old, new)
+    badge = "            <td>\n              <Badge of={order.status} />\n            </td>\n"
+    snippet = (
+        "{/* ... existing code ... */}\n"
+        + badge
+        + "            <td>{order.total}</td>\n{/* ... existing code ... */}\n"
+    )
+    result = apply_snippet(original, snippet, language="tsx")  # the content only in an attribute: a new cell
+    assert result.merged == original.replace(old, old + badge)
 
 
 def test_a_go_type_moved_up_with_its_method_leaves_its_old_place():
@@ -1487,3 +1526,20 @@ def test_a_new_test_after_a_test_keeps_the_next_tests_attribute():
     assert result.merged == original.replace(
         "\n    #[test]\n    fn truncate_keeps", "\n" + new + "\n    #[test]\n    fn truncate_keeps"
     )
+
+
+def test_a_changed_print_call_is_an_edit_and_a_repeated_one_does_not_move():
+    """A second reader's probes: `print("Total:", total)` -> `print(f"Total: ..")` right below the anchor was
+    inserted beside the old call once calls took their first string as part of their name (only calls that
+    open a block, `test("..", () => {`, do); and a script's new last `print()` deleted its earlier `print()`,
+    taken for a one-line declaration the snippet moved (only declarations move: `X = ...`, `type T ...`)."""
+    original = 'def report(rows):\n    total = sum(r.amount for r in rows)\n    print("Total:", total)\n    return total\n'
+    snippet = '# ... existing code ...\n    total = sum(r.amount for r in rows)\n    print(f"Total: {total:.2f}")\n# ... existing code ...\n'
+    result = apply_snippet(original, snippet, language="python")
+    assert result.merged == original.replace('print("Total:", total)', 'print(f"Total: {total:.2f}")')
+    script = (
+        'import csv\n\nrows = load()\nprint("Total:", len(rows))\nprint()\nfor r in rows:\n    print(r)\n'
+    )
+    snippet = '# ... existing code ...\nfor r in rows:\n    print(r)\nprint()\nprint("Largest:", max(rows))\n'
+    result = apply_snippet(script, snippet, language="python")
+    assert result.merged == script + 'print()\nprint("Largest:", max(rows))\n'

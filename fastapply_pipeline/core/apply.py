@@ -199,7 +199,8 @@ def signature(text: str) -> str | None:
             kind = "let" if kind in ("const", "var") else kind
             # a call named by its first argument, a string (`test("returns 404", ...)`, `it('renders')`):
             # each test is its own unit, not one more `test`
-            title = _TITLE_RE.match(text, found.end()) if text[found.end() - 1 : found.end()] == "(" else None
+            opens = text[found.end() - 1 : found.end()] == "(" and text.endswith("{")  # `it("..", () => {`
+            title = _TITLE_RE.match(text, found.end()) if opens else None
             return f"{kind} {found.group('name')} {title.group(0).strip() if title else ''}".strip()
     return None
 
@@ -228,8 +229,9 @@ _NOT_NAMES = frozenset(
 )
 
 
-# a decorator or attribute, with its first argument where that is a string (`@click.option("--since"`,
-# `@app.get("/users"`): two options or two routes are siblings, not edits of each other
+# a decorator or attribute (its callee), and its first argument where that is a string (`@click.option("--since"`):
+# identified by its callee (`@router.get("/items/")` -> `@router.get("/items", ...)` is an edit), but in a stack
+# of the same decorator (click options) the argument tells siblings apart (`_other_option`)
 _DECORATOR_RE = re.compile(r"""^(@[\w.]+|#\[\w+)(?:\(\s*("[^"]*"|'[^']*'))?""")
 _ASSIGNED_RE = re.compile(
     r"^(?:(?:export\s+)?(?:const|let|var|readonly)\s+)?([\w$.\[\]\"']+)\s*(?::[^=]*)?=(?!=)"
@@ -265,7 +267,10 @@ def identity(text: str) -> str | None:
     ):
         found = pattern.match(text)
         if found:
-            return f"{kind} " + " ".join(g for g in found.groups() if g)
+            groups = (
+                found.groups()[:1] if kind == "decorator" else found.groups()
+            )  # by its callee (see below)
+            return f"{kind} " + " ".join(g for g in groups if g)
     return None
 
 
@@ -292,19 +297,10 @@ def similar(a: Line, b: Line) -> bool:
         return True
     ident = identity(a.text)
     if ident is not None:
-        return ident == identity(b.text) or _same_decorator(ident, identity(b.text))
+        return ident == identity(b.text)
     if _COMMENT_RE.match(a.text) and _COMMENT_RE.match(b.text):
         return difflib.SequenceMatcher(None, a.text, b.text, autojunk=False).ratio() >= 0.6
     return False
-
-
-def _same_decorator(a: str, b: str | None) -> bool:
-    """Two decorator identities of one decorator, one of them without the string argument that its line
-    leaves for the next one (`@router.delete("/{id}", ...)` rewritten as `@router.delete(` over lines)."""
-    if b is None or not (a.startswith("decorator ") and b.startswith("decorator ")):
-        return False
-    a_parts, b_parts = a.split(" ", 2), b.split(" ", 2)
-    return a_parts[1] == b_parts[1] and min(len(a_parts), len(b_parts)) == 2
 
 
 class Original:
@@ -436,6 +432,7 @@ class _Merger:
         # The end of the block the previous segment opened, when the marker before this one stands inside it
         # (merge_segments sets it per segment): a segment with no anchor is sought there.
         self._ceiling: int | None = None
+        self._leading_marker = False  # whether a marker stands right before the segment being placed
 
     # ---------------------------------------------------------------- segments
     def segments(self) -> tuple[list[list[Line]], list[Line | None]]:
@@ -799,6 +796,21 @@ class _Merger:
             self._declared = {signature(x.text) for x in self.orig.lines if x.text} - {None}
         return self._declared
 
+    def _other_option(self, new: Line, i: int) -> bool:
+        """`@click.option("--until")` against `@click.option("--since")` in a stack of `@click.option`s:
+        another option beside it, not an edit of it (alone, `@router.get("/a")` -> `@router.get("/b")` is one)."""
+        a, b = _DECORATOR_RE.match(new.text), _DECORATOR_RE.match(self.orig.lines[i].text)
+        if (
+            not (a and b and a.group(2) and b.group(2))
+            or a.groups() == b.groups()
+            or a.group(1) != b.group(1)
+        ):
+            return False
+        stack = (j for j in (i - 1, i + 1) if 0 <= j < len(self.orig.lines))
+        return any(
+            (m := _DECORATOR_RE.match(self.orig.lines[j].text)) and m.group(1) == a.group(1) for j in stack
+        )
+
     def _open_block_end(self, previous: Placement, marker: Line | None) -> int | None:
         """Where the block ends that the previous segment opened and the marker after it stands inside
         (`export function f(..) {` placed, then `  // ... existing code ...` one level deeper): the next
@@ -826,7 +838,11 @@ class _Merger:
             for first, last in groups:
                 while j < len(lines) and lines[j].blank:
                     j += 1
-                if j >= len(lines) or not _edits(body[first], lines[j], delta):
+                if (
+                    j >= len(lines)
+                    or not _edits(body[first], lines[j], delta)
+                    or self._other_option(body[first], j)
+                ):
                     ok = False
                     break
                 if last > first + 1 and not lines[j].text.endswith(body[last - 1].text[-1]):
@@ -1081,7 +1097,16 @@ class _Merger:
                 i - 1,
             )  # `<td>{x}</td>` right above the anchor, spread over lines around {x}
         while k >= 0 and i >= floor and not lines[i].blank:
-            match = next((kk for kk in range(k, -1, -1) if _displaces(seg[kk], lines[i], delta)), None)
+            match = next(
+                (
+                    kk
+                    for kk in range(k, -1, -1)
+                    if not seg[kk].weak
+                    and _displaces(seg[kk], lines[i], delta)
+                    and not self._other_option(seg[kk], i)
+                ),
+                None,
+            )
             if match is not None:
                 start, k = i, match - 1
             elif not self._decoration(lines[i].text):
@@ -1105,8 +1130,16 @@ class _Merger:
         if self.orig.markdown and start == p:
             anchor = _HEADING_RE.match(seg[h].text)
             doubt = self._new_heading_doubt(seg[:h], p, floor, len(anchor.group(1)) if anchor else None)
-            if not any(_HEADING_RE.match(x.text) for x in seg[:h]):
-                start = self._rewritten_prose_before(seg[:h], p, floor)
+            if not doubt and not self._leading_marker and not any(_HEADING_RE.match(x.text) for x in seg[:h]):
+                rewritten = self._rewritten_prose_before(seg[:h], p, floor)
+                if rewritten < p:
+                    # no marker above: new lines like the old ones above the anchor (`2. Install ...`) may
+                    # rewrite them or be new beside them
+                    doubt = (
+                        f"the new lines above {_show(seg[h])} look like a rewrite of line {rewritten + 1} "
+                        f"({_show(lines[rewritten])}) but may be new; start the snippet with a marker, or show "
+                        "the old lines they replace"
+                    )
         # A new signature among them that names the unit the anchor sits in: the edit starts at that
         # unit's header (its lines before the anchor were rewritten).
         for x in seg[:h]:
@@ -1258,6 +1291,7 @@ class _Merger:
         placements: list[Placement] = []
         cursor, delta = 0, None
         for number, seg in enumerate(segments):
+            self._leading_marker = gaps[number] is not None
             self._floor = cursor + 1 if placements and gaps[number] is not None else 0
             self._ceiling = self._open_block_end(placements[-1], gaps[number]) if placements else None
             placement = self._close_open_block(seg, placements, cursor) or self.place(
@@ -1379,10 +1413,10 @@ class _Merger:
         # top-level one-line declarations (`_EMAIL_RE = re.compile(...)`, `type Multi []Notifier`) moved with
         # the units that use them, by their text
         wanted = {x.text for seg in segments for x in seg if x.text}  # only lines a segment writes can move
-        for i, x in enumerate(self.orig.lines):
+        for i, x in enumerate([] if self.orig.markdown else self.orig.lines):  # not lines of code examples
             if x.level or x.text not in wanted or self._unit_name(i):
                 continue
-            if signature(x.text) or (identity(x.text) or "").startswith("set "):
+            if _SIGNATURE_RES[0].match(x.text) or (identity(x.text) or "").startswith("set "):  # no calls
                 names.setdefault(x.text, []).append(i)
         drop: set[int] = set()
         for seg, placement in zip(segments, placements, strict=True):
@@ -1764,7 +1798,14 @@ def _expanded_element(seg: list[Line], k: int, old: Line, delta: int) -> int | N
     ):
         return None
     content = found.group(2).strip()
-    return o if any(content in x.text for x in seg[o + 1 : k]) else None
+    shown = any(  # as a child of the new element or of an element in it, not in an attribute
+        x.text == content
+        or f">{content}<" in x.text
+        or x.text.endswith(f">{content}")
+        or x.text.startswith(f"{content}<")
+        for x in seg[o + 1 : k]
+    )
+    return o if shown else None
 
 
 _ORDERED_ITEM_RE = re.compile(r"^(\d+)[.)]\s")
@@ -1790,8 +1831,9 @@ def _rewrites(new: Line, old: Line, delta: int) -> bool:
         new.level + delta == old.level
         and len(core) >= 4
         and not old.weak
-        and new.text != old.text
         and new.text.startswith(core)
+        # the old condition, then an operator that extends it (not `if (!token` -> `if (!tokenType`)
+        and bool(re.match(r"\)?\s*(?:&&|\|\||\?\?|and\b|or\b)", new.text[len(core) :]))
     )
 
 
