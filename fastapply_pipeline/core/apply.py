@@ -236,7 +236,7 @@ _DECORATOR_RE = re.compile(r"""^(@[\w.]+|#\[\w+)(?:\(\s*("[^"]*"|'[^']*'))?""")
 _ASSIGNED_RE = re.compile(
     r"^(?:(?:export\s+)?(?:const|let|var|readonly)\s+)?([\w$.\[\]\"']+)\s*(?::[^=]*)?=(?!=)"
 )
-_KEY_RE = re.compile(r"^([\"']?[\w$-]+[\"']?)\s*:(?!:)")
+_KEY_RE = re.compile(r"""^("[^"]+"|'[^']+'|[\w$-]+)\s*:(?!:)""")  # `timeout:`, `"reports.tasks.*":`
 _IMPORT_RE = re.compile(
     r"^(?:from\s+(\S+)\s+import\b|import\s+.*?\bfrom\s+(['\"][^'\"]+['\"])|import\s+([\w.]+)\s*$|"
     r"(?:pub\s+)?use\s+((?:\w+::)+))"
@@ -664,11 +664,11 @@ class _Merger:
                                 "lines after the new block",
                             )
                 fence = self.orig.markdown and seg[t].weak  # a bare fence: every code block ends with one
-                if not pairs and (opener is not None or fence):
+                if not pairs and (opener is not None or seg[t].weak):
                     # The last line that occurs closes a block of new code (the `}` of a new `if`), or is a
                     # Markdown fence after a changed command: the tail is the last run before it that holds a
                     # line stronger than a closer, and what follows that run is new or rewritten.
-                    for t2 in range(t - 1 if fence else opener - 1, h + head_run - 1, -1):
+                    for t2 in range(t - 1 if opener is None else opener - 1, h + head_run - 1, -1):
                         for q_end, tail_run in backward_runs(t2, p + head_run) if occurs(t2) else ():
                             tail_run = min(tail_run, q_end - (p + head_run), t2 - (h + head_run) + 1)
                             run = seg[t2 - tail_run + 1 : t2 + 1]
@@ -1303,7 +1303,7 @@ class _Merger:
             )
             placements.append(placement)
             cursor, delta = placement.end, placement.delta
-        moved = self._moved_units(segments, placements)
+        moved = self._moved_units(segments, placements, gaps)
         out: list[str] = []
         cursor = 0
         for placement, (lead, trail) in zip(placements, self._blank_edges(), strict=True):
@@ -1398,7 +1398,9 @@ class _Merger:
                 )
         return None
 
-    def _moved_units(self, segments: list[list[Line]], placements: list[Placement]) -> set[int]:
+    def _moved_units(
+        self, segments: list[list[Line]], placements: list[Placement], gaps: list[Line | None]
+    ) -> set[int]:
         """Original lines of units the snippet moved: a whole unit written among a segment's new lines
         whose only original copy lies in code the snippet keeps. Its old copy (and the blank lines before
         it) goes."""
@@ -1419,9 +1421,13 @@ class _Merger:
             if _SIGNATURE_RES[0].match(x.text) or (identity(x.text) or "").startswith("set "):  # no calls
                 names.setdefault(x.text, []).append(i)
         drop: set[int] = set()
-        for seg, placement in zip(segments, placements, strict=True):
+        for number, (seg, placement) in enumerate(zip(segments, placements, strict=True)):
             kept_in_place = {x.text for x in self.orig.lines[placement.start : placement.end]}
-            for line in seg:
+            after = gaps[number + 1]
+            for at, line in enumerate(seg):
+                inside = after is not None and not line.blank and after.level > line.level
+                if inside and all(x.blank or x.level > line.level for x in seg[at + 1 :]):
+                    continue  # the marker after the segment stands inside this unit: only its top is shown
                 name = signature(line.text) if not line.blank else None
                 if name not in names and line.level + placement.delta == 0 and line.text in names:
                     name = line.text
@@ -1433,6 +1439,13 @@ class _Merger:
                 end = self.orig.block_end(j)
                 if any(i in replaced for i in range(j, end)):
                     continue
+                body = next((x for x in self.orig.lines[j + 1 : end] if x.text and not x.weak), None)
+                if (
+                    self.orig.markdown
+                    and body is not None
+                    and not any(_rewords(x, body) for x in seg[at + 1 :])
+                ):
+                    continue  # a moved section brings its text: a new `### Added` is not the old release's moved
                 start = j
                 while start - 1 >= 0 and self._decoration(self.orig.lines[start - 1].text):
                     start -= 1
