@@ -727,8 +727,6 @@ REALISTIC = Path(__file__).parent / "data" / "realistic"
 KNOWN_WRONG = {
     # a new select-all `<th>` cell above the columns' map: the old empty `<th />` is kept beside it
     "w_tsx_datatable_nulls_select_all",
-    # a multi-line `const res = await fetch(.., {` re-indented into a new `try` block: the old one is kept
-    "w_typescript_apiclient_fetch_try_catch",
     # rows up to `negative`, then the table's `}`: by omission that deletes the `empty` row after it, which
     # the author meant kept (a snippet that stops short); the two readings conflict
     "y_go_parse_size_lowercase_case",
@@ -1613,3 +1611,20 @@ def test_a_new_markdown_subsection_named_like_another_releases_is_not_a_move():
     )
     result = apply_snippet(original, snippet, language="markdown")
     assert result.merged == original.replace("## [Unreleased]\n\n", "## [Unreleased]\n\n" + added)
+
+
+def test_a_statement_wrapped_in_a_new_try_block_leaves_its_old_place():
+    """`const res = await fetch(url, {` ... `});` right above `if (!res.ok) {` is wrapped in a new `try`,
+    its declaration moved up (`let res: Response;`): the new lines hold the old statement one level deeper
+    inside the block they open, so they replace it (inserted, the request ran twice)."""
+    original = (
+        "async function get(url) {\n  const headers = build();\n  const res = await fetch(url, {\n    headers,\n"
+        "  });\n  if (!res.ok) {\n    throw new Error(url);\n  }\n  return res.json();\n}\n"
+    )
+    new = (
+        "  let res;\n  try {\n    res = await fetch(url, {\n      headers,\n    });\n  } catch (err) {\n"
+        "    throw new NetworkError(url, err);\n  }\n"
+    )
+    snippet = "// ... existing code ...\n" + new + "  if (!res.ok) {\n// ... existing code ...\n"
+    result = apply_snippet(original, snippet, language="javascript")
+    assert result.merged == original.replace("  const res = await fetch(url, {\n    headers,\n  });\n", new)

@@ -796,6 +796,39 @@ class _Merger:
             self._declared = {signature(x.text) for x in self.orig.lines if x.text} - {None}
         return self._declared
 
+    def _wrapped_above(self, seg: list[Line], k: int, p: int, delta: int, floor: int):
+        """The original statement right above the anchor (`const res = await fetch(url, {` ... `});`), which
+        the segment's new lines hold one level deeper inside a block they open (`try {`), its declaration
+        perhaps moved up (`let res: Response;` then `res = await fetch(..`): (its first line, the segment line
+        before that block's opener, the original line above it), else None. Inserted, it ran twice."""
+        lines, i, kk, matched = self.orig.lines, p - 1, k, []
+        while i >= floor and not lines[i].blank and kk >= 0:
+            candidates = range(kk, -1, -1) if not matched else [kk]  # contiguous once the first one is found
+            found = next(
+                (
+                    j
+                    for j in candidates
+                    if seg[j].level + delta == lines[i].level + 1
+                    and (seg[j].text == lines[i].text or _undeclared(seg[j].text, lines[i].text))
+                ),
+                None,
+            )
+            if found is None:
+                break
+            matched.append((i, found))
+            kk, i = found - 1, i - 1
+        if len(matched) < 2 or not any(not lines[m].weak for m, _ in matched):
+            return None
+        top, top_k = matched[-1]
+        opener = next((j for j in range(top_k - 1, -1, -1) if not seg[j].blank), None)
+        if (
+            opener is None
+            or seg[opener].level + delta != lines[top].level
+            or not seg[opener].text.endswith(("{", ":"))
+        ):
+            return None
+        return top, opener - 1, top - 1
+
     def _other_option(self, new: Line, i: int) -> bool:
         """`@click.option("--until")` against `@click.option("--since")` in a stack of `@click.option`s:
         another option beside it, not an edit of it (alone, `@router.get("/a")` -> `@router.get("/b")` is one)."""
@@ -1091,11 +1124,10 @@ class _Merger:
         ):
             start, k, i = i, k - 1, i - 1  # a changed first statement right above the anchor
         elif k >= 0 and i >= floor and (o := _expanded_element(seg, k, lines[i], delta)) is not None:
-            start, k, i = (
-                i,
-                o - 1,
-                i - 1,
-            )  # `<td>{x}</td>` right above the anchor, spread over lines around {x}
+            # `<td>{x}</td>` right above the anchor, spread over lines around {x}
+            start, k, i = i, o - 1, i - 1
+        elif k >= 0 and (wrapped := self._wrapped_above(seg, k, p, delta, floor)) is not None:
+            start, k, i = wrapped  # the lines above the anchor moved into a new `try {` (one level deeper)
         while k >= 0 and i >= floor and not lines[i].blank:
             match = next(
                 (
@@ -1819,6 +1851,12 @@ def _expanded_element(seg: list[Line], k: int, old: Line, delta: int) -> int | N
         for x in seg[o + 1 : k]
     )
     return o if shown else None
+
+
+def _undeclared(new: str, old: str) -> bool:
+    """`res = await fetch(..` is `const res = await fetch(..` with its declaration moved elsewhere."""
+    found = re.match(r"^(?:export\s+)?(?:const|let|var)\s+", old)
+    return bool(found) and old[found.end() :] == new
 
 
 _ORDERED_ITEM_RE = re.compile(r"^(\d+)[.)]\s")
