@@ -1174,13 +1174,24 @@ def test_a_changed_command_before_a_bare_fence_keeps_the_tail_above_it():
     assert result.merged == final
 
 
+def _rust_method(name: str, body: str) -> str:
+    """A builder method of an `impl` block (4-space indented), for the Rust cases below."""
+    return _rust_fn(f"pub fn {name}(mut self, v: u32) -> Self", body, "self")
+
+
+def _rust_fn(head: str, *body: str, attr: str = "") -> str:
+    return (
+        (attr and f"    {attr}\n") + f"    {head} {{\n" + "".join(f"        {x}\n" for x in body) + "    }\n"
+    )
+
+
 def test_two_sibling_units_are_not_one_whole_unit():
     """`pub fn retries(..) { .. }` then `pub fn user_agent(..) { .. }`: the segment starts with a signature
     and ends with a closer, but it is two units, not one to find by name; read as one, it replaced `retries`
     alone and kept the deprecated method between them that the snippet leaves out."""
 
     def method(name, field):
-        return f"    pub fn {name}(mut self, v: u32) -> Self {{\n        self.{field} = Some(v);\n        self\n    }}\n"
+        return _rust_method(name, f"self.{field} = Some(v);")
 
     original = (
         "impl Builder {\n"
@@ -1242,8 +1253,7 @@ def test_a_new_named_unit_whose_ending_copies_the_next_one_is_inserted():
     (`ca_bundle`, another name): a new method beside it, not a rewrite of it; nor is it refused as one that
     might be (the openers look alike, the bodies differ; once the segment was no longer one whole unit)."""
 
-    def method(name, body):
-        return f"    pub fn {name}(mut self, v: u32) -> Self {{\n        {body}\n        self\n    }}\n"
+    method = _rust_method
 
     original = (
         "impl Builder {\n"
@@ -1502,8 +1512,8 @@ def test_a_go_type_moved_up_with_its_method_leaves_its_old_place():
 
 def test_a_decorator_rewritten_over_several_lines_replaces_the_old_one():
     """`@router.delete("/{item_id}", status_code=204)` rewritten as `@router.delete(` with one argument a
-    line: the split line carries no string argument, so it is the same decorator as the old one (and
-    `@click.option("--since")` is still not an edit of `@click.option("--format")`)."""
+    line: the same decorator (identified by its callee; told apart by their string argument, the two were
+    not, and the old one stayed)."""
     original = (
         '@router.get("/{item_id}")\ndef read(item_id: int):\n    return get(item_id)\n\n\n'
         '@router.delete("/{item_id}", status_code=204)\ndef delete(item_id: int):\n    remove(item_id)\n'
@@ -1521,7 +1531,7 @@ def test_a_new_test_after_a_test_keeps_the_next_tests_attribute():
     run belongs to the line after it."""
 
     def test(name, body):
-        return f"    #[test]\n    fn {name}() {{\n        {body}\n    }}\n"
+        return _rust_fn(f"fn {name}()", body, attr="#[test]")
 
     original = (
         "mod tests {\n    use super::*;\n\n"
