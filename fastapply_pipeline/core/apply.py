@@ -973,10 +973,10 @@ class _Merger:
         return reach
 
     def _rewritten_prose_before(self, new: list[Line], start: int, floor: int) -> int:
-        """Markdown: new lines before the first anchor replace the section's lines back to the first one they
-        rewrite (a step reworded, its command changed), in order from the anchor up; the rest stays. An
-        ordered list item rewrites the item of its number (`2. Install the dependencies:` -> `2. Install them
-        with pnpm:`)."""
+        """Markdown: the first of the section's lines above the anchor that new lines before it look like a
+        rewrite of (a step reworded, in order from the anchor up; an ordered list item and the item of its
+        number: `2. Install the dependencies:`, `2. Install them with pnpm:`), else `start`. Such new lines may
+        rewrite those lines or be new beside them: the caller doubts the placement where no marker says."""
         lines = self.orig.lines
         stop = start
         while stop > floor and not (
