@@ -190,9 +190,8 @@ def signature(text: str) -> str | None:
         if found and found.group("name") not in _NOT_NAMES:
             kind = found.groupdict().get("kw") or ""
             receiver = (found.groupdict().get("recv") or "").split()
-            if (
-                receiver
-            ):  # a Go method is named by its type too: `func (m *Multi) Notify` -> 'func Multi.Notify'
+            # a Go method is named by its type too: `func (m *Multi) Notify` -> 'func Multi.Notify'
+            if receiver:
                 name = receiver[-1].lstrip("*").split("[")[0] + "." + found.group("name")
                 return f"{kind} {name}"
             # `let response: Response;` declares what `const response = ...` did: one scope declares a name once
@@ -267,9 +266,8 @@ def identity(text: str) -> str | None:
     ):
         found = pattern.match(text)
         if found:
-            groups = (
-                found.groups()[:1] if kind == "decorator" else found.groups()
-            )  # by its callee (see below)
+            # a decorator by its callee (its string argument only tells siblings apart: `_other_option`)
+            groups = found.groups()[:1] if kind == "decorator" else found.groups()
             return f"{kind} " + " ".join(g for g in groups if g)
     return None
 
@@ -433,6 +431,7 @@ class _Merger:
         # (merge_segments sets it per segment): a segment with no anchor is sought there.
         self._ceiling: int | None = None
         self._leading_marker = False  # whether a marker stands right before the segment being placed
+        self._declared: set[str] | None = None  # the signatures the original declares (`_names`)
 
     # ---------------------------------------------------------------- segments
     def segments(self) -> tuple[list[list[Line]], list[Line | None]]:
@@ -665,9 +664,10 @@ class _Merger:
                             )
                 fence = self.orig.markdown and seg[t].weak  # a bare fence: every code block ends with one
                 if not pairs and (opener is not None or seg[t].weak):
-                    # The last line that occurs closes a block of new code (the `}` of a new `if`), or is a
-                    # Markdown fence after a changed command: the tail is the last run before it that holds a
-                    # line stronger than a closer, and what follows that run is new or rewritten.
+                    # The last line that occurs closes a block of new code (the `}` of a new `if`), or is
+                    # weak (a Markdown fence after a changed command, a call's lone `)`): the tail is the last
+                    # run before it that holds a line stronger than a closer, and what follows that run is
+                    # new or rewritten.
                     for t2 in range(t - 1 if opener is None else opener - 1, h + head_run - 1, -1):
                         for q_end, tail_run in backward_runs(t2, p + head_run) if occurs(t2) else ():
                             tail_run = min(tail_run, q_end - (p + head_run), t2 - (h + head_run) + 1)
@@ -792,7 +792,7 @@ class _Merger:
 
     def _names(self) -> set[str]:
         """The signatures the original declares."""
-        if not hasattr(self, "_declared"):
+        if self._declared is None:
             self._declared = {signature(x.text) for x in self.orig.lines if x.text} - {None}
         return self._declared
 
