@@ -14,12 +14,12 @@ import time
 from pathlib import Path
 
 import polars as pl
+from bench_eval import DEFAULT_MODEL  # the provisioned Qwen2.5-Coder-0.5B-Instruct, one definition
 
 from fastapply_pipeline.core.evaluate import evaluate, hybrid_candidate, load_rows, model_candidate
 from fastapply_pipeline.core.inference import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
-MODEL = "~/.cache/fastapply/models/qwen2.5-coder-0.5b-instruct"  # ../shared/tools/provision-qwen-coder-0.5b
 ADAPTER = ROOT / ".fastapply" / "corpus-artifacts" / "adapters" / "lora_adapter" / "adapter"
 
 
@@ -27,7 +27,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--model", default=MODEL)
+    parser.add_argument("--model", default=str(DEFAULT_MODEL))
     parser.add_argument(
         "--adapter", default=str(ADAPTER), help="a LoRA adapter folder; '' for the base model"
     )

@@ -29,11 +29,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench_eval import DEFAULT_MODEL  # noqa: E402  (the provisioned model: one definition)
+
 from fastapply_pipeline.core.settings import TrainingSettings  # noqa: E402
 from fastapply_pipeline.core.training import TrainJob  # noqa: E402
 from fastapply_pipeline.training.train import Reporter, train  # noqa: E402
-
-DEFAULT_MODEL = Path.home() / ".cache/fastapply/models/qwen2.5-coder-0.5b-instruct"
 
 
 def random_padding(lengths: list[int], batch: int, seed: int = 0, rounds: int = 200) -> float:

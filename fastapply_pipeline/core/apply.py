@@ -662,7 +662,6 @@ class _Merger:
                                 f"{q_end - tail_run + 1}: a new block, or the lines up to it rewritten? Show the "
                                 "lines after the new block",
                             )
-                fence = self.orig.markdown and seg[t].weak  # a bare fence: every code block ends with one
                 if not pairs and (opener is not None or seg[t].weak):
                     # The last line that occurs closes a block of new code (the `}` of a new `if`), or is
                     # weak (a Markdown fence after a changed command, a call's lone `)`): the tail is the last
@@ -672,11 +671,9 @@ class _Merger:
                         for q_end, tail_run in backward_runs(t2, p + head_run) if occurs(t2) else ():
                             tail_run = min(tail_run, q_end - (p + head_run), t2 - (h + head_run) + 1)
                             run = seg[t2 - tail_run + 1 : t2 + 1]
-                            # a line stronger than a closer, a fence, or a decoration every test carries (`#[test]`)
-                            if tail_run > 0 and not all(
-                                x.weak or self._decoration(x.text) or (fence and _FENCE_RE.match(x.text))
-                                for x in run
-                            ):
+                            # a line stronger than a closer or a fence (weak), or a decoration every test
+                            # carries (`#[test]`)
+                            if tail_run > 0 and not all(x.weak or self._decoration(x.text) for x in run):
                                 pairs.append((p, head_run, q_end, tail_run, t2))
                         if pairs:
                             break
@@ -1859,13 +1856,11 @@ def _undeclared(new: str, old: str) -> bool:
     return bool(found) and old[found.end() :] == new
 
 
-_ORDERED_ITEM_RE = re.compile(r"^(\d+)[.)]\s")
-
-
 def _same_item(new: Line, old: Line) -> bool:
     """Two ordered list items of the same number at the same depth (`2. Install ...`)."""
-    a, b = _ORDERED_ITEM_RE.match(new.text), _ORDERED_ITEM_RE.match(old.text)
-    return bool(a and b) and a.group(1) == b.group(1) and (new.level, new.rest) == (old.level, old.rest)
+    a, b = _LIST_ITEM_RE.match(new.text), _LIST_ITEM_RE.match(old.text)
+    numbered = bool(a and b) and a.group(2)[0].isdigit()
+    return numbered and a.group(2) == b.group(2) and (new.level, new.rest) == (old.level, old.rest)
 
 
 def _edits(new: Line, old: Line, delta: int) -> bool:
