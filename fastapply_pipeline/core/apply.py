@@ -700,10 +700,27 @@ class _Merger:
                 Refusal.OUT_OF_ORDER,
                 f"the segment starting {_show(seg[0])} has its last lines before its first lines in the original",
             )
+
+        # A placement that leaves out a named unit between anchors twice as long as any other placement's, on
+        # both sides of the gap (a test deleted between the two shown around it), is kept beside the others.
+        def strong(run: list[Line]) -> bool:
+            return any(not x.weak and not self._decoration(x.text) for x in run)
+
+        most = max((pl[1] + pl[3] for pl in placements if not pl[4]), default=0)
+        deletions = [
+            pl
+            for pl in placements
+            if pl[4]
+            and pl[3]
+            and most
+            and pl[1] + pl[3] >= 2 * most
+            and strong(seg[h : h + pl[1]])
+            and strong(seg[pl[6] - pl[3] + 1 : pl[6] + 1])
+        ]
         for flag in (4, 5):  # prefer placements that swallow no named unit, then none that overrun a block
             clean = [pl for pl in placements if not pl[flag]]
             if len(placements) > 1 and clean:
-                placements = clean
+                placements = clean + [pl for pl in deletions if pl not in clean]
         out, renames = [], None
         for p, head_run, q_end, tail_run, swallowed, _overrun, t_ in placements:
             tail_lines = seg[t_ - tail_run + 1 : t_ + 1] if tail_run else []
@@ -1183,9 +1200,20 @@ class _Merger:
                 ):
                     start = min(start, j)
                     break
+        if start == p and (above := self._rewritten_unit_above(seg[:h], p, floor, delta)) is not None:
+            start = above
         # Trailing new lines likewise, walking forward.
         end, k = q_end, t + 1
         while k < len(seg) and end < n:
+            if seg[k].blank and lines[end].blank:
+                # the same gap on both sides, then a line that edits the original's next one (`]`, a blank
+                # line, `__version__ = "2.4.0"`): the gap is the file's, and the edit goes on past it
+                kk = next((j for j in range(k, len(seg)) if not seg[j].blank), len(seg))
+                ee = next((j for j in range(end, n) if not lines[j].blank), n)
+                if kk - k == ee - end and kk < len(seg) and ee < n and _displaces(seg[kk], lines[ee], delta):
+                    k, end = kk, ee
+                    continue
+                break
             if (
                 self._decoration(seg[k].text)
                 and k + 1 < len(seg)
@@ -1197,8 +1225,18 @@ class _Merger:
                 _displaces(seg[k], lines[end], delta)
                 or self._replaces_exit(seg[k], end, delta)
                 or (k == len(seg) - 1 and self._reopens(seg[k], end, delta, after))
+                or (k == len(seg) - 1 and self._wraps_last_line(seg[k], end, delta, after))
             ):
-                end, k = end + 1, k + 1
+                # a one-line entry spread over lines (`bio: [{...}],` -> `bio: [` / items / `],`): all of them
+                spread = None if self.orig.is_header(end) else _spread_end(seg, k)
+                end, k = end + 1, spread or k + 1
+                continue
+            if self._collapses_block(seg[k], end, delta):
+                end, k = self.orig.block_end(end), k + 1
+                continue
+            restyled = _restyled_element(seg, k, lines, end, delta)
+            if restyled is not None:
+                k, end = restyled, end + 1
                 continue
             block = self._rewritten_block(seg, k, end, delta)
             if block is None:
@@ -1235,6 +1273,30 @@ class _Merger:
             start, end, delta, new_lines, head_run + tail_run, h > 0, k < len(seg), separator, doubt
         )
 
+    def _rewritten_unit_above(self, lead: list[Line], p: int, floor: int, delta: int) -> int | None:
+        """The new lines above the anchor are one whole unit (`case 'RENAME_TODO': {` ... `}`) whose header
+        is that of the unit ending right above the anchor, blank lines apart (`case 'RENAME_TODO':`): that unit
+        rewritten, not a second one beside it. Returns where it starts, else None."""
+        body = [x for x in lead if not x.blank]
+        if self.orig.markdown or not body or lead[-1].blank is False:
+            return None
+        head, level = body[0], body[0].level
+        if head.weak or not all(x.level > level or (x.weak and x.level == level) for x in body[1:]):
+            return None
+        i = p - 1
+        while i >= floor and self.orig.lines[i].blank:
+            i -= 1
+        lines = self.orig.lines
+        j = next((j for j in range(i, floor - 1, -1) if lines[j].level <= level + delta), None)
+        if j is None or lines[j].level != level + delta or not self.orig.is_header(j):
+            return None
+        if self.orig.block_end(j) != i + 1:
+            return None
+        same = _opening_core(lines[j].text) == _opening_core(head.text) or (
+            signature(head.text) is not None and signature(head.text) == signature(lines[j].text)
+        )
+        return j if same else None
+
     def _new_heading_doubt(self, lead: list[Line], p: int, floor: int, anchor_depth: int | None) -> str:
         """Markdown: a segment that starts with a new heading above lines in the middle of a section of the
         same level (`## Getting started`, new text, then the old `## Installation` section's code) renames
@@ -1270,6 +1332,37 @@ class _Merger:
             return False
         after = next((x for x in lines[i + 1 :] if not x.blank), None)
         return after is None or after.level < old.level
+
+    def _wraps_last_line(self, new: Line, i: int, delta: int, after: Line | None) -> bool:
+        """The snippet's last line, with no marker after it, keeps every word of the file's last line at its
+        depth and adds to them (`main()` -> `sys.exit(main())`): that line edited, not a second one after it."""
+        old = self.orig.lines[i]
+        return (
+            after is None
+            and i == self.orig.last - 1
+            and not old.weak
+            and new.level + delta == old.level
+            and _extends(new.text, old.text)
+        )
+
+    def _collapses_block(self, new: Line, i: int, delta: int) -> bool:
+        """A one-line statement in place of a grouped one that held it (`import (` / `"strings"` / `"testing"` /
+        `)` -> `import "testing"`): the same keyword, at the same depth, and one of the group's lines in it."""
+        old, lines = self.orig.lines[i], self.orig.lines
+        if (
+            new.weak
+            or new.level + delta != old.level
+            or not old.text.endswith("(")
+            or not self.orig.is_header(i)
+        ):
+            return False
+        word = re.match(r"[A-Za-z_]\w*", old.text)
+        if word is None or not re.match(rf"{word.group(0)}\s+\S", new.text) or new.text.endswith(("(", "{")):
+            return False
+        items = [
+            x.text.rstrip(",") for x in lines[i + 1 : self.orig.block_end(i)] if not x.blank and not x.weak
+        ]
+        return any(len(item) > 2 and item in new.text for item in items)
 
     def _rewritten_block(self, seg: list[Line], k: int, i: int, delta: int) -> tuple[int, int] | None:
         """A whole block of new lines that rewrites the original's block at i (`if (b) {..}` -> `if (b && c)
@@ -1712,8 +1805,27 @@ class _Merger:
             for i in range(j + 1, end)
             if self.orig.lines[i].level == self.orig.lines[j].level + 1 and self._unit_name(i)
         ]
-        if not any(signature(x.text) for x in body if x.level == body[0].level):
-            return None  # no named member in the snippet's body: it is the unit's new body
+        definitions = (
+            "def",
+            "fn",
+            "func",
+            "function",
+            "class",
+            "struct",
+            "impl",
+            "enum",
+            "trait",
+            "interface",
+        )
+        function = (signature(header.text) or "").split(" ")[0] in definitions[:4] or "=>" in header.text
+        if not any(
+            (name := signature(x.text)) and (not function or name.split(" ")[0] in definitions)
+            for x in body
+            if x.level == body[0].level
+        ):
+            # no named member in the snippet's body (in a function's, only nested definitions are members, not
+            # its `let`s and calls): it is the unit's new body
+            return None
         mentioned = {x.text for x in unit} | {signature(x.text) for x in unit if signature(x.text)}
         missing = [
             i
@@ -1848,6 +1960,45 @@ def _expanded_element(seg: list[Line], k: int, old: Line, delta: int) -> int | N
         for x in seg[o + 1 : k]
     )
     return o if shown else None
+
+
+_CLASS_NAME_RE = re.compile(r"""\bclassName=("[^"]+"|'[^']+')""")
+
+
+def _restyled_element(seg: list[Line], k: int, lines: list[Line], i: int, delta: int) -> int | None:
+    """Where a new element spread over lines (`<input` / attributes / `/>`) ends, when it takes the place of the
+    one-line element at i (`<span className="cart-item__qty">...</span>`): the same depth and the same
+    className, which no sibling around it shares. Else None."""
+    new, old = seg[k], lines[i]
+    if not re.match(r"^<[\w.]+$", new.text) or new.level + delta != old.level:
+        return None
+    if not (_ONE_LINE_ELEMENT_RE.match(old.text) or old.text.endswith("/>")):
+        return None
+    m = next((m for m in range(k + 1, len(seg)) if seg[m].blank or seg[m].level <= new.level), len(seg))
+    if m == len(seg) or seg[m].text != "/>" or seg[m].level != new.level:
+        return None
+    ours, theirs = (
+        _CLASS_NAME_RE.findall(" ".join(x.text for x in seg[k:m])),
+        _CLASS_NAME_RE.findall(old.text),
+    )
+    if len(ours) != 1 or ours != theirs[:1]:
+        return None
+    low, high = max(0, i - 8), min(len(lines), i + 9)
+    if sum(ours[0] in x.text for x in lines[low:high]) != 1:
+        return None  # siblings share the class (`className="field"`): which one it replaces is not shown
+    return m + 1
+
+
+def _spread_end(seg: list[Line], k: int) -> int | None:
+    """Where the bracket that seg[k] leaves open (`bio: [`) closes, on a line of its own at its depth (`],`),
+    with only deeper lines between: the index after that line, else None."""
+    if not seg[k].text.endswith(("[", "{", "(")):
+        return None
+    m = next((m for m in range(k + 1, len(seg)) if seg[m].blank or seg[m].level <= seg[k].level), len(seg))
+    closer = {"[": "]", "{": "}", "(": ")"}[seg[k].text[-1]]
+    if m == k + 1 or m == len(seg) or seg[m].level != seg[k].level or not seg[m].text.startswith(closer):
+        return None
+    return m + 1
 
 
 def _undeclared(new: str, old: str) -> bool:
