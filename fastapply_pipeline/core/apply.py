@@ -405,6 +405,7 @@ class Placement:
     ends_new: bool = False  # its last line is new
     separator: int = 0  # blank lines between the anchors and new code inserted after them
     doubt: str = ""  # why this place, if it is the best one, may be wrong: then the snippet is refused
+    omitted: tuple[int, int] = (0, 0)  # the original lines it leaves out between its head and tail anchors
 
 
 def _show(line: Line) -> str:
@@ -431,6 +432,8 @@ class _Merger:
         # (merge_segments sets it per segment): a segment with no anchor is sought there.
         self._ceiling: int | None = None
         self._leading_marker = False  # whether a marker stands right before the segment being placed
+        self._trailing_blanks = 0  # blank lines between the segment being placed and the marker after it
+        self._keep: int | None = None  # an original line the segment being placed must not leave out
         self._declared: set[str] | None = None  # the signatures the original declares (`_names`)
 
     # ---------------------------------------------------------------- segments
@@ -507,6 +510,16 @@ class _Merger:
             if fallback is None:
                 raise errors[0]
             return fallback
+        copies = {id(p): self._copies_beside(p) for p in found} if len({p.delta for p in found}) > 1 else {}
+        if any(copies.values()):
+            # Depths compete by their best placement, less the lines it would copy at another indentation right
+            # beside its span (lines the snippet shows kept, only re-indented around them).
+            by_delta: dict[int, int] = {}
+            for p in found:
+                by_delta[p.delta] = max(
+                    by_delta.get(p.delta, p.score - copies[id(p)]), p.score - copies[id(p)]
+                )
+            found = [p for p in found if by_delta[p.delta] == max(by_delta.values())]
         best = max(p.score for p in found)
         top = {(p.start, p.end): p for p in found if p.score == best}
         if len(top) > 1 and prefer_delta is not None:
@@ -524,6 +537,18 @@ class _Merger:
         if chosen.doubt:
             raise AnchorError(Refusal.AMBIGUOUS_SCOPE, chosen.doubt)
         return chosen
+
+    def _copies_beside(self, placement: Placement) -> int:
+        """How many of the placement's lines copy, at another indentation, a line the file keeps within two
+        lines of its span (`<span className="divider" />` written one level deeper right below the old one)."""
+        near = {}
+        for i in [
+            *range(max(0, placement.start - 2), placement.start),
+            *range(placement.end, placement.end + 2),
+        ]:
+            if i < len(self.orig.lines) and not self.orig.lines[i].blank and not self.orig.lines[i].weak:
+                near[self.orig.lines[i].text] = self.raw[i]
+        return sum(1 for x in placement.lines if x.strip() in near and x != near[x.strip()])
 
     def _place_at(
         self,
@@ -677,6 +702,8 @@ class _Merger:
                                 pairs.append((p, head_run, q_end, tail_run, t2))
                         if pairs:
                             break
+                if self._keep is not None:  # a later segment shows this line: it is not left out
+                    pairs = [pr for pr in pairs if not pr[0] + pr[1] <= self._keep < pr[2] - pr[3]]
                 if not pairs:  # no tail worth trusting: the lines after the head are new, inserted there
                     pairs = [(p, head_run, p + head_run, 0, t)]
             for p_, head_run_, q_end, tail_run, t_ in pairs:
@@ -1056,7 +1083,10 @@ class _Merger:
         remaining = sum(1 for x in lines[end:unit_end] if not x.blank and x.level <= depth)
         new_count = sum(1 for x in new if not x.blank and x.level + delta <= depth)
         at_file_end = after is None and unit_end >= self.orig.last  # no marker after: the snippet's end
-        return unit_end if remaining and (remaining <= new_count or at_file_end) else end
+        # the snippet closes the unit: the blank lines that follow it in the file, then a marker outside it
+        gap = next((g for g, x in enumerate(lines[self.orig.block_end(j) :]) if not x.blank), 0)
+        closed = after is not None and after.level + delta <= level and self._trailing_blanks >= max(1, gap)
+        return unit_end if remaining and (remaining <= new_count or at_file_end or closed) else end
 
     def _same_parent(self, seg: list[Line], h: int, p: int, delta: int) -> bool:
         """Lines the segment puts inside a block it opens with a new line (`case "renamed":` then `return {`)
@@ -1269,8 +1299,9 @@ class _Merger:
         if not tail_run and end == q_end:
             while separator < head_run and lines[p + head_run - 1 - separator].blank:
                 separator += 1
+        omitted = (p + head_run, q_end - tail_run) if tail_run else (0, 0)
         return Placement(
-            start, end, delta, new_lines, head_run + tail_run, h > 0, k < len(seg), separator, doubt
+            start, end, delta, new_lines, head_run + tail_run, h > 0, k < len(seg), separator, doubt, omitted
         )
 
     def _rewritten_unit_above(self, lead: list[Line], p: int, floor: int, delta: int) -> int | None:
@@ -1411,20 +1442,42 @@ class _Merger:
     def merge_segments(self) -> tuple[list[str], list[tuple[int, int]]]:
         segments, gaps = self.segments()
         placements: list[Placement] = []
-        cursor, delta = 0, None
-        for number, seg in enumerate(segments):
+        edges = self._blank_edges()
+
+        def place(number: int) -> Placement:
+            seg, cursor = segments[number], placements[-1].end if placements else 0
             self._leading_marker = gaps[number] is not None
+            self._trailing_blanks = edges[number][1] if gaps[number + 1] is not None else 0
             self._floor = cursor + 1 if placements and gaps[number] is not None else 0
             self._ceiling = self._open_block_end(placements[-1], gaps[number]) if placements else None
-            placement = self._close_open_block(seg, placements, cursor) or self.place(
+            self._keep = kept.get(number)
+            return self._close_open_block(seg, placements, cursor) or self.place(
                 seg,
                 cursor,
                 pinned_start=gaps[number] is None,
                 after=gaps[number + 1],
-                prefer_delta=delta,
+                prefer_delta=placements[-1].delta if placements else None,
             )
+
+        kept: dict[int, int] = {}  # segment -> an original line its placement must not leave out
+        number = 0
+        while number < len(segments):
+            placement = place(number)
+            shown = self._shown_again(segments[number], placements[-1]) if placements else None
+            if shown is not None and number - 1 not in kept:
+                # The segment opens with a unit the previous one left out (between its head and a tail that
+                # copied a later unit): the previous one is placed again, keeping that unit.
+                previous = placements.pop()
+                kept[number - 1] = shown
+                try:
+                    placements.append(place(number - 1))
+                except AnchorError:
+                    placements.append(previous)
+                    kept[number - 1] = -1
+                continue
             placements.append(placement)
-            cursor, delta = placement.end, placement.delta
+            number += 1
+        self._keep = None
         moved = self._moved_units(segments, placements, gaps)
         out: list[str] = []
         cursor = 0
@@ -1450,6 +1503,15 @@ class _Merger:
             cursor = placement.end
         out.extend(self.raw[i] for i in range(cursor, len(self.raw)) if i not in moved)
         return out, [(p.start, p.end) for p in placements]
+
+    def _shown_again(self, seg: list[Line], previous: Placement) -> int | None:
+        """The original line where the segment's first line, a unit header, stands inside what the previous
+        placement left out; else None."""
+        first = next(x for x in seg if not x.blank)
+        if first.weak or not signature(first.text):
+            return None
+        low, high = previous.omitted
+        return next((i for i in range(low, high) if self.orig.lines[i].text == first.text), None)
 
     def _joins_list(self, new: str, following: str) -> bool:
         """Markdown: a new list item right above an item of the same list (`- Add dark mode` above
