@@ -752,7 +752,7 @@ def test_the_realistic_set_is_merged_exactly_or_refused_never_written_wrong():
             outcomes[case.case_id] = "refused"
     assert {cid for cid, outcome in outcomes.items() if outcome == "wrong"} == KNOWN_WRONG
     merges = [c for c in cases if c.expect == "merge"]
-    # 89 % today (528 of 591): the later rounds' data literals, test files and sloppy agents are harder
+    # 89 % today (599 of 671): the later rounds' data literals, test files and sloppy agents are harder
     assert sum(outcomes[c.case_id] == "exact" for c in merges) >= 0.88 * len(merges)
     assert {c.language for c in cases} >= {
         "python",
@@ -1638,3 +1638,263 @@ def test_a_statement_wrapped_in_a_new_try_block_leaves_its_old_place():
     snippet = "// ... existing code ...\n" + new + "  if (!res.ok) {\n// ... existing code ...\n"
     result = apply_snippet(original, snippet, language="javascript")
     assert result.merged == original.replace("  const res = await fetch(url, {\n    headers,\n  });\n", new)
+
+
+# The rules of the fourth fresh round (`aa_*` to `ad_*`), each from a wrong file it wrote.
+
+
+def test_a_gap_then_an_edited_line_past_it_replaces_that_line():
+    """`]`, a blank line, `__version__ = "2.4.0"`: the snippet's gap is the file's own, and the version line
+    after it is edited (a second `__version__` was appended)."""
+    original = 'from pkg.a import A\n\n__all__ = [\n    "A",\n]\n\n__version__ = "2.3.1"\n'
+    snippet = '# ... existing code ...\n__all__ = [\n    "A",\n    "B",\n]\n\n__version__ = "2.4.0"\n'
+    result = apply_snippet(original, snippet, language="python")
+    assert result.merged == original.replace('"A",\n', '"A",\n    "B",\n').replace("2.3.1", "2.4.0")
+
+
+def test_the_snippets_last_line_that_wraps_the_files_last_line_edits_it():
+    """`main()` -> `sys.exit(main())` at the end of the file, no marker after: kept, `main()` ran twice."""
+    original = "import sys\n\n\ndef main():\n    return 0\n\n\nif __name__ == '__main__':\n    main()\n"
+    snippet = "# ... existing code ...\nif __name__ == '__main__':\n    sys.exit(main())\n"
+    result = apply_snippet(original, snippet, language="python")
+    assert result.merged == original.replace("    main()\n", "    sys.exit(main())\n")
+
+
+def test_a_one_line_entry_spread_over_lines_takes_only_its_own_place():
+    """`bio: [{...}],` rewritten as `bio: [` / items / `],`: the whole group edits that entry; the entry after
+    it (`website`) stayed out of it and was dropped as the rest of the object."""
+    original = (
+        "export const profile = {\n  email: [{ type: 'email' }],\n  bio: [{ type: 'minLength', value: 10 }],\n"
+        "  website: [{ type: 'url' }],\n};\n"
+    )
+    new = "  bio: [\n    { type: 'minLength', value: 10 },\n    { type: 'maxLength', value: 500 },\n  ],\n"
+    snippet = (
+        "export const profile = {\n  // ... existing code ...\n  email: [{ type: 'email' }],\n"
+        + new
+        + "// ...\n"
+    )
+    result = apply_snippet(original, snippet, language="typescript")
+    assert result.merged == original.replace("  bio: [{ type: 'minLength', value: 10 }],\n", new)
+
+
+def test_a_new_element_spread_over_lines_replaces_the_one_with_its_unique_class():
+    """`<span className="item__qty">` -> `<input` / attributes / `/>` with the same className, right after
+    the anchor: that element restyled (inserted, the old span stayed beside it)."""
+    original = (
+        'export function Item({ line }) {\n  return (\n    <li>\n      <div className="item__info">\n'
+        "        {line.name}\n      </div>\n"
+        '      <span className="item__qty">x {line.quantity}</span>\n'
+        '      <span className="item__price">{line.price}</span>\n    </li>\n  );\n}\n'
+    )
+    new = '      <input\n        type="number"\n        className="item__qty"\n        value={line.quantity}\n      />\n'
+    snippet = "// ...\n      </div>\n" + new + "      {/* ... */}\n// ...\n"
+    result = apply_snippet(original, snippet, language="tsx")
+    assert result.merged == original.replace(
+        '      <span className="item__qty">x {line.quantity}</span>\n', new
+    )
+
+
+def test_a_whole_function_without_markers_is_its_new_body_not_a_wrapper_of_its_lets():
+    """A marker-less Rust function whose body starts with `let`s and calls (`Ok(total)`): those read as named
+    members, so only some lines were edited and the old body was interleaved with the new one."""
+    original = (
+        "pub fn size(input: &str) -> u64 {\n    let input = input.trim();\n    let value = input.len();\n"
+        "    value as u64\n}\n\npub fn duration(input: &str) -> u64 {\n    let input = input.trim();\n"
+        "    let secs = input\n        .len();\n    secs as u64\n}\n"
+    )
+    new = (
+        "pub fn duration(input: &str) -> u64 {\n    let input = input.trim();\n    let mut total = 0;\n"
+        "    for part in input.split('+') {\n        total += part.len();\n    }\n    Ok(total)\n}\n"
+    )
+    result = apply_snippet(original, new, language="rust")
+    assert result.merged == original[: original.index("pub fn duration")] + new
+
+
+def test_a_rewritten_unit_above_the_anchor_replaces_the_unit_ending_there():
+    """A new `case 'RENAME': {` block, a blank line, then the next `case` as the anchor: it rewrites the
+    `case 'RENAME':` that ends right above the anchor (inserted, the reducer had two RENAME cases)."""
+    original = (
+        "function reducer(state, action) {\n  switch (action.type) {\n    case 'ADD':\n"
+        "      return { ...state, items: [...state.items, action.payload] };\n\n    case 'RENAME':\n"
+        "      return { ...state, title: action.payload };\n\n    case 'RESET':\n      return initial;\n  }\n}\n"
+    )
+    new = (
+        "    case 'RENAME': {\n      const title = action.payload.trim();\n"
+        "      return title ? { ...state, title } : state;\n    }\n"
+    )
+    snippet = "    // ... existing code ...\n\n" + new + "\n    case 'RESET':\n    // ... existing code ...\n"
+    result = apply_snippet(original, snippet, language="javascript")
+    assert result.merged == original.replace(
+        "    case 'RENAME':\n      return { ...state, title: action.payload };\n", new
+    )
+
+
+def test_a_grouped_import_collapsed_to_one_line_replaces_the_group():
+    """Go's `import (` / `"strings"` / `"testing"` / `)` -> `import "testing"`: the group goes."""
+    original = 'package slug\n\nimport (\n\t"strings"\n\t"testing"\n)\n\nfunc TestMake(t *testing.T) {\n\tt.Log("x")\n}\n'
+    snippet = 'package slug\n\nimport "testing"\n\n// ... existing code ...\n'
+    result = apply_snippet(original, snippet, language="go")
+    assert result.merged == original.replace('import (\n\t"strings"\n\t"testing"\n)\n', 'import "testing"\n')
+
+
+def test_a_test_deleted_between_two_long_runs_of_anchors_is_a_deletion_not_a_move():
+    """A whole test shown, a test left out, the next one's `#[test]` and header: the placement that deletes
+    the left-out test anchors 8 lines; the one that swallows nothing anchors 2 (the last `#[test]` and the
+    header), and it read the shown test as moved there."""
+    test = '    #[test]\n    fn {name}() {{\n        assert_eq!(parse("{name}"), Ok({value}));\n    }}\n'
+    keep, drop, last = (test.format(name=n, value=v) for n, v in (("sync", 1), ("legacy", 2), ("prune", 3)))
+    original = "#[cfg(test)]\nmod tests {\n    use super::*;\n\n" + keep + "\n" + drop + "\n" + last + "}\n"
+    snippet = (
+        "// ... existing code ...\n" + keep + "\n    #[test]\n    fn prune() {\n// ... existing code ...\n"
+    )
+    result = apply_snippet(original, snippet, language="rust")
+    assert result.merged == original.replace(drop + "\n", "")
+
+
+def test_a_unit_closed_by_its_blank_lines_and_an_outer_marker_ends_there():
+    """A view shown whole, then two blank lines (the file's own gap) and a marker at column 0: its old lines
+    after the shown ones go, even when they outnumber the new ones."""
+    original = (
+        "def parse(value):\n    return int(value)\n\n\ndef list_articles():\n    page = parse(request.args['p'])\n"
+        "    query = Article.query\n    total = query.count()\n    items = query.limit(page).all()\n"
+        "    return jsonify(items=items, total=total)\n\n\ndef get_article(pk):\n    return Article.query.get(pk)\n"
+    )
+    snippet = (
+        "# ... existing code ...\n\n\ndef list_articles():\n    query = Article.query\n"
+        "    return paginate(query)\n\n\n# ... existing code ...\n"
+    )
+    result = apply_snippet(original, snippet, language="python")
+    start, end = original.index("def list_articles"), original.index("\n\n\ndef get_article")
+    assert result.merged == original[:start] + "def list_articles():\n    query = Article.query\n" + (
+        "    return paginate(query)" + original[end:]
+    )
+
+
+def test_a_segment_that_opens_with_a_unit_the_previous_one_left_out_keeps_it():
+    """A fixture moved up under another: the first segment's tail copies the fixture at its old place, which
+    left out the tests between; the next segment opens with one of them. Placed again keeping it, the fixture
+    is inserted and leaves its old place."""
+    fixture = "@pytest.fixture\ndef order():\n    return Order(items=[1, 2])\n"
+    original = (
+        "import pytest\n\n\n@pytest.fixture\ndef pricing():\n    return Pricing()\n\n\ndef test_subtotal(pricing, order):\n"
+        "    assert pricing.subtotal(order) == 3\n\n\ndef test_tax(pricing, order):\n    assert pricing.tax(order) == 1\n\n\n"
+        + fixture
+        + "\n\ndef test_total(pricing, order):\n    assert pricing.total(order) == 4\n"
+    )
+    snippet = (
+        "# ... existing code ...\n    return Pricing()\n\n\n" + fixture + "\n\n# ... existing tests ...\n\n\n"
+        "def test_tax(pricing, order):\n    assert pricing.tax(order) == 1\n\n\ndef test_total(pricing, order):\n"
+        "    # ... existing code ...\n"
+    )
+    result = apply_snippet(original, snippet, language="python")
+    assert result.merged == original.replace("\n\n" + fixture, "").replace(
+        "    return Pricing()\n", "    return Pricing()\n\n\n" + fixture
+    )
+
+
+def test_depths_compete_less_the_lines_they_would_copy_beside_their_span():
+    """A wrapper removed: the button comes back one level shallower between the divider and the status line,
+    shown at their own depth. At the button's old depth, the divider and the status line were written again
+    inside the wrapper, beside the kept ones."""
+    button = '<IconButton label="Save" onClick={save}>\n  <SaveIcon />\n</IconButton>\n'
+    indent = lambda text, n: "".join(" " * n + x + "\n" for x in text.splitlines())  # noqa: E731
+    original = (
+        "export function Toolbar({ save }) {\n  return (\n    <div>\n"
+        '      <IconButton label="Undo" onClick={undo}>\n        <UndoIcon />\n      </IconButton>\n'
+        '      <span className="divider" />\n      <Tooltip content="Save">\n'
+        + indent(button, 8)
+        + '      </Tooltip>\n      {saving && <span className="status">Saving</span>}\n    </div>\n  );\n}\n'
+    )
+    kept = '      <span className="divider" />\n'
+    tail = '      {saving && <span className="status">Saving</span>}\n'
+    snippet = "// ... existing code ...\n" + kept + indent(button, 6) + tail + "// ... existing code ...\n"
+    result = apply_snippet(original, snippet, language="tsx")
+    old = '      <Tooltip content="Save">\n' + indent(button, 8) + "      </Tooltip>\n"
+    assert result.merged == original.replace(old, indent(button, 6))
+
+
+# The second reader's probes of those rules (74, in seven languages): the first versions wrote 16 wrong files
+# that the older applier had right. Each narrowed rule keeps the older result on these look-alikes.
+@pytest.mark.parametrize(
+    ("language", "original", "snippet", "old", "new"),
+    [
+        pytest.param(  # a new field above a sibling of the same class: inserted, the email input stays
+            "tsx",
+            'export function Signup() {\n  return (\n    <form>\n      <h2 className="title">Sign up</h2>\n'
+            '      <input type="email" name="email" className="form-input" />\n    </form>\n  );\n}\n',
+            '      {/* ... */}\n      <h2 className="title">Sign up</h2>\n      <input\n        name="name"\n'
+            '        className="form-input"\n      />\n      {/* ... */}\n',
+            '      <h2 className="title">Sign up</h2>\n',
+            '      <h2 className="title">Sign up</h2>\n      <input\n        name="name"\n'
+            '        className="form-input"\n      />\n',
+            id="restyled-element-needs-the-old-content",
+        ),
+        pytest.param(  # a submodule import above a group that names `models`: inserted, the group stays
+            "python",
+            "from django.conf import settings\nfrom django.db import (\n    models,\n    transaction,\n)\n\n\n"
+            "def f():\n    return models, transaction, settings\n",
+            "# ... existing code ...\nfrom django.conf import settings\nfrom django.db.models import Q\n"
+            "# ... existing code ...\n",
+            "from django.conf import settings\n",
+            "from django.conf import settings\nfrom django.db.models import Q\n",
+            id="collapsed-group-needs-its-own-opening",
+        ),
+        pytest.param(  # a new request step after a gap, the next step of the same name kept
+            "typescript",
+            'describe("session", () => {\n  it("logs in", async () => {\n    let res = await api.post("/login", creds);\n'
+            '    expect(res.status).toBe(200);\n\n    res = await api.get("/me");\n    expect(res.body.name).toBe("ada");\n'
+            "  });\n});\n",
+            'describe("session", () => {\n  it("logs in", async () => {\n'
+            '    let res = await api.post("/login", creds, { withCredentials: true });\n    expect(res.status).toBe(200);\n'
+            '\n    res = await api.get("/csrf");\n    expect(res.body.token).toBeDefined();\n    // ... existing code ...\n',
+            '    let res = await api.post("/login", creds);\n    expect(res.status).toBe(200);\n\n',
+            '    let res = await api.post("/login", creds, { withCredentials: true });\n    expect(res.status).toBe(200);\n'
+            '\n    res = await api.get("/csrf");\n    expect(res.body.token).toBeDefined();\n\n',  # spaced like the head
+            id="gap-then-edit-only-at-the-files-end",
+        ),
+        pytest.param(  # a line added after a function's first statement, its `}` not shown: the rest stays
+            "go",
+            "package app\n\nfunc run(cfg Config) error {\n\tdb, err := open(cfg.DSN)\n\tif err != nil {\n\t\treturn err\n"
+            "\t}\n\treturn serve(db)\n}\n\nfunc serve(db *DB) error {\n\treturn nil\n}\n",
+            '// ... existing code ...\nfunc run(cfg Config) error {\n\tdb, err := open(cfg.DSN)\n\tlog.Printf("open")\n\n'
+            "// ... existing code ...\n",
+            "\tdb, err := open(cfg.DSN)\n",
+            '\tdb, err := open(cfg.DSN)\n\tlog.Printf("open")\n\n',  # the snippet's blank line kept
+            id="closed-unit-needs-its-end-shown",
+        ),
+        pytest.param(  # a marker-less component with only one arrow handler changed: the rest of it stays
+            "tsx",
+            'import { useState } from "react";\n\nexport function Form({ save }) {\n'
+            "  const [values, setValues] = useState({});\n\n  const handleChange = (e) => {\n    setValues({ ...values, [e.target.name]: e.target.value });\n  };\n\n"
+            "  const handleSubmit = (e) => {\n    save(values);\n  };\n\n  return (\n    <form onSubmit={handleSubmit}>\n"
+            '      <input name="title" onChange={handleChange} />\n    </form>\n  );\n}\n\n'
+            "export function Empty() {\n  return <p>Nothing here</p>;\n}\n",
+            "export function Form({ save }) {\n  const handleSubmit = async (e) => {\n    await save(values);\n  };\n}\n",
+            "  const handleSubmit = (e) => {\n    save(values);\n",
+            "  const handleSubmit = async (e) => {\n    await save(values);\n",
+            id="arrow-handlers-are-a-functions-members",
+        ),
+    ],
+)
+def test_the_new_rules_leave_their_look_alikes_as_they_were(language, original, snippet, old, new):
+    assert original.count(old) == 1
+    assert apply_snippet(original, snippet, language=language).merged == original.replace(old, new)
+
+
+def test_a_segment_opening_with_a_header_it_can_anchor_later_does_not_replace_the_previous_one():
+    """`def __str__` opens the second segment and also stands in the first's deleted span (User's): the
+    second anchors it in Admin, so the first keeps its deletion."""
+    original = (
+        "class User:\n    def __init__(self, name):\n        self.name = name\n\n    def __str__(self):\n"
+        "        return self.name\n\n    def greet(self):\n        return 'hi'\n\n\nclass Admin(User):\n"
+        "    def __str__(self):\n        return 'admin'\n\n    def can(self, perm):\n        return True\n"
+    )
+    snippet = (
+        "class User:\n    def __init__(self, name):\n        self.name = name\n\n    def greet(self):\n"
+        "        return 'hi'\n# ... existing code ...\n    def __str__(self):\n        return 'admin!'\n\n"
+        "    def can(self, perm):\n# ... existing code ...\n"
+    )
+    result = apply_snippet(original, snippet, language="python")
+    assert result.merged == original.replace(
+        "    def __str__(self):\n        return self.name\n\n", ""
+    ).replace("'admin'", "'admin!'")

@@ -1083,9 +1083,22 @@ class _Merger:
         remaining = sum(1 for x in lines[end:unit_end] if not x.blank and x.level <= depth)
         new_count = sum(1 for x in new if not x.blank and x.level + delta <= depth)
         at_file_end = after is None and unit_end >= self.orig.last  # no marker after: the snippet's end
-        # the snippet closes the unit: the blank lines that follow it in the file, then a marker outside it
+        # the snippet closes the unit: its end (the unit's closing line, or in a language without one a final
+        # `return`), the blank lines that follow it in the file, then a marker outside it
         gap = next((g for g, x in enumerate(lines[self.orig.block_end(j) :]) if not x.blank), 0)
-        closed = after is not None and after.level + delta <= level and self._trailing_blanks >= max(1, gap)
+        last_new = next(x for x in reversed(new) if not x.blank)
+        closer = lines[self.orig.block_end(j) - 1]
+        ends = (
+            (last_new.weak and last_new.level + delta == level)
+            if closer.weak and closer.level == level
+            else bool(_EXIT_RE.match(last_new.text)) and last_new.level + delta == lines[j + 1].level
+        )
+        closed = (
+            ends
+            and after is not None
+            and after.level + delta <= level
+            and self._trailing_blanks >= max(1, gap)
+        )
         return unit_end if remaining and (remaining <= new_count or at_file_end or closed) else end
 
     def _same_parent(self, seg: list[Line], h: int, p: int, delta: int) -> bool:
@@ -1236,11 +1249,18 @@ class _Merger:
         end, k = q_end, t + 1
         while k < len(seg) and end < n:
             if seg[k].blank and lines[end].blank:
-                # the same gap on both sides, then a line that edits the original's next one (`]`, a blank
-                # line, `__version__ = "2.4.0"`): the gap is the file's, and the edit goes on past it
+                # the same gap on both sides, then the snippet's last line, with no marker after it, editing
+                # the file's last line (`]`, a blank line, `__version__ = "2.4.0"`): the gap is the file's,
+                # and the edit goes on past it. With more after it, it may be a new step of the same name.
                 kk = next((j for j in range(k, len(seg)) if not seg[j].blank), len(seg))
                 ee = next((j for j in range(end, n) if not lines[j].blank), n)
-                if kk - k == ee - end and kk < len(seg) and ee < n and _displaces(seg[kk], lines[ee], delta):
+                if (
+                    after is None
+                    and kk == len(seg) - 1
+                    and ee == self.orig.last - 1
+                    and kk - k == ee - end
+                    and _displaces(seg[kk], lines[ee], delta)
+                ):
                     k, end = kk, ee
                     continue
                 break
@@ -1378,7 +1398,7 @@ class _Merger:
 
     def _collapses_block(self, new: Line, i: int, delta: int) -> bool:
         """A one-line statement in place of a grouped one that held it (`import (` / `"strings"` / `"testing"` /
-        `)` -> `import "testing"`): the same keyword, at the same depth, and one of the group's lines in it."""
+        `)` -> `import "testing"`): the group's opening, at the same depth, then only items of the group."""
         old, lines = self.orig.lines[i], self.orig.lines
         if (
             new.weak
@@ -1387,13 +1407,14 @@ class _Merger:
             or not self.orig.is_header(i)
         ):
             return False
-        word = re.match(r"[A-Za-z_]\w*", old.text)
-        if word is None or not re.match(rf"{word.group(0)}\s+\S", new.text) or new.text.endswith(("(", "{")):
+        opening = old.text[:-1].rstrip()  # `import`, `from django.db import`
+        if not opening or not new.text.startswith(opening + " "):
             return False
-        items = [
+        items = {
             x.text.rstrip(",") for x in lines[i + 1 : self.orig.block_end(i)] if not x.blank and not x.weak
-        ]
-        return any(len(item) > 2 and item in new.text for item in items)
+        }
+        kept = [x.strip() for x in new.text[len(opening) :].split(",")]
+        return all(x in items for x in kept)
 
     def _rewritten_block(self, seg: list[Line], k: int, i: int, delta: int) -> tuple[int, int] | None:
         """A whole block of new lines that rewrites the original's block at i (`if (b) {..}` -> `if (b && c)
@@ -1511,7 +1532,10 @@ class _Merger:
         if first.weak or not signature(first.text):
             return None
         low, high = previous.omitted
-        return next((i for i in range(low, high) if self.orig.lines[i].text == first.text), None)
+        places = self.orig.by_text.get(first.text, ())
+        if any(i >= previous.end for i in places):
+            return None  # the segment can anchor it after the previous one (another class's `__str__`)
+        return next((i for i in places if low <= i < high), None)
 
     def _joins_list(self, new: str, following: str) -> bool:
         """Markdown: a new list item right above an item of the same list (`- Add dark mode` above
@@ -1881,12 +1905,17 @@ class _Merger:
         )
         function = (signature(header.text) or "").split(" ")[0] in definitions[:4] or "=>" in header.text
         if not any(
-            (name := signature(x.text)) and (not function or name.split(" ")[0] in definitions)
+            (name := signature(x.text))
+            and (
+                not function
+                or name.split(" ")[0] in definitions
+                or bool(re.search(r"=>|\bfunction\b", x.text))
+            )
             for x in body
             if x.level == body[0].level
         ):
-            # no named member in the snippet's body (in a function's, only nested definitions are members, not
-            # its `let`s and calls): it is the unit's new body
+            # no named member in the snippet's body (in a function's, only nested definitions and arrow
+            # functions are members, not its values and calls): it is the unit's new body
             return None
         mentioned = {x.text for x in unit} | {signature(x.text) for x in unit if signature(x.text)}
         missing = [
@@ -2029,12 +2058,15 @@ _CLASS_NAME_RE = re.compile(r"""\bclassName=("[^"]+"|'[^']+')""")
 
 def _restyled_element(seg: list[Line], k: int, lines: list[Line], i: int, delta: int) -> int | None:
     """Where a new element spread over lines (`<input` / attributes / `/>`) ends, when it takes the place of the
-    one-line element at i (`<span className="cart-item__qty">...</span>`): the same depth and the same
-    className, which no sibling around it shares. Else None."""
+    one-line element at i (`<span className="cart-item__qty">x {line.quantity}</span>`): the same depth, the
+    same className, which no sibling around it shares, and every expression of the old content among the new
+    attributes (`value={line.quantity}`). Else None (a new field above a sibling of the same class)."""
     new, old = seg[k], lines[i]
     if not re.match(r"^<[\w.]+$", new.text) or new.level + delta != old.level:
         return None
-    if not (_ONE_LINE_ELEMENT_RE.match(old.text) or old.text.endswith("/>")):
+    content = _ONE_LINE_ELEMENT_RE.match(old.text)
+    expressions = re.findall(r"\{[^{}]+\}", content.group(2)) if content else []
+    if not expressions:
         return None
     m = next((m for m in range(k + 1, len(seg)) if seg[m].blank or seg[m].level <= new.level), len(seg))
     if m == len(seg) or seg[m].text != "/>" or seg[m].level != new.level:
@@ -2044,6 +2076,8 @@ def _restyled_element(seg: list[Line], k: int, lines: list[Line], i: int, delta:
         _CLASS_NAME_RE.findall(old.text),
     )
     if len(ours) != 1 or ours != theirs[:1]:
+        return None
+    if not all(any(e in x.text for x in seg[k:m]) for e in expressions):
         return None
     low, high = max(0, i - 8), min(len(lines), i + 9)
     if sum(ours[0] in x.text for x in lines[low:high]) != 1:
