@@ -167,6 +167,11 @@ def test_trailing_whitespace_in_the_snippet_still_anchors():
         "    # ...",
         "\t# … existing code …",
         "# rest of the code remains the same",
+        "# ... unchanged: load the file and upper-case it ...",  # a colon in the words
+        "# rest of load() and save() unchanged",  # names with parentheses
+        "# (other functions unchanged)",
+        "# keep the rest as is",
+        "# everything else stays the same",
     ],
 )
 def test_every_python_marker_spelling(marker):
@@ -253,6 +258,19 @@ def test_canonical_markers():
     assert marker_for("tsx", jsx_child=True) == "{/* ... existing code ... */}"
     assert marker_for("javascript", jsx_child=True) == "// ... existing code ..."
     for line in ["x = ...", "# see the rest", "print('...')", "// TODO: more work", "const a = b; // ..."]:
+        assert not is_marker_line(line), line
+    # comments, not markers (a second reader's probes of the wider spellings): no word says the code is kept
+    for line in [
+        "// other handlers",
+        "# everything else",
+        "# other option",
+        "# (see above)",
+        "# rest of the line is the value",
+        "# Rest of the setup happens in create_app()",
+        "# other keys are left as is",
+        "// ...props: everything the caller passes on to the input",
+        "// other fields pass through unchanged",
+    ]:
         assert not is_marker_line(line), line
 
 
@@ -752,7 +770,7 @@ def test_the_realistic_set_is_merged_exactly_or_refused_never_written_wrong():
             outcomes[case.case_id] = "refused"
     assert {cid for cid, outcome in outcomes.items() if outcome == "wrong"} == KNOWN_WRONG
     merges = [c for c in cases if c.expect == "merge"]
-    # 89 % today (599 of 671): the later rounds' data literals, test files and sloppy agents are harder
+    # 88 % today (661 of 751): the later rounds' data literals, test files and sloppy agents are harder
     assert sum(outcomes[c.case_id] == "exact" for c in merges) >= 0.88 * len(merges)
     assert {c.language for c in cases} >= {
         "python",
@@ -1898,3 +1916,191 @@ def test_a_segment_opening_with_a_header_it_can_anchor_later_does_not_replace_th
     assert result.merged == original.replace(
         "    def __str__(self):\n        return self.name\n\n", ""
     ).replace("'admin'", "'admin!'")
+
+
+# The rules of the fifth fresh round (`ae_*` to `ah_*`), each from a wrong file it wrote.
+
+
+def test_a_new_cli_flag_above_a_lone_option_is_another_option():
+    """`@click.option("--dry-run")` right above the anchor, where the command has one `--prefix` option: a
+    second option beside it (it replaced `--prefix`). Two flags are two options, stack or not."""
+    original = (
+        '@cli.command()\n@click.option("--prefix", default="shards/")\n@click.pass_obj\n'
+        "def sync(client, prefix):\n    client.upload(prefix)\n"
+    )
+    snippet = (
+        '# ... existing code ...\n@click.option("--dry-run", is_flag=True)\n@click.pass_obj\n'
+        "def sync(client, prefix, dry_run):\n    # ... existing code ...\n"
+    )
+    result = apply_snippet(original, snippet, language="python")
+    assert result.merged == original.replace(
+        "@click.pass_obj\ndef sync(client, prefix):",
+        '@click.option("--dry-run", is_flag=True)\n@click.pass_obj\ndef sync(client, prefix, dry_run):',
+    )
+
+
+def test_a_new_unit_whose_last_lines_copy_the_next_unit_is_inserted_not_a_rewrite_of_it():
+    """A new validator after the last shown one: its decorators and its `return v` are the next validator's
+    too. Neither the decorators (edited in place) nor the `return v` (a tail) take the next one's lines."""
+    validator = (
+        '    @field_validator("{0}")\n    @classmethod\n    def _check_{0}(cls, v):\n        if v {1} 0:\n'
+        '            raise ValueError("{0}")\n        return v\n'
+    )
+    retries, url = validator.format("retries", "<"), validator.format("url", "==")
+    new = validator.format("rows", "<=")
+    original = "class Settings(BaseSettings):\n    retries: int = 3\n\n" + retries + "\n" + url
+    snippet = (
+        "class Settings(BaseSettings):\n    # ... existing code ...\n"
+        + retries
+        + "\n"
+        + new
+        + "\n    # ... existing code ...\n"
+    )
+    result = apply_snippet(original, snippet, language="python")
+    assert result.merged == original.replace(retries + "\n", retries + "\n" + new + "\n")
+
+
+def test_a_new_return_past_a_blank_line_replaces_the_blocks_last_return():
+    """`logger.debug(..)` inside the loop's `if`, a blank line, then `return EpochResult(` spread over lines,
+    where the method ends with a one-line `return EpochResult(..)` (which `fit_epoch` has too): that return
+    rewritten, not a second one after it. The realistic case it came from, whole."""
+    path = REALISTIC / "ae_py_trainer_validate_collect_preds.case"
+    case = parse_case(path.read_text(encoding="utf-8"), path.stem)
+    assert apply_snippet(case.original, case.snippet, language="python").merged == case.final
+
+
+def test_a_const_declared_again_after_new_lines_edits_the_files_declaration():
+    """New lines, a blank line, `const value = useMemo(` spread over lines, where the file declares `const
+    value` next: that declaration edited (kept, the scope declared `value` twice)."""
+    original = (
+        "export function Provider({ children }) {\n  const setTheme = useCallback((t) => save(t), []);\n\n"
+        "  const value = useMemo(() => ({ setTheme }), [setTheme]);\n\n"
+        "  return <Ctx.Provider value={value}>{children}</Ctx.Provider>;\n}\n"
+    )
+    new = (
+        "  const toggle = useCallback(() => setTheme('dark'), [setTheme]);\n\n  const value = useMemo(\n"
+        "    () => ({ setTheme, toggle }),\n    [setTheme, toggle],\n  );\n"
+    )
+    snippet = (
+        "// ... existing code ...\n  const setTheme = useCallback((t) => save(t), []);\n\n" + new + "// ...\n"
+    )
+    result = apply_snippet(original, snippet, language="tsx")
+    assert result.merged == original.replace(
+        "  const value = useMemo(() => ({ setTheme }), [setTheme]);\n", new
+    )
+
+
+def test_a_new_table_entry_whose_ending_copies_the_next_entry_is_never_that_entry_rewritten():
+    """A new `{ name: "embedded space", ... wantErr: true },` after the shown entry: its ending is the next
+    entry's, and the next entry (`name: "unknown unit"`) was replaced. An anonymous `{` block is the old one
+    only when it starts with the same line; here the placement is in doubt."""
+    entry = '\t\t{{\n\t\t\tname:    "{0}",\n\t\t\tin:      "{1}",\n\t\t\twantErr: true,\n\t\t}},\n'
+    negative, unknown = entry.format("negative", "-5m"), entry.format("unknown unit", "3w")
+    original = (
+        "func TestParse(t *testing.T) {\n\ttests := []struct{}{\n"
+        + negative
+        + unknown
+        + "\t}\n\trun(tests)\n}\n"
+    )
+    snippet = (
+        "// ... existing code ...\n"
+        + negative
+        + entry.format("embedded space", "1h 30m")
+        + "// ... existing code ...\n"
+    )
+    result = apply_snippet(original, snippet, language="go")
+    assert result.merged in (
+        None,
+        original.replace(negative, negative + entry.format("embedded space", "1h 30m")),
+    )
+    assert unknown in (result.merged or unknown)
+
+
+def test_a_route_rewritten_over_several_lines_is_never_kept_beside_its_old_self():
+    """The one-line `router.patch("/:id", ..., async (req, res) => {` spread over lines, its body one level
+    deeper: not recognised as that route's rewrite, the merge held the route twice. Refused."""
+    original = (
+        'router.get("/", async (req, res) => {\n  res.json(await list());\n});\n\n'
+        'router.patch("/:id", requireAdmin, async (req, res) => {\n  res.json(await update(req));\n});\n\n'
+        "module.exports = router;\n"
+    )
+    snippet = (
+        '// ... existing code ...\nrouter.patch(\n  "/:id",\n  requireAdmin,\n  body("role").isIn(ROLES),\n'
+        "  async (req, res) => {\n    res.json(await update(req));\n  },\n);\n\nmodule.exports = router;\n"
+    )
+    result = apply_snippet(original, snippet, language="javascript")
+    assert result.reason == Refusal.AMBIGUOUS_SCOPE and 'router.patch("/:id"' in result.detail
+
+
+def test_a_markdown_sentence_with_one_value_changed_above_the_anchor_replaces_the_old_one():
+    """`Rate limit: 300 requests ...` above `## Endpoints` (a blank line apart) where the file says 100: two
+    sentences that differ in one value contradict each other, so the old one goes."""
+    original = "# API\n\nAll endpoints need a token.\n\nRate limit: 100 requests per minute.\n\n## Endpoints\n\nList.\n"
+    snippet = (
+        "# API\n\n<!-- ... -->\n\nRate limit: 300 requests per minute.\n\n## Endpoints\n\n<!-- ... -->\n"
+    )
+    result = apply_snippet(original, snippet, language="markdown")
+    assert result.merged == original.replace("100", "300")
+
+
+def test_a_markdown_heading_right_before_a_marker_renames_the_section_there():
+    """`## Step 5: Load the data` after the last shown paragraph, then a marker, where the file has `## Step
+    4: Load the data`: that section renumbered (inserted, the new section would be empty)."""
+    original = (
+        "## Step 3: Migrate\n\nRun it.\n\nYou should see OK.\n\n## Step 4: Load the data\n\nLoad it.\n\n"
+        "## Step 5: Serve\n\nServe it.\n"
+    )
+    snippet = (
+        "<!-- ... -->\n## Step 4: Migrate\n\nRun it.\n\nYou should see OK.\n\n## Step 5: Load the data\n\n"
+        "<!-- ... -->\n\n## Step 6: Serve\n\n<!-- ... -->\n"
+    )
+    result = apply_snippet(original, snippet, language="markdown")
+    assert result.merged == original.replace("Step 5", "Step 6").replace("Step 4", "Step 5").replace(
+        "Step 3", "Step 4"
+    )
+
+
+# The second reader's probes of those rules (96): the first versions wrote 11 wrong files that the older
+# applier had right. Each narrowed rule keeps the older result on these look-alikes.
+@pytest.mark.parametrize(
+    ("language", "original", "snippet", "final"),
+    [
+        pytest.param(  # `--out` -> `--output` with its parameter: a rename, not a second option
+            "python",
+            "import click\n\n\n@click.group()\ndef cli():\n    pass\n\n\n@cli.command()\n"
+            '@click.option("--out", "-o", type=click.Path())\ndef export(out):\n    """Export."""\n    write_dump(out)\n',
+            '# ... existing code ...\n@click.option("--output", "-o", type=click.Path())\ndef export(output):\n'
+            '    """Export."""\n    write_dump(output)\n',
+            "import click\n\n\n@click.group()\ndef cli():\n    pass\n\n\n@cli.command()\n"
+            '@click.option("--output", "-o", type=click.Path())\ndef export(output):\n    """Export."""\n'
+            "    write_dump(output)\n",
+            id="a-renamed-flag-with-its-parameter",
+        ),
+        pytest.param(  # a method renamed, the next one shown whole: the tail reaches out of the new unit
+            "python",
+            "class Config:\n    def __init__(self, data):\n        self._data = data\n\n    def get_timeout(self):\n"
+            '        value = self._data.get("timeout", 30)\n        if value < 0:\n            raise ValueError("t")\n'
+            '        return value\n\n    def get_retries(self):\n        return int(self._data.get("retries", 3))\n\n'
+            '    def get_name(self):\n        return self._data["name"]\n',
+            "class Config:\n    # ... existing code ...\n        self._data = data\n\n    def timeout(self) -> float:\n"
+            '        value = float(self._data.get("timeout", 30))\n        if value < 0:\n'
+            '            raise ValueError("t")\n        return value\n\n    def get_retries(self):\n'
+            '        return int(self._data.get("retries", 3))\n    # ... existing code ...\n',
+            "class Config:\n    def __init__(self, data):\n        self._data = data\n\n    def timeout(self) -> float:\n"
+            '        value = float(self._data.get("timeout", 30))\n        if value < 0:\n'
+            '            raise ValueError("t")\n        return value\n\n    def get_retries(self):\n'
+            '        return int(self._data.get("retries", 3))\n\n    def get_name(self):\n        return self._data["name"]\n',
+            id="a-tail-out-of-the-new-unit",
+        ),
+        pytest.param(  # a new section whose sentence differs from the one above in one word: inserted
+            "markdown",
+            "# Downloads\n\n### Linux\n\nDownload the archive for Linux and unpack it.\n\n### Windows\n\nRun it.\n",
+            "<!-- ... -->\n### macOS\n\nDownload the archive for macOS and unpack it.\n\n### Windows\n<!-- ... -->\n",
+            "# Downloads\n\n### Linux\n\nDownload the archive for Linux and unpack it.\n\n### macOS\n\n"
+            "Download the archive for macOS and unpack it.\n\n### Windows\n\nRun it.\n",
+            id="a-new-section-saying-the-same",
+        ),
+    ],
+)
+def test_the_fifth_rounds_rules_leave_their_look_alikes_as_they_were(language, original, snippet, final):
+    assert apply_snippet(original, snippet, language=language).merged == final

@@ -140,7 +140,10 @@ def test_llm_generators_end_to_end_with_faults(tmp_path, llm_repo, instance, mon
         expected["applier_disagrees"] = faults["disagree"]
         assert reasons == +expected
         assert 0.2 < (sum(faults.values()) + sum(server.injected.values())) / 300 < 0.4  # about 30% faults
-        assert server.injected["rate_limit"] and faults["missing"] and faults["disagree"]
+        # faults are drawn per request (4 % `missing` each): one batch fault of some kind, not each kind, is sure
+        # (a run with no `missing` result among ~90 batch requests failed once in the suite)
+        assert server.injected["rate_limit"] and faults["disagree"]
+        assert faults["missing"] + faults["errored"] + faults["expired"]
         ok = llm_rows.filter(pl.col("status") == "ok")
         assert ok.height == 300 - sum(faults.values())
         assert ok["update_snippet"].is_not_null().all() and ok["final_code"].is_not_null().all()

@@ -40,6 +40,7 @@ from fastapply_pipeline.core.markers import is_marker_line
 _NEWLINE_RE = re.compile(r"\r?\n")
 _INDENT_RE = re.compile(r"^[ \t]*")
 # Lines that only close a block: they anchor weakly (every block ends with one).
+_ANONYMOUS_OPENERS = frozenset({"{", "[", "("})  # a block known only by its first line (a table entry)
 _CLOSER_RE = re.compile(r"^(?:[)}\]]+[;,)]*\)?;?|end|fi|done|esac|</[\w.:-]*>|\)\s*:)$")
 _SIGNATURE_RES = (
     re.compile(
@@ -614,7 +615,13 @@ class _Merger:
                 return None
             level = seg[k].level
             o = next((o for o in range(k - 1, -1, -1) if not seg[o].blank and seg[o].level <= level), None)
-            if o is None or seg[o].level != level or seg[o].weak or occurs(o):
+            if o is None or seg[o].level != level:
+                return None
+            if seg[o].text in _ANONYMOUS_OPENERS:
+                # an anonymous opener (`{` of a table entry) is as new as its first line
+                first = next((q for q in range(o + 1, k) if not seg[q].blank), None)
+                return o if first is not None and not occurs(first) else None
+            if seg[o].weak or occurs(o):
                 return None
             return o
 
@@ -670,9 +677,13 @@ class _Merger:
                 for q_end, tail_run in backward_runs(t, p + head_run):
                     # a tail run may reach back into the head's lines: it then gives them up
                     tail_run = min(tail_run, q_end - (p + head_run), t - (h + head_run) + 1)
-                    if tail_run > 0 and (
-                        not all(x.weak for x in seg[t - tail_run + 1 : t + 1])
-                        or q_end - 1 in closers(p, head_run)
+                    if (
+                        tail_run > 0
+                        and (
+                            not all(x.weak for x in seg[t - tail_run + 1 : t + 1])
+                            or q_end - 1 in closers(p, head_run)
+                        )
+                        and not self._inside_new_unit(seg, h + head_run, t - tail_run + 1, t)
                     ):
                         if opener is None or self._opens_replaced_block(
                             seg, opener, h + head_run, t - tail_run + 1, p + head_run, q_end - tail_run, delta
@@ -778,6 +789,21 @@ class _Merger:
             raise renames
         return out
 
+    def _inside_new_unit(self, seg: list[Line], low: int, tail: int, last: int) -> bool:
+        """Whether the tail seg[tail : last + 1] lies in the body of a new named unit that the segment opens
+        after its head (a new validator whose `return v` copies the next validator's last line): such a tail
+        says nothing of where the unit goes. A tail that reaches out of that body (into a unit the file
+        has) does."""
+        for j in range(tail - 1, low - 1, -1):
+            x = seg[j]
+            if x.blank or x.level >= seg[tail].level:
+                continue
+            if any(not y.blank and y.level <= x.level for y in seg[tail : last + 1]):
+                return False
+            name = None if _LABEL_RE.match(x.text) else signature(x.text)  # `except (A, B):` names nothing
+            return bool(name) and not self.orig.by_text.get(x.text) and name not in self._names()
+        return False
+
     def _opens_replaced_block(
         self, seg: list[Line], o: int, h_end: int, t_start: int, low: int, high: int, delta: int
     ) -> bool:
@@ -805,6 +831,9 @@ class _Merger:
         # two units of other names whose openers look alike (`pub fn ca_bundle(..)`, `pub fn max_retries(..)`):
         # the opener tells nothing where the bodies differ; with the same body it is a rename
         renamed = None not in names and names[0] != names[1] and bool(body or new_body)
+        if seg[o].text in _ANONYMOUS_OPENERS:
+            # an anonymous block (`{` of a table entry) is the old one only if it starts with the same line
+            return bool(body and new_body) and new_body[0].text == lines[body[0]].text
         if not renamed and _rewrites(seg[o], old, delta):
             return True
         return bool(body) and all(any(_rewrites(x, lines[i], delta) for x in new_body) for i in body)
@@ -870,9 +899,10 @@ class _Merger:
             return None
         return top, opener - 1, top - 1
 
-    def _other_option(self, new: Line, i: int) -> bool:
-        """`@click.option("--until")` against `@click.option("--since")` in a stack of `@click.option`s:
-        another option beside it, not an edit of it (alone, `@router.get("/a")` -> `@router.get("/b")` is one)."""
+    def _other_option(self, new: Line, i: int, seg: list[Line] | None = None) -> bool:
+        """`@click.option("--until")` against `@click.option("--since")`, or any two decorators of one callee in a
+        stack of them: another option beside it, not an edit of it (alone, `@router.get("/a")` ->
+        `@router.get("/b")` is one)."""
         a, b = _DECORATOR_RE.match(new.text), _DECORATOR_RE.match(self.orig.lines[i].text)
         if (
             not (a and b and a.group(2) and b.group(2))
@@ -880,6 +910,13 @@ class _Merger:
             or a.group(1) != b.group(1)
         ):
             return False
+        if a.group(2)[1:2] == "-" and b.group(2)[1:2] == "-" and seg is not None:
+            # two command-line flags (`"--dry-run"`, `"--prefix"`) are two options, even alone, when the
+            # function the snippet shows still takes the old one (`prefix`); else it may be renamed
+            old_name = b.group(2).strip("\"'").lstrip("-").replace("-", "_")
+            header = next((x.text for x in seg if (signature(x.text) or "").startswith("def ")), "")
+            if old_name and re.search(rf"\b{re.escape(old_name)}\b", header):
+                return True
         stack = (j for j in (i - 1, i + 1) if 0 <= j < len(self.orig.lines))
         return any(
             (m := _DECORATOR_RE.match(self.orig.lines[j].text)) and m.group(1) == a.group(1) for j in stack
@@ -1192,7 +1229,7 @@ class _Merger:
                     for kk in range(k, -1, -1)
                     if not seg[kk].weak
                     and _displaces(seg[kk], lines[i], delta)
-                    and not self._other_option(seg[kk], i)
+                    and not self._other_option(seg[kk], i, seg)
                 ),
                 None,
             )
@@ -1214,6 +1251,15 @@ class _Merger:
                 and not _HEADING_RE.match(seg[h].text)  # under a new heading, a subheading may be new too
                 and _same_level_headings(seg[kk], lines[ii])
             ):
+                start = ii
+            elif (
+                kk >= 0
+                and ii >= floor
+                and not any(_HEADING_RE.match(x.text) for x in seg[:h])  # a new section may say the same
+                and _restates(seg[kk], lines[ii])
+            ):
+                # likewise a sentence with one word or number changed (`Rate limit: 100 ...` -> `300`): two
+                # paragraphs that differ in one value contradict each other
                 start = ii
         doubt = ""
         if self.orig.markdown and start == p:
@@ -1248,34 +1294,52 @@ class _Merger:
         # Trailing new lines likewise, walking forward.
         end, k = q_end, t + 1
         while k < len(seg) and end < n:
+            again = self._declared_again(seg, k, end, delta)
+            if again is not None:
+                # new lines, then `const value = ...` where the file declares `const value` next: that
+                # declaration edited (declared twice in one scope, the code would not compile)
+                k, end = again
+                continue
             if seg[k].blank and lines[end].blank:
                 # the same gap on both sides, then the snippet's last line, with no marker after it, editing
                 # the file's last line (`]`, a blank line, `__version__ = "2.4.0"`): the gap is the file's,
                 # and the edit goes on past it. With more after it, it may be a new step of the same name.
                 kk = next((j for j in range(k, len(seg)) if not seg[j].blank), len(seg))
                 ee = next((j for j in range(end, n) if not lines[j].blank), n)
-                if (
-                    after is None
-                    and kk == len(seg) - 1
-                    and ee == self.orig.last - 1
-                    and kk - k == ee - end
-                    and _displaces(seg[kk], lines[ee], delta)
+                # A new `return` in place of the one that ends the block there goes past the gap anywhere.
+                if kk - k == ee - end and (
+                    (
+                        after is None
+                        and kk == len(seg) - 1
+                        and ee == self.orig.last - 1
+                        and _displaces(seg[kk], lines[ee], delta)
+                    )
+                    or (kk < len(seg) and ee < n and self._replaces_exit(seg[kk], ee, delta))
+                    or (
+                        self.orig.markdown
+                        and kk == len(seg) - 1
+                        and self._renames_section(seg[kk], ee, after)
+                    )
                 ):
                     k, end = kk, ee
                     continue
                 break
+            stack = next((j for j in range(k, len(seg)) if not self._decoration(seg[j].text)), len(seg)) - k
             if (
-                self._decoration(seg[k].text)
-                and k + 1 < len(seg)
-                and end + 1 < n
-                and not _displaces(seg[k + 1], lines[end + 1], delta)
+                stack
+                and k + stack < len(seg)
+                and end + stack < n
+                and not _displaces(seg[k + stack], lines[end + stack], delta)
             ):
-                break  # `#[test]` above a new test is that test's, not the next old test's rewritten
+                # `#[test]` (or `@field_validator(..)` / `@classmethod`) above a new unit is that unit's, not
+                # the next old unit's rewritten
+                break
             if (
                 _displaces(seg[k], lines[end], delta)
                 or self._replaces_exit(seg[k], end, delta)
                 or (k == len(seg) - 1 and self._reopens(seg[k], end, delta, after))
                 or (k == len(seg) - 1 and self._wraps_last_line(seg[k], end, delta, after))
+                or (self.orig.markdown and k == len(seg) - 1 and self._renames_section(seg[k], end, after))
             ):
                 # a one-line entry spread over lines (`bio: [{...}],` -> `bio: [` / items / `],`): all of them
                 spread = None if self.orig.is_header(end) else _spread_end(seg, k)
@@ -1383,6 +1447,40 @@ class _Merger:
             return False
         after = next((x for x in lines[i + 1 :] if not x.blank), None)
         return after is None or after.level < old.level
+
+    def _declared_again(self, seg: list[Line], k: int, i: int, delta: int) -> tuple[int, int] | None:
+        """The file's next statement (blank lines apart) declares a block-scoped name (`const value = ...`,
+        JavaScript/TypeScript) that one of the segment's next new lines in the same block declares again: the
+        new lines up to it, and it (spread over lines or not), replace the file's lines through that one.
+        Returns (segment index, original index) after them, else None."""
+        if self.language not in ("javascript", "typescript", "tsx", "jsx"):
+            return None
+        lines = self.orig.lines
+        while i < len(lines) and lines[i].blank:
+            i += 1
+        old = _BLOCK_DECLARATION_RE.match(lines[i].text) if i < len(lines) else None
+        if old is None or self.orig.is_header(i):
+            return None
+        for j in range(k, len(seg)):
+            x = seg[j]
+            if x.blank or x.level + delta > lines[i].level:
+                continue
+            if x.level + delta < lines[i].level:
+                return None  # the segment left the block
+            new = _BLOCK_DECLARATION_RE.match(x.text)
+            if new and new.group(1) == old.group(1):
+                if x.text == lines[i].text:
+                    return None  # the same line: an anchor, not an edit
+                return _spread_end(seg, j) or j + 1, i + 1
+        return None
+
+    def _renames_section(self, new: Line, i: int, after: Line | None) -> bool:
+        """Markdown: the segment's last line is a heading and a marker follows (the section's text elided),
+        where the file has a heading of the same level: that section renamed (`## Step 4: Load ...` ->
+        `## Step 5: Load ...`). Inserted, the new section would be empty."""
+        return (
+            after is not None and i < len(self.orig.lines) and _same_level_headings(new, self.orig.lines[i])
+        )
 
     def _wraps_last_line(self, new: Line, i: int, delta: int, after: Line | None) -> bool:
         """The snippet's last line, with no marker after it, keeps every word of the file's last line at its
@@ -2085,6 +2183,9 @@ def _restyled_element(seg: list[Line], k: int, lines: list[Line], i: int, delta:
     return m + 1
 
 
+_BLOCK_DECLARATION_RE = re.compile(r"^(?:export\s+)?(?:const|let)\s+([A-Za-z_$][\w$]*)\s*(?::[^=]+)?=")
+
+
 def _spread_end(seg: list[Line], k: int) -> int | None:
     """Where the bracket that seg[k] leaves open (`bio: [`) closes, on a line of its own at its depth (`],`),
     with only deeper lines between: the index after that line, else None."""
@@ -2101,6 +2202,19 @@ def _undeclared(new: str, old: str) -> bool:
     """`res = await fetch(..` is `const res = await fetch(..` with its declaration moved elsewhere."""
     found = re.match(r"^(?:export\s+)?(?:const|let|var)\s+", old)
     return bool(found) and old[found.end() :] == new
+
+
+def _restates(new: Line, old: Line) -> bool:
+    """Markdown: two prose lines (not list items, headings, table rows or fences) of at least four words that
+    differ in exactly one of them, at the same place."""
+    if new.blank or old.blank or (new.level, new.rest) != (old.level, old.rest) or new.text == old.text:
+        return False
+    if any(
+        pattern.match(x.text) for x in (new, old) for pattern in (_LIST_ITEM_RE, _HEADING_RE, _FENCE_RE)
+    ) or new.text.startswith("|"):
+        return False
+    a, b = new.text.split(), old.text.split()
+    return len(a) == len(b) >= 4 and sum(x != y for x, y in zip(a, b, strict=True)) == 1
 
 
 def _same_item(new: Line, old: Line) -> bool:
@@ -2179,6 +2293,14 @@ def apply_snippet(
             Refusal.DROPS_MOST_OF_FILE,
             f"the merge would shrink the file from {len(merger.raw)} to {merged_lines} lines; refusing to drop most of it",
         )
+    twice = _route_written_twice(original, snippet, result.merged) if language in _JS_LANGUAGES else None
+    if twice:
+        return ApplyResult(
+            None,
+            Refusal.AMBIGUOUS_SCOPE,
+            f"the merge would hold {twice}... twice: the snippet's one is new beside the file's, or a rewrite of it "
+            "that is not recognised (a one-line header spread over lines); show its old lines or a marker",
+        )
     if check_syntax and language and _breaks_syntax(original, result.merged, language):
         return ApplyResult(
             None,
@@ -2187,6 +2309,38 @@ def apply_snippet(
             "brackets are wrong",
         )
     return result
+
+
+_JS_LANGUAGES = frozenset({"javascript", "typescript", "tsx", "jsx"})
+_CALL_KEY_RE = re.compile(r"""^([\w$]+(?:\.[\w$]+)+)\(\s*("[^"]*"|'[^']*'|`[^`$]*`)?""")
+
+
+def _call_keys(text: str) -> list[str]:
+    """`router.patch("/:id", ...` (also spread over lines: `router.patch(` / `"/:id",`): a method call by
+    its callee and its string first argument, one key per such call opening a line."""
+    keys, lines = [], [x.strip() for x in text.splitlines()]
+    for i, line in enumerate(lines):
+        found = _CALL_KEY_RE.match(line)
+        if not found:
+            continue
+        argument = found.group(2)
+        if argument is None and line == found.group(1) + "(" and i + 1 < len(lines):
+            argument = re.match(r"""("[^"]*"|'[^']*'|`[^`$]*`),?$""", lines[i + 1])
+            argument = argument.group(1) if argument else None
+        if argument is not None:
+            keys.append(f"{found.group(1)}({argument}")
+    return keys
+
+
+def _route_written_twice(original: str, snippet: str, merged: str) -> str | None:
+    """A method call with a string first argument (`router.patch("/:id"`) that the original holds once,
+    the snippet once, and the merge twice: the snippet rewrote it in a form the applier did not match."""
+    before, shown, after = (
+        Counter(_call_keys(original)),
+        Counter(_call_keys(snippet)),
+        Counter(_call_keys(merged)),
+    )
+    return next((k for k, n in after.items() if n == 2 and before[k] == 1 and shown[k] == 1), None)
 
 
 BRACE_LANGUAGES = frozenset({"rust", "go", "java", "c", "cpp", "csharp", "kotlin", "swift", "php", "css"})

@@ -27,7 +27,8 @@ JSX_LANGUAGES = frozenset({"tsx", "jsx"})
 JSX_MARKER = "{/* " + MARKER_TEXT + " */}"
 
 _ELLIPSIS = r"(?:\.\.\.+|…)"
-_TAIL = r"[\w\s,.'()/…-]*"
+# words after the ellipsis; a colon only after a space (`... unchanged: load the batch ...`, never `...props:`)
+_TAIL = r"(?:[\w\s,.'()/…-]*|\s[\w\s,.:;'()/…-]*)"
 # Comments that announce elided code in words ("rest of the code", "existing imports remain unchanged").
 _ELIDED_WORDS = (
     r"(?:keep\s+)?(?:existing|rest\s+of(?:\s+the)?|remaining|unchanged|omitted|previous)\s+(?:\w+\s+){0,2}?"
@@ -35,13 +36,25 @@ _ELIDED_WORDS = (
     r"lines?|content|sections?|fields?|members?|tests?|cases?|routes?|handlers?|styles?|rules?|items?|entries)"
     r"(?:\s+(?:remains?|stays?|is|are|unchanged|the\s+same|as\s+before|here|above|below|\.\.\.+|…))*\s*\.?"
 )
-_SAME_WORDS = r"(?:same|unchanged|as\s+before|no\s+changes?)\s*\.?"
-# "rest of the README unchanged", "the rest of this file stays the same"
-_REST_OF = (
-    r"(?:the\s+)?rest(?:\s+of\s+(?:the\s+|this\s+)?[\w.-]+(?:\s+[\w.-]+){0,2}?)?"
-    r"(?:\s+(?:is\s+|are\s+)?(?:unchanged|(?:remains?|stays?)\s+(?:the\s+same|unchanged)|as\s+(?:is|before)))?\s*\.?"
+# "other methods unchanged", "everything else stays the same": only with the word that says it is unchanged
+_OTHER = (
+    r"(?:other\s+\w+(?:\s+\w+)?|everything\s+else)\s+(?:(?:is|are|remains?|stays?)\s+)?"
+    r"(?:unchanged|the\s+same|as\s+before|omitted|\.\.\.+|…)\s*\.?"
 )
-_MARKER_BODY = rf"(?:{_ELLIPSIS}{_TAIL}|{_ELIDED_WORDS}|{_SAME_WORDS}|{_REST_OF})"
+_SAME_WORDS = r"(?:same|unchanged|as\s+before|no\s+changes?)\s*\.?"
+# "rest of the README unchanged", "the rest of this file stays the same", "rest of predict() and main() unchanged",
+# "keep the rest as is", "everything else stays the same"
+_REST_SAID = (
+    r"(?:is\s+|are\s+)?(?:unchanged|(?:remains?|stays?)\s+(?:the\s+same|unchanged)|as\s+(?:is|before))"
+)
+_REST_OF = (
+    r"(?:keep\s+)?(?:the\s+)?rest(?:"
+    rf"(?:\s+of\s+(?:the\s+|this\s+)?[\w.-]+(?:\s+[\w.-]+){{0,2}}?)?(?:\s+{_REST_SAID})?"  # up to 3 words
+    rf"|\s+of\s+(?:the\s+|this\s+)?[\w.()-]+(?:\s+[\w.()-]+){{0,4}}?\s+{_REST_SAID}"  # more, if it says so
+    r")\s*\.?"
+)
+_WORDS = rf"(?:{_ELIDED_WORDS}|{_OTHER}|{_SAME_WORDS}|{_REST_OF})"
+_MARKER_BODY = rf"(?:{_ELLIPSIS}{_TAIL}|{_WORDS}|\(\s*{_WORDS}\s*\))"  # `(rest unchanged)`
 _MARKER_RE = re.compile(
     r"^\s*(?:"
     rf"(?://|#|--)\s*{_MARKER_BODY}"  # line comments
