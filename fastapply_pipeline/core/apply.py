@@ -407,6 +407,7 @@ class Placement:
     separator: int = 0  # blank lines between the anchors and new code inserted after them
     doubt: str = ""  # why this place, if it is the best one, may be wrong: then the snippet is refused
     omitted: tuple[int, int] = (0, 0)  # the original lines it leaves out between its head and tail anchors
+    strong: int = -1  # anchor lines matched that are not blank (-1: not counted, the score stands for it)
 
 
 def _show(line: Line) -> str:
@@ -523,6 +524,12 @@ class _Merger:
             found = [p for p in found if by_delta[p.delta] == max(by_delta.values())]
         best = max(p.score for p in found)
         top = {(p.start, p.end): p for p in found if p.score == best}
+        if len(top) == 1 and (chosen := next(iter(top.values()))).strong >= 0:
+            # a place that wins only by the blank lines it matches (one method's blank line after it, another's
+            # closer) is no better than the other
+            top |= {
+                (p.start, p.end): p for p in found if p.strong == chosen.strong and p.delta == chosen.delta
+            }
         if len(top) > 1 and prefer_delta is not None:
             preferred = {span: p for span, p in top.items() if p.delta == prefer_delta}
             top = preferred if len(preferred) == 1 else top
@@ -1245,22 +1252,24 @@ class _Merger:
             kk, ii = h - 1, p - 1
             while kk >= 0 and ii >= floor and seg[kk].blank and lines[ii].blank:
                 kk, ii = kk - 1, ii - 1
-            if (
+            renamed = (
                 kk >= 0
                 and ii >= floor
                 and not _HEADING_RE.match(seg[h].text)  # under a new heading, a subheading may be new too
                 and _same_level_headings(seg[kk], lines[ii])
-            ):
-                start = ii
-            elif (
+            )
+            # likewise a sentence with one word or number changed (`Rate limit: 100 ...` -> `300`): two
+            # paragraphs that differ in one value contradict each other
+            restated = (
                 kk >= 0
                 and ii >= floor
                 and not any(_HEADING_RE.match(x.text) for x in seg[:h])  # a new section may say the same
                 and _restates(seg[kk], lines[ii])
-            ):
-                # likewise a sentence with one word or number changed (`Rate limit: 100 ...` -> `300`): two
-                # paragraphs that differ in one value contradict each other
+            )
+            if renamed or restated:
                 start = ii
+            elif (heading := self._heading_renamed_above(seg[:h], p, floor)) is not None:
+                start = heading  # `### DELETE /v1/x` -> `### DELETE /v1/x (deprecated)`, new text under it
         doubt = ""
         if self.orig.markdown and start == p:
             anchor = _HEADING_RE.match(seg[h].text)
@@ -1340,10 +1349,15 @@ class _Merger:
                 or (k == len(seg) - 1 and self._reopens(seg[k], end, delta, after))
                 or (k == len(seg) - 1 and self._wraps_last_line(seg[k], end, delta, after))
                 or (self.orig.markdown and k == len(seg) - 1 and self._renames_section(seg[k], end, after))
+                or (not self.orig.is_header(end) and _spreads(seg, k, lines[end], delta))
             ):
                 # a one-line entry spread over lines (`bio: [{...}],` -> `bio: [` / items / `],`): all of them
                 spread = None if self.orig.is_header(end) else _spread_end(seg, k)
                 end, k = end + 1, spread or k + 1
+                continue
+            docstring = self._rewritten_docstring(seg, k, end, delta)
+            if docstring is not None:
+                k, end = docstring
                 continue
             if self._collapses_block(seg[k], end, delta):
                 end, k = self.orig.block_end(end), k + 1
@@ -1384,8 +1398,20 @@ class _Merger:
             while separator < head_run and lines[p + head_run - 1 - separator].blank:
                 separator += 1
         omitted = (p + head_run, q_end - tail_run) if tail_run else (0, 0)
+        anchored = seg[h : h + head_run] + (seg[t - tail_run + 1 : t + 1] if tail_run else [])
+        strong = sum(1 for x in anchored if not x.blank)
         return Placement(
-            start, end, delta, new_lines, head_run + tail_run, h > 0, k < len(seg), separator, doubt, omitted
+            start,
+            end,
+            delta,
+            new_lines,
+            head_run + tail_run,
+            h > 0,
+            k < len(seg),
+            separator,
+            doubt,
+            omitted,
+            strong,
         )
 
     def _rewritten_unit_above(self, lead: list[Line], p: int, floor: int, delta: int) -> int | None:
@@ -1411,6 +1437,21 @@ class _Merger:
             signature(head.text) is not None and signature(head.text) == signature(lines[j].text)
         )
         return j if same else None
+
+    def _heading_renamed_above(self, lead: list[Line], p: int, floor: int) -> int | None:
+        """Markdown: the new lines above the anchor open with a heading that keeps the words of the heading
+        right above the anchor (blank lines apart) and adds to them (`### DELETE /v1/x` -> `### DELETE /v1/x
+        (deprecated)`), then new text: that heading edited, the text under it new. Its line, else None."""
+        first = next((x for x in lead if not x.blank), None)
+        i = p - 1
+        while i >= floor and self.orig.lines[i].blank:
+            i -= 1
+        if first is None or i < floor or (i == p - 1 and not lead[-1].blank):
+            return None
+        old = self.orig.lines[i]
+        if self.orig.in_fence[i] or not _same_level_headings(first, old):
+            return None
+        return i if _extends(first.text, old.text) else None
 
     def _new_heading_doubt(self, lead: list[Line], p: int, floor: int, anchor_depth: int | None) -> str:
         """Markdown: a segment that starts with a new heading above lines in the middle of a section of the
@@ -1493,6 +1534,24 @@ class _Merger:
             and new.level + delta == old.level
             and _extends(new.text, old.text)
         )
+
+    def _rewritten_docstring(self, seg: list[Line], k: int, i: int, delta: int) -> tuple[int, int] | None:
+        """Python: a new docstring right under the header whose docstring the file has there (one line or
+        several): it replaces that docstring. Returns (segment index, original index) after both, else None."""
+        old, new = self.orig.lines[i], seg[k]
+        if self.language != "python" or new.level + delta != old.level or i == 0:
+            return None
+        quote = next((q for q in ('"""', "'''") if new.text.startswith(q)), None)
+        if quote is None or not old.text.startswith(quote) or not signature(self.orig.lines[i - 1].text):
+            return None
+
+        def close(lines: list[Line], j: int) -> int | None:  # the index after the docstring opened at j
+            if lines[j].text.count(quote) >= 2:
+                return j + 1
+            return next((m + 1 for m in range(j + 1, len(lines)) if quote in lines[m].text), None)
+
+        new_end, old_end = close(seg, k), close(self.orig.lines, i)
+        return None if new_end is None or old_end is None else (new_end, old_end)
 
     def _collapses_block(self, new: Line, i: int, delta: int) -> bool:
         """A one-line statement in place of a grouped one that held it (`import (` / `"strings"` / `"testing"` /
@@ -1742,6 +1801,23 @@ class _Merger:
                 j = names[name][0]
                 if _opens_call(self.orig.lines[j].text):
                     continue  # `writeJSON(w, map[string]any{` opens a call's literal, not a unit
+                level = self.orig.lines[j].level
+                if level:
+                    # a method written in another class (an override) is not this one moved there: the class
+                    # the segment shows around the line, else the one around its place
+                    shown = next(
+                        (x for x in reversed(seg[:at]) if not x.blank and x.level < line.level), None
+                    )
+                    here = self._enclosing(placement.start + 1, level)
+                    there = self._enclosing(j, level)
+                    parent = (
+                        shown if shown is not None else (self.orig.lines[here] if here is not None else None)
+                    )
+                    # classes by name: `class Report(Renderable):` is `class Report:` with its header edited
+                    if there is not None and (
+                        parent is None or _named(parent) != _named(self.orig.lines[there])
+                    ):
+                        continue
                 end = self.orig.block_end(j)
                 if any(i in replaced for i in range(j, end)):
                     continue
@@ -1761,6 +1837,17 @@ class _Merger:
         return drop
 
     # ---------------------------------------------------------------- marker-less snippets
+    def _enclosing(self, i: int, level: int) -> int | None:
+        """The header of the block around line i that holds lines of this depth (a method's class), or None."""
+        return next(
+            (
+                j
+                for j in range(min(i, len(self.orig.lines)) - 1, -1, -1)
+                if not self.orig.lines[j].blank and self.orig.lines[j].level < level
+            ),
+            None,
+        )
+
     def covers_file(self) -> bool:
         """Whether a marker-less snippet is the whole new file. It is when it starts like the file (its
         imports, the file's own first line), mentions at least half of the file's units and reaches the
@@ -2184,6 +2271,30 @@ def _restyled_element(seg: list[Line], k: int, lines: list[Line], i: int, delta:
 
 
 _BLOCK_DECLARATION_RE = re.compile(r"^(?:export\s+)?(?:const|let)\s+([A-Za-z_$][\w$]*)\s*(?::[^=]+)?=")
+
+
+def _named(line: Line) -> str:
+    """A header by the name it declares (`class Report`), else by its text."""
+    return signature(line.text) or line.text
+
+
+def _spreads(seg: list[Line], k: int, old: Line, delta: int) -> bool:
+    """`report.file.save(` opening a call spread over lines, where the file has that call on one line
+    (`report.file.save(f"...", rows)`) with the same first argument (`f"..."`): the same statement, its
+    arguments moved onto lines of their own. Another call of the same function (`parser.add_argument(` for
+    another flag) starts with another argument."""
+    new = seg[k]
+    if not (
+        new.level + delta == old.level
+        and new.text.endswith("(")
+        and len(new.text) >= 6
+        and old.text.startswith(new.text)
+        and k + 1 < len(seg)
+        and not seg[k + 1].blank
+    ):
+        return False
+    argument = seg[k + 1].text.rstrip(",")
+    return len(argument) >= 3 and old.text[len(new.text) :].lstrip().startswith(argument)
 
 
 def _spread_end(seg: list[Line], k: int) -> int | None:
