@@ -748,7 +748,7 @@ class _Merger:
 
         # A placement that leaves out a named unit between anchors twice as long as any other placement's, on
         # both sides of the gap (a test deleted between the two shown around it), is kept beside the others.
-        def strong(run: list[Line]) -> bool:
+        def holds_code(run: list[Line]) -> bool:
             return any(not x.weak and not self._decoration(x.text) for x in run)
 
         most = max((pl[1] + pl[3] for pl in placements if not pl[4]), default=0)
@@ -759,8 +759,8 @@ class _Merger:
             and pl[3]
             and most
             and pl[1] + pl[3] >= 2 * most
-            and strong(seg[h : h + pl[1]])
-            and strong(seg[pl[6] - pl[3] + 1 : pl[6] + 1])
+            and holds_code(seg[h : h + pl[1]])
+            and holds_code(seg[pl[6] - pl[3] + 1 : pl[6] + 1])
         ]
         for flag in (4, 5):  # prefer placements that swallow no named unit, then none that overrun a block
             clean = [pl for pl in placements if not pl[flag]]
@@ -1310,12 +1310,13 @@ class _Merger:
                 k, end = again
                 continue
             if seg[k].blank and lines[end].blank:
-                # the same gap on both sides, then the snippet's last line, with no marker after it, editing
-                # the file's last line (`]`, a blank line, `__version__ = "2.4.0"`): the gap is the file's,
-                # and the edit goes on past it. With more after it, it may be a new step of the same name.
+                # The same gap on both sides, then a line that edits the file's next one: the gap is the
+                # file's, and the edit goes on past it. Three such edits: the snippet's last line, with no
+                # marker after it, editing the file's last line (`]`, a blank line, `__version__ = "2.4.0"`;
+                # with more after it, it may be a new step of the same name); a new `return` in place of the
+                # one that ends the block there; a Markdown heading right before a marker (a section renamed).
                 kk = next((j for j in range(k, len(seg)) if not seg[j].blank), len(seg))
                 ee = next((j for j in range(end, n) if not lines[j].blank), n)
-                # A new `return` in place of the one that ends the block there goes past the gap anywhere.
                 if kk - k == ee - end and (
                     (
                         after is None
@@ -1419,7 +1420,7 @@ class _Merger:
         is that of the unit ending right above the anchor, blank lines apart (`case 'RENAME_TODO':`): that unit
         rewritten, not a second one beside it. Returns where it starts, else None."""
         body = [x for x in lead if not x.blank]
-        if self.orig.markdown or not body or lead[-1].blank is False:
+        if self.orig.markdown or not body or not lead[-1].blank:
             return None
         head, level = body[0], body[0].level
         if head.weak or not all(x.level > level or (x.weak and x.level == level) for x in body[1:]):
@@ -1494,7 +1495,7 @@ class _Merger:
         JavaScript/TypeScript) that one of the segment's next new lines in the same block declares again: the
         new lines up to it, and it (spread over lines or not), replace the file's lines through that one.
         Returns (segment index, original index) after them, else None."""
-        if self.language not in ("javascript", "typescript", "tsx", "jsx"):
+        if self.language not in _JS_LANGUAGES:
             return None
         lines = self.orig.lines
         while i < len(lines) and lines[i].blank:
