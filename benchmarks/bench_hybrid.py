@@ -16,11 +16,14 @@ from pathlib import Path
 import polars as pl
 from bench_eval import DEFAULT_MODEL  # the provisioned Qwen2.5-Coder-0.5B-Instruct, one definition
 
+from fastapply_pipeline.config import load_config
+from fastapply_pipeline.core.artifacts import ADAPTER, ADAPTER_WEIGHTS
 from fastapply_pipeline.core.evaluate import evaluate, hybrid_candidate, load_rows, model_candidate
 from fastapply_pipeline.core.inference import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
-ADAPTER = ROOT / ".fastapply" / "corpus-artifacts" / "adapters" / "lora_adapter" / "adapter"
+# the adapter that `fastapply run --config benchmarks/corpus.yaml --select lora_adapter` trains
+ADAPTER_DIR = load_config(ROOT / "benchmarks" / "corpus.yaml").artifacts_dir / ADAPTER / ADAPTER_WEIGHTS
 
 
 def main() -> None:
@@ -29,7 +32,7 @@ def main() -> None:
     )
     parser.add_argument("--model", default=str(DEFAULT_MODEL))
     parser.add_argument(
-        "--adapter", default=str(ADAPTER), help="a LoRA adapter folder; '' for the base model"
+        "--adapter", default=str(ADAPTER_DIR), help="a LoRA adapter folder; '' for the base model"
     )
     parser.add_argument("--cases", default=str(ROOT / "fastapply_pipeline_tests" / "data" / "realistic"))
     parser.add_argument("--prompt-lookup", type=int, default=10, help="draft length (speed only)")

@@ -43,7 +43,7 @@ _OTHER = (
 )
 _SAME_WORDS = r"(?:same|unchanged|as\s+before|no\s+changes?)\s*\.?"
 # "rest of the README unchanged", "the rest of this file stays the same", "rest of predict() and main() unchanged",
-# "keep the rest as is", "everything else stays the same"
+# "keep the rest as is" (more than three words only when they end by saying it is unchanged)
 _REST_SAID = (
     r"(?:is\s+|are\s+)?(?:unchanged|(?:remains?|stays?)\s+(?:the\s+same|unchanged)|as\s+(?:is|before))"
 )
