@@ -40,8 +40,8 @@ from fastapply_pipeline.core.markers import is_marker_line
 _NEWLINE_RE = re.compile(r"\r?\n")
 _INDENT_RE = re.compile(r"^[ \t]*")
 # Lines that only close a block: they anchor weakly (every block ends with one).
-_ANONYMOUS_OPENERS = frozenset({"{", "[", "("})  # a block known only by its first line (a table entry)
 _CLOSER_RE = re.compile(r"^(?:[)}\]]+[;,)]*\)?;?|end|fi|done|esac|</[\w.:-]*>|\)\s*:)$")
+_ANONYMOUS_OPENERS = frozenset({"{", "[", "("})  # a block known only by its first line (a table entry)
 _SIGNATURE_RES = (
     re.compile(
         r"^(?:(?:export|default|declare|abstract|async|pub(?:\([\w:]+\))?|unsafe|static|extern|public|private|"
@@ -518,9 +518,8 @@ class _Merger:
             # beside its span (lines the snippet shows kept, only re-indented around them).
             by_delta: dict[int, int] = {}
             for p in found:
-                by_delta[p.delta] = max(
-                    by_delta.get(p.delta, p.score - copies[id(p)]), p.score - copies[id(p)]
-                )
+                net = p.score - copies[id(p)]
+                by_delta[p.delta] = max(by_delta.get(p.delta, net), net)
             found = [p for p in found if by_delta[p.delta] == max(by_delta.values())]
         best = max(p.score for p in found)
         top = {(p.start, p.end): p for p in found if p.score == best}
@@ -1107,7 +1106,7 @@ class _Merger:
         level = lines[j].level
         if after is not None and after.level + delta > level:
             return end  # the marker stands inside the unit: its other lines are kept
-        unit_end = self.orig.block_end(j)
+        unit_end = block_end = self.orig.block_end(j)
         if unit_end > end and lines[unit_end - 1].level == level and lines[unit_end - 1].weak:
             unit_end -= 1  # its closing line stays
         while unit_end > end and lines[unit_end - 1].blank:
@@ -1129,9 +1128,9 @@ class _Merger:
         at_file_end = after is None and unit_end >= self.orig.last  # no marker after: the snippet's end
         # the snippet closes the unit: its end (the unit's closing line, or in a language without one a final
         # `return`), the blank lines that follow it in the file, then a marker outside it
-        gap = next((g for g, x in enumerate(lines[self.orig.block_end(j) :]) if not x.blank), 0)
+        gap = next((g for g, x in enumerate(lines[block_end:]) if not x.blank), 0)
         last_new = next(x for x in reversed(new) if not x.blank)
-        closer = lines[self.orig.block_end(j) - 1]
+        closer = lines[block_end - 1]
         ends = (
             (last_new.weak and last_new.level + delta == level)
             if closer.weak and closer.level == level
@@ -1425,9 +1424,7 @@ class _Merger:
         head, level = body[0], body[0].level
         if head.weak or not all(x.level > level or (x.weak and x.level == level) for x in body[1:]):
             return None
-        i = p - 1
-        while i >= floor and self.orig.lines[i].blank:
-            i -= 1
+        i = self._nonblank_above(p, floor)
         lines = self.orig.lines
         j = next((j for j in range(i, floor - 1, -1) if lines[j].level <= level + delta), None)
         if j is None or lines[j].level != level + delta or not self.orig.is_header(j):
@@ -1439,14 +1436,19 @@ class _Merger:
         )
         return j if same else None
 
+    def _nonblank_above(self, p: int, floor: int) -> int:
+        """The last original line above p that is not blank, looking no higher than floor (floor - 1: none)."""
+        i = p - 1
+        while i >= floor and self.orig.lines[i].blank:
+            i -= 1
+        return i
+
     def _heading_renamed_above(self, lead: list[Line], p: int, floor: int) -> int | None:
         """Markdown: the new lines above the anchor open with a heading that keeps the words of the heading
         right above the anchor (blank lines apart) and adds to them (`### DELETE /v1/x` -> `### DELETE /v1/x
         (deprecated)`), then new text: that heading edited, the text under it new. Its line, else None."""
         first = next((x for x in lead if not x.blank), None)
-        i = p - 1
-        while i >= floor and self.orig.lines[i].blank:
-            i -= 1
+        i = self._nonblank_above(p, floor)
         if first is None or i < floor or (i == p - 1 and not lead[-1].blank):
             return None
         old = self.orig.lines[i]
@@ -1660,7 +1662,7 @@ class _Merger:
         moved = self._moved_units(segments, placements, gaps)
         out: list[str] = []
         cursor = 0
-        for placement, (lead, trail) in zip(placements, self._blank_edges(), strict=True):
+        for placement, (lead, trail) in zip(placements, edges, strict=True):
             out.extend(self.raw[i] for i in range(cursor, placement.start) if i not in moved)
             # Blank lines the snippet puts between new code and a marker separate the new code from the
             # elided code: kept where the original has none there.
@@ -1809,11 +1811,10 @@ class _Merger:
                     shown = next(
                         (x for x in reversed(seg[:at]) if not x.blank and x.level < line.level), None
                     )
-                    here = self._enclosing(placement.start + 1, level)
                     there = self._enclosing(j, level)
-                    parent = (
-                        shown if shown is not None else (self.orig.lines[here] if here is not None else None)
-                    )
+                    if shown is None and (here := self._enclosing(placement.start + 1, level)) is not None:
+                        shown = self.orig.lines[here]
+                    parent = shown
                     # classes by name: `class Report(Renderable):` is `class Report:` with its header edited
                     if there is not None and (
                         parent is None or _named(parent) != _named(self.orig.lines[there])
@@ -2077,24 +2078,12 @@ class _Merger:
             for i in range(j + 1, end)
             if self.orig.lines[i].level == self.orig.lines[j].level + 1 and self._unit_name(i)
         ]
-        definitions = (
-            "def",
-            "fn",
-            "func",
-            "function",
-            "class",
-            "struct",
-            "impl",
-            "enum",
-            "trait",
-            "interface",
-        )
-        function = (signature(header.text) or "").split(" ")[0] in definitions[:4] or "=>" in header.text
+        function = (signature(header.text) or "").split(" ")[0] in _FUNCTION_KINDS or "=>" in header.text
         if not any(
             (name := signature(x.text))
             and (
                 not function
-                or name.split(" ")[0] in definitions
+                or name.split(" ")[0] in _DEFINITION_KINDS
                 or bool(re.search(r"=>|\bfunction\b", x.text))
             )
             for x in body
@@ -2239,6 +2228,9 @@ def _expanded_element(seg: list[Line], k: int, old: Line, delta: int) -> int | N
     return o if shown else None
 
 
+_FUNCTION_KINDS = frozenset({"def", "fn", "func", "function"})
+# what a function's body may hold as members (a marker-less snippet of it edits only those shown)
+_DEFINITION_KINDS = _FUNCTION_KINDS | {"class", "struct", "impl", "enum", "trait", "interface"}
 _CLASS_NAME_RE = re.compile(r"""\bclassName=("[^"]+"|'[^']+')""")
 
 
@@ -2254,7 +2246,7 @@ def _restyled_element(seg: list[Line], k: int, lines: list[Line], i: int, delta:
     expressions = re.findall(r"\{[^{}]+\}", content.group(2)) if content else []
     if not expressions:
         return None
-    m = next((m for m in range(k + 1, len(seg)) if seg[m].blank or seg[m].level <= new.level), len(seg))
+    m = _group_close(seg, k)
     if m == len(seg) or seg[m].text != "/>" or seg[m].level != new.level:
         return None
     ours, theirs = (
@@ -2298,12 +2290,18 @@ def _spreads(seg: list[Line], k: int, old: Line, delta: int) -> bool:
     return len(argument) >= 3 and old.text[len(new.text) :].lstrip().startswith(argument)
 
 
+def _group_close(seg: list[Line], k: int) -> int:
+    """The first line after seg[k] that is blank or no deeper than it (len(seg) if none): where the lines
+    that seg[k] opens end."""
+    return next((m for m in range(k + 1, len(seg)) if seg[m].blank or seg[m].level <= seg[k].level), len(seg))
+
+
 def _spread_end(seg: list[Line], k: int) -> int | None:
     """Where the bracket that seg[k] leaves open (`bio: [`) closes, on a line of its own at its depth (`],`),
     with only deeper lines between: the index after that line, else None."""
     if not seg[k].text.endswith(("[", "{", "(")):
         return None
-    m = next((m for m in range(k + 1, len(seg)) if seg[m].blank or seg[m].level <= seg[k].level), len(seg))
+    m = _group_close(seg, k)
     closer = {"[": "]", "{": "}", "(": ")"}[seg[k].text[-1]]
     if m == k + 1 or m == len(seg) or seg[m].level != seg[k].level or not seg[m].text.startswith(closer):
         return None
